@@ -1,0 +1,74 @@
+"""The Celery application shared by the API (which only sends) and the workers (which run).
+
+Every setting below serves CPU-heavy work with at-least-once delivery; the README explains
+each one. Tasks carry only the record id: the parameters live in the database, so a message is
+tiny and a redelivered message can never run stale parameters.
+"""
+
+from datetime import datetime
+
+from celery import Celery
+from kombu import Queue
+
+from finq_core.config import Settings, get_settings
+from finq_core.models import Priority
+
+RUN_TASK = "finq.run"
+QUEUES = [p.value for p in (Priority.HIGH, Priority.NORMAL, Priority.LOW)]
+
+
+def visibility_timeout(settings: Settings) -> int:
+    """Redis re-delivers an unacked message after this long: above the longest task (hard
+    limit) plus the longest retry backoff, so a slow task is never run twice while alive."""
+    return settings.default_task_timeout + 120
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("finq", broker=settings.redis_url)
+    app.conf.update(
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue=Priority.NORMAL.value,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,  # outcomes live in the database, not a result backend
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=settings.default_task_timeout,
+        task_soft_time_limit=settings.soft_time_limit,
+        worker_soft_shutdown_timeout=min(60.0, float(settings.default_task_timeout)),
+        worker_enable_soft_shutdown_on_idle=True,
+        worker_max_memory_per_child=1_500_000,  # KiB: recycle a child that grew past 1.5 GB
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": visibility_timeout(settings),
+            # Consume high, then normal, then low: strict order rather than round robin.
+            "queue_order_strategy": "priority",
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+            "retry_on_timeout": True,
+            "health_check_interval": 25,
+        },
+        broker_pool_limit=10,
+    )
+    return app
+
+
+celery_app = make_celery(get_settings())
+
+
+def enqueue(task_id: str, priority: str, request_id: str | None = None,
+            eta: datetime | None = None) -> None:
+    """Put one task on its priority queue; raises kombu/redis errors when Redis is down."""
+    celery_app.send_task(
+        RUN_TASK,
+        args=[task_id],
+        queue=priority,
+        eta=eta,
+        headers={"request_id": request_id} if request_id else None,
+        retry=False,
+    )

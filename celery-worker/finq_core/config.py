@@ -1,0 +1,75 @@
+"""All settings, read once from the environment (and `.env`), shared by every service.
+
+Every field here is listed and explained in `.env.example`; a test fails when the two drift.
+"""
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+EXAMPLE_SECRET = "change-me-to-a-long-random-string"
+MIN_SECRET_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    app_env: Literal["development", "test", "production"] = "development"
+    app_secret_key: str = EXAMPLE_SECRET
+    access_token_expire_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    admin_username: str | None = None
+    admin_password: str | None = None
+
+    database_url: str = "sqlite:///.run/finq.db"
+    redis_url: str = "redis://127.0.0.1:6380/0"
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    # Task execution.
+    default_task_timeout: int = Field(default=300, ge=5, le=24 * 3600)
+    max_retry_attempts: int = Field(default=3, ge=0, le=20)
+    result_ttl_days: int = Field(default=30, ge=1)
+    worker_concurrency: int = Field(default=4, ge=1, le=64)
+    progress_interval_seconds: float = Field(default=0.25, ge=0.05, le=10)
+
+    # HTTP edge.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    rate_limit_submit: str = "120/minute"
+    rate_limit_login: str = "10/minute"
+    rate_limit_global: str = "600/minute"
+    rate_limit_enabled: bool = True
+
+    @field_validator("cors_origins", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        """Accept `a,b,c` from the environment as well as a JSON list."""
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_a_real_secret(self) -> "Settings":
+        if self.app_env == "production" and (
+            len(self.app_secret_key) < MIN_SECRET_LENGTH or self.app_secret_key == EXAMPLE_SECRET
+        ):
+            raise ValueError(
+                "APP_SECRET_KEY must be set to a random string of at least "
+                f"{MIN_SECRET_LENGTH} characters when APP_ENV=production "
+                "(for example: python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        return self
+
+    @property
+    def soft_time_limit(self) -> int:
+        """The soft limit raises inside the task so it can record 'timed out' before the kill."""
+        return max(1, self.default_task_timeout - 5)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,51 @@
+"""Task change notifications and cancel flags, kept in Redis so every replica sees them."""
+
+import json
+from functools import lru_cache
+from typing import Any
+
+import redis
+
+from finq_core.config import get_settings
+
+CANCEL_TTL_SECONDS = 24 * 3600
+
+
+def channel(task_id: str) -> str:
+    return f"finq:task:{task_id}"
+
+
+def cancel_key(task_id: str) -> str:
+    return f"finq:cancel:{task_id}"
+
+
+@lru_cache
+def get_redis() -> "redis.Redis":
+    """One client (with its own connection pool) per process; created lazily after fork."""
+    return redis.Redis.from_url(
+        get_settings().redis_url,
+        socket_timeout=5,
+        socket_connect_timeout=3,
+        health_check_interval=30,
+        decode_responses=True,
+    )
+
+
+def publish(task_id: str, payload: dict[str, Any]) -> None:
+    """Best effort: a lost notification only delays a live view, the record is the truth."""
+    try:
+        get_redis().publish(channel(task_id), json.dumps(payload, default=str))
+    except redis.RedisError:
+        pass
+
+
+def request_cancel(task_id: str) -> None:
+    get_redis().set(cancel_key(task_id), "1", ex=CANCEL_TTL_SECONDS)
+
+
+def clear_cancel(task_id: str) -> None:
+    get_redis().delete(cancel_key(task_id))
+
+
+def cancel_requested(task_id: str) -> bool:
+    return bool(get_redis().exists(cancel_key(task_id)))

@@ -1,0 +1,1 @@
+"""The Celery side: runs engine calculations against task records."""

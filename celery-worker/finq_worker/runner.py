@@ -1,0 +1,113 @@
+"""Runs one task record to an outcome. Only this module decides statuses on the worker side.
+
+The rules: a record already final is never recomputed nor overwritten (at-least-once delivery
+made idempotent); validation and calculation errors fail at once with their message; transient
+infrastructure errors are retried by the caller with backoff; anything else fails the task
+alone, with its type and message recorded and the traceback kept in the worker's log.
+"""
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from finq_core import events
+from finq_core.config import get_settings
+from finq_core.db import session_scope
+from finq_core.models import FINAL_STATUSES, TaskStatus
+from finq_core.store import get_task, notify, transition
+from finq_core.timeutil import utcnow
+from finq_engine import CalculationError, Cancelled, get_task_type
+from finq_worker.context import WorkerContext
+
+log = logging.getLogger("finq.worker")
+
+RUNNABLE = (TaskStatus.PENDING, TaskStatus.RETRYING, TaskStatus.RUNNING)
+
+
+@dataclass
+class Claim:
+    type: str
+    params: dict[str, Any]
+    attempts: int
+    max_retries: int
+
+
+def claim(task_id: uuid.UUID, worker: str) -> Claim | None:
+    """Mark the task RUNNING; None when it is gone, final, or cancelled meanwhile.
+
+    RUNNING is claimable too: a message redelivered after its worker died finds the record
+    still RUNNING and must take it over.
+    """
+    with session_scope() as session:
+        task = get_task(session, task_id)
+        if task is None:
+            log.warning("task %s has no record; dropping the message", task_id)
+            return None
+        if task.status in FINAL_STATUSES:
+            log.info("task %s is already %s; not running it again", task_id, task.status)
+            return None
+        if events.cancel_requested(str(task_id)):
+            transition(session, task_id, RUNNABLE, TaskStatus.CANCELLED, "cancelled before start")
+            notify(task_id, TaskStatus.CANCELLED.value)
+            return None
+        # A manual retry counts its attempt when asked (started_at cleared); every other start
+        # (first run, a transient retry, a redelivery after a lost worker) counts here.
+        counted = task.attempts > 0 and task.started_at is None
+        attempts = task.attempts if counted else task.attempts + 1
+        ok = transition(
+            session, task_id, RUNNABLE, TaskStatus.RUNNING, f"attempt {attempts} on {worker}",
+            attempts=attempts, worker=worker, started_at=utcnow(), progress=0.0,
+            progress_message=None, error=None,
+        )
+        if not ok:
+            return None
+        info = Claim(task.type, dict(task.params), attempts, task.max_retries)
+    notify(task_id, TaskStatus.RUNNING.value, progress=0.0)
+    return info
+
+
+def finish(task_id: uuid.UUID, status: TaskStatus, message: str | None = None,
+           **values: Any) -> bool:
+    with session_scope() as session:
+        ok = transition(session, task_id, [TaskStatus.RUNNING], status, message, **values)
+    if ok:
+        notify(task_id, status.value, progress=values.get("progress"))
+    return ok
+
+
+def error_view(exc: BaseException, message: str | None = None) -> dict[str, str]:
+    return {"type": type(exc).__name__, "message": message or str(exc) or type(exc).__name__}
+
+
+def validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "params"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def execute(task_id: uuid.UUID, claim_info: Claim) -> None:
+    """Compute and record the outcome; transient errors propagate for the caller to retry."""
+    settings = get_settings()
+    task_type = get_task_type(claim_info.type)
+    if task_type is None:
+        finish(task_id, TaskStatus.FAILED,
+               error={"type": "UnknownTaskType", "message": f"unknown type {claim_info.type!r}"})
+        return
+    ctx = WorkerContext(task_id, settings.progress_interval_seconds)
+    try:
+        result = task_type.execute(claim_info.params, ctx)
+    except Cancelled:
+        finish(task_id, TaskStatus.CANCELLED, "cancelled while running")
+        return
+    except ValidationError as exc:
+        finish(task_id, TaskStatus.FAILED, error=error_view(exc, validation_message(exc)))
+        return
+    except (CalculationError, ValueError, ArithmeticError, MemoryError) as exc:
+        finish(task_id, TaskStatus.FAILED, error=error_view(exc))
+        return
+    finish(task_id, TaskStatus.SUCCESS, result=result, progress=1.0)

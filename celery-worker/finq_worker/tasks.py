@@ -1,0 +1,84 @@
+"""The one Celery task: run a record by id, with retries for transient failures only."""
+
+import logging
+import random
+import uuid
+
+import redis
+from celery import Task as CeleryTask
+from celery.exceptions import Retry, SoftTimeLimitExceeded
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from finq_core.broker import RUN_TASK, celery_app
+from finq_core.config import get_settings
+from finq_core.models import TaskStatus
+from finq_worker import runner
+
+log = logging.getLogger("finq.worker")
+
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OperationalError, PoolTimeoutError,
+             ConnectionError)
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 60.0
+
+
+def backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter (AWS architecture blog's recommendation)."""
+    return random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** attempt))
+
+
+@celery_app.task(name=RUN_TASK, bind=True)
+def run_task(self: CeleryTask, task_id: str) -> None:
+    tid = uuid.UUID(task_id)
+    worker = self.request.hostname or "unknown"
+    claim: runner.Claim | None = None
+    try:
+        claim = runner.claim(tid, worker)
+        if claim is None:
+            return
+        runner.execute(tid, claim)
+    except SoftTimeLimitExceeded:
+        limit = get_settings().default_task_timeout
+        runner.finish(tid, TaskStatus.FAILED, error={
+            "type": "TimeLimitExceeded", "message": f"timed out after {limit} s"})
+    except Retry:
+        raise
+    except TRANSIENT as exc:
+        attempts = claim.attempts if claim else 0
+        max_retries = claim.max_retries if claim else get_settings().max_retry_attempts
+        if attempts > max_retries:
+            log.exception("task %s: transient error, retries exhausted", task_id)
+            _fail_safely(tid, exc)
+            return
+        delay = backoff(attempts)
+        log.warning("task %s: transient %s, retry in %.1fs", task_id, type(exc).__name__, delay)
+        _mark_retrying(tid, exc, delay)
+        raise self.retry(countdown=delay, max_retries=None) from exc
+    except Exception as exc:
+        log.exception("task %s failed unexpectedly", task_id)
+        _fail_safely(tid, exc)
+
+
+def _mark_retrying(tid: uuid.UUID, exc: BaseException, delay: float) -> None:
+    try:
+        runner.finish(tid, TaskStatus.RETRYING, f"retry in {delay:.1f}s",
+                      error=runner.error_view(exc))
+    except Exception:  # the store itself may be what is down; the retry still happens
+        log.warning("task %s: could not record RETRYING", tid)
+
+
+def _fail_safely(tid: uuid.UUID, exc: BaseException) -> None:
+    try:
+        runner.finish(tid, TaskStatus.FAILED, error=runner.error_view(exc, _public_message(exc)))
+    except Exception:
+        log.exception("task %s: could not record the failure", tid)
+
+
+def _public_message(exc: BaseException) -> str:
+    """Internal errors keep their type but not their text: it may name hosts or paths."""
+    if isinstance(exc, TRANSIENT):
+        return "a service the worker needs was unreachable; retries exhausted"
+    return "internal error while running the task; see the worker log"
+
+

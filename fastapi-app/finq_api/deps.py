@@ -1,0 +1,67 @@
+"""Dependencies injected into routes: settings, a database session, the current user."""
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, status
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from finq_api.security import InvalidToken, decode_access_token
+from finq_core.config import Settings, get_settings
+from finq_core.db import get_sessionmaker
+from finq_core.models import Role, User
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+CREDENTIALS_ERROR = "Could not validate credentials"
+
+
+def get_db() -> Iterator[Session]:
+    session = get_sessionmaker()()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_db)]
+
+
+def unauthorized() -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail=CREDENTIALS_ERROR,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def get_current_user(
+    session: SessionDep,
+    settings: SettingsDep,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+) -> User:
+    if not token:
+        raise unauthorized()
+    try:
+        username = decode_access_token(token, settings)
+    except InvalidToken:
+        raise unauthorized() from None
+    user = session.scalars(select(User).where(User.username == username)).first()
+    if user is None:  # deleted since the token was issued
+        raise unauthorized()
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def require_admin(user: CurrentUser) -> User:
+    if user.role != Role.ADMIN:
+        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail="Admin role required")
+    return user
+
+
+AdminUser = Annotated[User, Depends(require_admin)]

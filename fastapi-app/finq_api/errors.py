@@ -1,0 +1,52 @@
+"""Every error leaves the API as JSON `{"detail": ..., "request_id": ...}`; never a traceback."""
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from finq_core.logs import request_id_var
+
+log = logging.getLogger("finq.api")
+
+
+def error_response(status_code: int, detail: Any, headers: dict[str, str] | None = None
+                   ) -> JSONResponse:
+    return JSONResponse(
+        {"detail": detail, "request_id": request_id_var.get()},
+        status_code=status_code,
+        headers=headers,
+    )
+
+
+def validation_detail(errors: Any) -> list[dict[str, Any]]:
+    """Keep what tells the client which field is wrong and why; drop echoed inputs and
+    pydantic's internal URLs (the input could be megabytes)."""
+    out = []
+    for err in errors:
+        item: dict[str, Any] = {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""),
+                                "type": err.get("type", "value_error")}
+        out.append(item)
+    return out
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, exc.detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, validation_detail(exc.errors()))
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(_: Request, exc: RecursionError) -> JSONResponse:
+        return error_response(400, "JSON nested too deeply")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "Internal server error")

@@ -1,0 +1,98 @@
+"""The FastAPI application: `gunicorn finq_api.main:app` (see fastapi-app/gunicorn.conf.py)."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from finq_api import errors
+from finq_api.middleware import EdgeMiddleware
+from finq_api.routes import auth, health, task_types, tasks, users
+from finq_api.security import hash_password
+from finq_core.config import Settings, get_settings
+from finq_core.db import session_scope
+from finq_core.logs import configure_logging
+from finq_core.models import Role, User
+from finq_engine import TASK_TYPES
+
+log = logging.getLogger("finq.api")
+
+
+def ensure_admin(settings: Settings) -> None:
+    """Create the first admin from ADMIN_USERNAME/ADMIN_PASSWORD if absent. Every replica
+    tries at start-up; the unique username makes all but one a no-op."""
+    if not (settings.admin_username and settings.admin_password):
+        return
+    try:
+        with session_scope() as session:
+            exists = session.scalars(
+                select(User.id).where(User.username == settings.admin_username)).first()
+            if exists is None:
+                session.add(User(username=settings.admin_username, role=Role.ADMIN.value,
+                                 password_hash=hash_password(settings.admin_password)))
+                log.info("created admin account %r", settings.admin_username)
+    except IntegrityError:
+        pass
+    except OperationalError as exc:
+        log.error("could not ensure the admin account (database not migrated?): %s", exc)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    ensure_admin(get_settings())
+    yield
+
+
+def custom_openapi(app: FastAPI) -> dict[str, Any]:
+    """Publish every task type's parameter schema in /docs, as `params` alternatives."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                         routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    refs = []
+    for task_type in TASK_TYPES.values():
+        model_schema = task_type.params_model.model_json_schema(
+            ref_template="#/components/schemas/{model}")
+        for name, sub in model_schema.pop("$defs", {}).items():
+            components.setdefault(name, sub)
+        components[task_type.params_model.__name__] = model_schema
+        refs.append({"$ref": f"#/components/schemas/{task_type.params_model.__name__}"})
+    create = components.get("TaskCreate")
+    if create:
+        create["properties"]["params"] = {
+            "description": "Parameters of the chosen type (one of these schemas).",
+            "oneOf": refs,
+        }
+        create["examples"] = [{"type": t.name, "params": t.example} for t in TASK_TYPES.values()]
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    app = FastAPI(
+        title="finq",
+        version="0.1.0",
+        description="Financial calculations as background tasks: submit, follow, fetch.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for module in (health, auth, users, task_types, tasks):
+        app.include_router(module.router)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["*"], allow_headers=["*"])
+    app.add_middleware(EdgeMiddleware, max_body=settings.max_body_bytes)
+    app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+app = create_app()

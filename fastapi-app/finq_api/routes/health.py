@@ -1,0 +1,42 @@
+"""Liveness and readiness, for nginx, compose healthchecks and operators."""
+
+import socket
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from finq_core import events
+from finq_core.db import get_engine
+
+router = APIRouter(tags=["health"])
+HOSTNAME = socket.gethostname()
+
+
+@router.get("/health")
+def health() -> dict[str, Any]:
+    """The process is alive (no dependency is checked)."""
+    return {"status": "ok", "replica": HOSTNAME}
+
+
+@router.get("/health/ready", responses={503: {"description": "A dependency is unreachable"}})
+def ready() -> JSONResponse:
+    """Redis and the database are reachable; 503 names each one that is not."""
+    checks: dict[str, str] = {}
+    try:
+        events.get_redis().ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"unreachable: {type(exc).__name__}"
+    try:
+        with get_engine().connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    failing = [name for name, state in checks.items() if state != "ok"]
+    body: dict[str, Any] = {"status": "ok" if not failing else "unavailable", "checks": checks}
+    if failing:
+        body["detail"] = "unreachable: " + ", ".join(failing)
+    return JSONResponse(body, status_code=503 if failing else 200)

@@ -1,0 +1,284 @@
+"""Task submission, listing, inspection, cancel, retry and delete (`/api/v1/tasks`)."""
+
+import base64
+import binascii
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy import and_, delete, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from finq_api.deps import CurrentUser, SessionDep, SettingsDep
+from finq_api.schemas import TaskCreate, TaskEventOut, TaskOut, TaskPage, TaskSummary
+from finq_core import broker, events
+from finq_core.logs import request_id_var
+from finq_core.models import FINAL_STATUSES, Role, Task, TaskEvent, TaskStatus, User
+from finq_core.store import add_event, notify, task_view, transition
+from finq_core.timeutil import utcnow
+from finq_engine import get_task_type
+
+log = logging.getLogger("finq.api")
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+
+# A task due within this margin is enqueued at once; later ones wait for the dispatcher.
+DISPATCH_NOW_MARGIN = timedelta(seconds=1)
+ACTIVE = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING)
+
+
+class QueueUnavailable(HTTPException):
+    def __init__(self) -> None:
+        super().__init__(
+            status_code=503,
+            detail="The task queue (Redis) is unavailable; nothing was queued. Retry shortly.",
+            headers={"Retry-After": "5"},
+        )
+
+
+def _validate_params(body: TaskCreate) -> dict[str, Any]:
+    task_type = get_task_type(body.type)
+    if task_type is None:
+        raise RequestValidationError([{
+            "loc": ("body", "type"), "msg": f"unknown task type {body.type!r}; "
+            "see GET /api/v1/task-types", "type": "value_error"}])
+    try:
+        parsed = task_type.parse(body.params)
+    except ValidationError as exc:
+        raise RequestValidationError([
+            {**err, "loc": ("body", "params", *err["loc"])} for err in exc.errors()
+        ]) from None
+    # Store what was validated, with defaults filled in, so the worker runs exactly this.
+    params: dict[str, Any] = parsed.model_dump(mode="json", by_alias=True)
+    return params
+
+
+def find_owned(session: Session, task_id: uuid.UUID, user: User) -> Task:
+    """The task if the caller may see it; 404 otherwise, exactly as if it did not exist."""
+    task = session.get(Task, task_id)
+    if task is None or (task.owner != user.username and user.role != Role.ADMIN):
+        raise HTTPException(status_code=404, detail="Task not found")
+    return task
+
+
+def _enqueue_or_undo(session: Session, task: Task) -> None:
+    try:
+        broker.enqueue(str(task.id), task.priority, request_id_var.get())
+    except Exception as exc:
+        log.error("enqueue of %s failed: %s", task.id, exc)
+        session.execute(delete(Task).where(Task.id == task.id))
+        session.commit()
+        raise QueueUnavailable() from None
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TaskOut,
+    responses={200: {"model": TaskOut, "description": "Idempotency-Key seen before: the task "
+                     "created then"}, 503: {"description": "Queue unavailable"}},
+)
+def submit_task(
+    body: TaskCreate,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> Any:
+    """Validate, record and queue a task. Answers 202 with the record and a Location header."""
+    params = _validate_params(body)
+    if idempotency_key:
+        existing = _by_key(session, user.username, idempotency_key)
+        if existing is not None:
+            return _existing(existing)
+
+    now = utcnow()
+    run_at = body.run_at or (now + timedelta(seconds=body.delay_seconds)
+                             if body.delay_seconds else None)
+    task = Task(
+        id=uuid.uuid4(), owner=user.username, type=body.type, params=params,
+        status=TaskStatus.PENDING.value, priority=body.priority.value,
+        max_retries=(body.max_retries if body.max_retries is not None
+                     else settings.max_retry_attempts),
+        created_at=now, scheduled_for=run_at, idempotency_key=idempotency_key,
+        request_id=request_id_var.get(), attempts=0, progress=0.0,
+    )
+    session.add(task)
+    add_event(session, task.id, TaskStatus.PENDING.value,
+              f"scheduled for {run_at.isoformat()}" if run_at else "queued", at=now)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        existing = _by_key(session, user.username, idempotency_key or "")
+        if existing is None:
+            raise
+        return _existing(existing)
+
+    if run_at is None or run_at <= now + DISPATCH_NOW_MARGIN:
+        _enqueue_or_undo(session, task)
+    response.headers["Location"] = f"/api/v1/tasks/{task.id}"
+    return task_view(task)
+
+
+def _by_key(session: Session, owner: str, key: str) -> Task | None:
+    return session.scalars(
+        select(Task).where(Task.owner == owner, Task.idempotency_key == key)
+    ).first()
+
+
+def _existing(task: Task) -> JSONResponse:
+    return JSONResponse(
+        TaskOut.model_validate(task_view(task)).model_dump(mode="json"),
+        status_code=200,
+        headers={"Location": f"/api/v1/tasks/{task.id}"},
+    )
+
+
+def _encode_cursor(task: Task) -> str:
+    raw = f"{task.created_at.isoformat()}|{task.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        created, tid = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(created), uuid.UUID(tid)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise RequestValidationError([{"loc": ("query", "cursor"), "msg": "invalid cursor",
+                                       "type": "value_error"}]) from None
+
+
+@router.get("", response_model=TaskPage)
+def list_tasks(
+    user: CurrentUser,
+    session: SessionDep,
+    status_filter: Annotated[TaskStatus | None, Query(alias="status")] = None,
+    type_filter: Annotated[str | None, Query(alias="type", max_length=64)] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    all_users: Annotated[bool, Query(alias="all", description="Admins only: every owner")] = False,
+) -> Any:
+    """The caller's tasks, newest first, with cursor pagination."""
+    if all_users and user.role != Role.ADMIN:
+        raise HTTPException(status_code=403, detail="Admin role required for all=true")
+    stmt = select(Task)
+    if not all_users:
+        stmt = stmt.where(Task.owner == user.username)
+    if status_filter is not None:
+        stmt = stmt.where(Task.status == status_filter.value)
+    if type_filter:
+        stmt = stmt.where(Task.type == type_filter)
+    if created_after:
+        stmt = stmt.where(Task.created_at > created_after)
+    if created_before:
+        stmt = stmt.where(Task.created_at < created_before)
+    if cursor:
+        c_at, c_id = _decode_cursor(cursor)
+        stmt = stmt.where(or_(Task.created_at < c_at,
+                              and_(Task.created_at == c_at, Task.id < c_id)))
+    rows = session.scalars(
+        stmt.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit + 1)
+    ).all()
+    items = [TaskSummary.model_validate(task_view(t)) for t in rows[:limit]]
+    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return TaskPage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{task_id}", response_model=TaskOut, responses={404: {"description": "Not found"}})
+def get_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Any:
+    return task_view(find_owned(session, task_id, user))
+
+
+@router.get("/{task_id}/history", response_model=list[TaskEventOut])
+def task_history(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Any:
+    """Every status change of the task, oldest first."""
+    find_owned(session, task_id, user)
+    return [
+        TaskEventOut(status=e.status, at=e.at, message=e.message)
+        for e in session.scalars(
+            select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(TaskEvent.id)
+        )
+    ]
+
+
+@router.post("/{task_id}/cancel", response_model=TaskOut,
+             responses={409: {"description": "Already finished"}})
+def cancel_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep,
+                response: Response) -> Any:
+    """Pending: cancelled at once. Running: stops within one chunk (202). Finished: 409."""
+    task = find_owned(session, task_id, user)
+    if task.status in FINAL_STATUSES:
+        raise HTTPException(status_code=409, detail=f"Task is already {task.status}")
+    try:
+        events.request_cancel(str(task_id))
+    except Exception:
+        if task.status == TaskStatus.RUNNING:
+            raise QueueUnavailable() from None
+    if transition(session, task_id, [TaskStatus.PENDING, TaskStatus.RETRYING],
+                  TaskStatus.CANCELLED, "cancelled by user"):
+        session.commit()
+        notify(task_id, TaskStatus.CANCELLED.value)
+    else:
+        session.commit()
+        response.status_code = status.HTTP_202_ACCEPTED
+    session.refresh(task)
+    if task.status in FINAL_STATUSES and task.status != TaskStatus.CANCELLED:
+        raise HTTPException(status_code=409, detail=f"Task is already {task.status}")
+    return task_view(task)
+
+
+@router.post("/{task_id}/retry", status_code=status.HTTP_202_ACCEPTED, response_model=TaskOut,
+             responses={409: {"description": "Not failed or cancelled"}})
+def retry_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Any:
+    """A FAILED or CANCELLED task goes back to PENDING with attempts + 1."""
+    task = find_owned(session, task_id, user)
+    if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+        raise HTTPException(status_code=409, detail=f"Only FAILED or CANCELLED tasks can be "
+                            f"retried; this one is {task.status}")
+    try:
+        events.clear_cancel(str(task_id))
+    except Exception:
+        raise QueueUnavailable() from None
+    ok = transition(
+        session, task_id, [TaskStatus.FAILED, TaskStatus.CANCELLED], TaskStatus.PENDING,
+        "retried by user", attempts=task.attempts + 1, started_at=None, finished_at=None,
+        progress=0.0, progress_message=None, result=None, error=None, scheduled_for=None,
+        worker=None,
+    )
+    if not ok:
+        raise HTTPException(status_code=409, detail="Task changed meanwhile; try again")
+    session.commit()
+    session.refresh(task)
+    try:
+        broker.enqueue(str(task.id), task.priority, request_id_var.get())
+    except Exception:
+        transition(session, task_id, [TaskStatus.PENDING], TaskStatus.FAILED,
+                   "retry could not be queued", error={"type": "QueueUnavailable",
+                   "message": "the queue was unavailable when the retry was asked"})
+        session.commit()
+        raise QueueUnavailable() from None
+    notify(task_id, TaskStatus.PENDING.value)
+    return task_view(task)
+
+
+@router.delete("/{task_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses={409: {"description": "Still pending or running"}})
+def delete_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
+    """Remove a finished task's record and its history."""
+    task = find_owned(session, task_id, user)
+    if task.status not in FINAL_STATUSES:
+        raise HTTPException(status_code=409, detail=f"Task is {task.status}; cancel it first")
+    session.execute(delete(TaskEvent).where(TaskEvent.task_id == task_id))
+    session.execute(delete(Task).where(Task.id == task_id,
+                                       Task.status.in_([s.value for s in FINAL_STATUSES])))
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,124 @@
+"""Request and response bodies of the HTTP API (the task parameters live in finq_engine)."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from finq_core.models import Priority, Role, TaskStatus
+
+USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,64}$"
+MIN_PASSWORD_LENGTH = 12
+MAX_DELAY_SECONDS = 30 * 24 * 3600
+
+
+class ErrorOut(BaseModel):
+    detail: Any
+    request_id: str | None = None
+
+
+class TaskCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(max_length=64, description="A task type from GET /api/v1/task-types.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Parameters, validated by the type's JSON schema."
+    )
+    priority: Priority = Priority.NORMAL
+    run_at: AwareDatetime | None = Field(
+        default=None, description="Run at this time (ISO 8601 with a zone), not before."
+    )
+    delay_seconds: float | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS)
+    max_retries: int | None = Field(
+        default=None, ge=0, le=10, description="Retries of transient failures (default from "
+        "MAX_RETRY_ATTEMPTS)."
+    )
+
+    @model_validator(mode="after")
+    def _one_start_time(self) -> "TaskCreate":
+        if self.run_at is not None and self.delay_seconds is not None:
+            raise ValueError("give run_at or delay_seconds, not both")
+        return self
+
+
+class TaskError(BaseModel):
+    type: str
+    message: str
+
+
+class TaskOut(BaseModel):
+    id: uuid.UUID
+    owner: str
+    type: str
+    params: dict[str, Any]
+    status: TaskStatus
+    priority: Priority
+    progress: float
+    progress_message: str | None
+    result: dict[str, Any] | None
+    error: TaskError | None
+    attempts: int
+    max_retries: int
+    created_at: datetime
+    scheduled_for: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker: str | None
+    idempotency_key: str | None
+
+
+class TaskSummary(BaseModel):
+    """A task in a listing: everything but the (possibly large) params and result."""
+
+    id: uuid.UUID
+    type: str
+    status: TaskStatus
+    priority: Priority
+    progress: float
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    error: TaskError | None
+
+
+class TaskPage(BaseModel):
+    items: list[TaskSummary]
+    next_cursor: str | None
+
+
+class TaskEventOut(BaseModel):
+    status: str
+    at: datetime
+    message: str | None
+
+
+class TaskTypeOut(BaseModel):
+    name: str
+    title: str
+    description: str | None
+    params_schema: dict[str, Any]
+    example: dict[str, Any]
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(pattern=USERNAME_PATTERN)
+    password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=256)
+    role: Role = Role.USER
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    username: str
+    role: Role
+    created_at: datetime
