@@ -48,7 +48,7 @@ def _port_free(port: int) -> bool:
 
 
 def _envsubst(template: Path, values: dict[str, str]) -> str:
-    """${VAR} substitution for exactly the given names (like `envsubst '$A $B'`)."""
+    """Substitute exactly the given names, like `envsubst` with a variable list."""
     text = template.read_text()
     for key, value in values.items():
         text = text.replace("${" + key + "}", value)
@@ -295,7 +295,7 @@ class Stack:
         while pending and time.monotonic() < deadline:
             url = pending[0]
             try:
-                with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310
+                with urllib.request.urlopen(url, timeout=2) as resp:
                     if resp.status == 200:
                         pending.pop(0)
                         continue

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-EXAMPLE_SECRET = "change-me-to-a-long-random-string"
+EXAMPLE_SECRET = "change-me-to-a-long-random-string"  # noqa: S105 - the placeholder we refuse
 MIN_SECRET_LENGTH = 32
 
 
@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     admin_username: str | None = None
     admin_password: str | None = None
 
-    database_url: str = "sqlite:///.run/finq.db"
+    database_url: str = "sqlite:///.run/data/finq.db"
     redis_url: str = "redis://127.0.0.1:6380/0"
 
     log_level: str = "INFO"
@@ -38,7 +38,9 @@ class Settings(BaseSettings):
     # HTTP edge.
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"]
+    )
     rate_limit_submit: str = "120/minute"
     rate_limit_login: str = "10/minute"
     rate_limit_global: str = "600/minute"

@@ -1,5 +1,6 @@
 """Task change notifications and cancel flags, kept in Redis so every replica sees them."""
 
+import contextlib
 import json
 from functools import lru_cache
 from typing import Any
@@ -33,10 +34,8 @@ def get_redis() -> "redis.Redis":
 
 def publish(task_id: str, payload: dict[str, Any]) -> None:
     """Best effort: a lost notification only delays a live view, the record is the truth."""
-    try:
+    with contextlib.suppress(redis.RedisError):
         get_redis().publish(channel(task_id), json.dumps(payload, default=str))
-    except redis.RedisError:
-        pass
 
 
 def request_cancel(task_id: str) -> None:

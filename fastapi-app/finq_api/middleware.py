@@ -31,7 +31,7 @@ SECURITY_HEADERS = [
 ]
 
 
-class TooLarge(Exception):
+class TooLarge(Exception):  # noqa: N818 - control flow, not an error
     pass
 
 

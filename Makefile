@@ -1,0 +1,81 @@
+# finq: every entry point a user or CI needs. `make help` lists them.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+RUN_DIR ?= $(CURDIR)/.run
+API_REPLICAS ?= 3
+WORKER_REPLICAS ?= 3
+export RUN_DIR
+
+.PHONY: help install run stop status logs test test-unit test-integration test-e2e \
+        test-compose lint format user migrate bench-finance bench loadtest loadtest-ui \
+        audit lock clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
+
+install: ## install Debian packages and the pinned virtualenv (.venv) when missing
+	@scripts/bootstrap.sh
+
+run: install ## start the whole local stack (API_REPLICAS=3 WORKER_REPLICAS=3) and print URLs
+	@$(PY) scripts/localstack.py up --api-replicas $(API_REPLICAS) --worker-replicas $(WORKER_REPLICAS)
+
+stop: ## stop everything `make run` started
+	@$(PY) scripts/localstack.py down
+
+status: ## show every process of the local stack
+	@$(PY) scripts/localstack.py status
+
+logs: ## follow the local stack's logs
+	@$(PY) scripts/localstack.py logs
+
+test: install ## unit, integration and end-to-end tests against real services
+	@$(PY) -m pytest tests --ignore=tests/compose -q $(PYTEST_ARGS)
+
+test-unit: install ## pure tests only (engine, config)
+	@$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+test-integration: install ## tests with real redis-server, databases and Celery workers
+	@$(PY) -m pytest tests/integration -q $(PYTEST_ARGS)
+
+test-e2e: install ## tests that drive a real local stack through nginx
+	@$(PY) -m pytest tests/e2e -q $(PYTEST_ARGS)
+
+test-compose: install ## build the images, run the compose stack, scale it, smoke-test it
+	@scripts/test-compose.sh
+
+lint: install ## ruff and mypy
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/mypy
+
+format: install ## apply ruff's fixes and formatting to imports
+	@$(VENV)/bin/ruff check --fix .
+
+user: install ## create a user: make user NAME=alice [ROLE=admin] (asks for the password)
+	@test -n "$(NAME)" || { echo "usage: make user NAME=alice [ROLE=admin]"; exit 2; }
+	@$(PY) scripts/create_user.py "$(NAME)" --role "$(or $(ROLE),user)"
+
+migrate: install ## apply database migrations to DATABASE_URL
+	@$(PY) -m finq_core.migrate
+
+bench-finance: install ## time each calculation on one core
+	@$(PY) scripts/bench_finance.py
+
+bench: install ## benchmark the full stack (see docs/performance.md)
+	@$(PY) scripts/bench_stack.py
+
+loadtest: install ## headless Locust against the running stack (USERS, DURATION, MIN_TASKS_PER_SEC)
+	@scripts/loadtest.sh
+
+loadtest-ui: install ## Locust web UI on :8089 pointed at nginx
+	@scripts/loadtest.sh --ui
+
+audit: install ## pip-audit over the pinned dependencies
+	@$(VENV)/bin/pip-audit -r requirements.lock --progress-spinner off
+
+lock: install ## re-pin dependencies into requirements.lock after editing pyproject.toml
+	@$(VENV)/bin/pip install -q uv && $(VENV)/bin/uv pip compile pyproject.toml --all-extras \
+	  -o requirements.lock --python-version 3.11 -q
+
+clean: stop ## remove the runtime folder (data, logs) and caches
+	rm -rf $(RUN_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what the local stack and the tests need, once: Debian packages (redis-server, nginx,
+# python3-venv) when missing, and the pinned virtualenv in .venv. Safe to run again: it only
+# reinstalls Python packages when pyproject.toml or requirements.lock changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v envsubst >/dev/null 2>&1 || need+=(gettext-base)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need+=(postgresql)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "bootstrap: installing Debian packages: ${need[*]}"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -q
+  # Install without starting the distribution's own services: the stack runs its own.
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+  $SUDO rm -f /usr/sbin/policy-rc.d
+fi
+
+PY=${PYTHON:-python3}
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+  echo "bootstrap: Python 3.11 or newer is needed (found $("$PY" --version))" >&2; exit 1; }
+
+stamp=.venv/.finq-installed
+want=$(cat pyproject.toml requirements.lock | sha256sum | cut -d' ' -f1)
+if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+echo "bootstrap: creating the virtualenv in .venv (pinned by requirements.lock)"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/python -m pip install -q -c requirements.lock -e '.[api,worker,dev]' 2>&1 \
+  | grep -v '^WARNING: Location' || true
+.venv/bin/python -c 'import finq_api.main, finq_worker.app' >/dev/null
+echo "$want" > "$stamp"

@@ -1,0 +1,212 @@
+"""Fixtures that start real services: redis-server, PostgreSQL, Celery workers, the stack.
+
+Nothing here is a mock. Each service runs on a free port with its data in a temporary folder
+and is stopped at the end, so the tests never touch a service already running on the machine.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import free_port, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+# The test process's own services; set before any finq module reads its settings.
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="finq-tests-"))
+REDIS_PORT = free_port()
+os.environ["REDIS_URL"] = f"redis://127.0.0.1:{REDIS_PORT}/0"
+os.environ["DATABASE_URL"] = f"sqlite:///{_SESSION_DIR}/test.db"
+os.environ["APP_ENV"] = "test"
+os.environ["APP_SECRET_KEY"] = "test-secret-key-that-is-long-enough-for-hs256"
+os.environ["LOG_JSON"] = "false"
+for _name in ("ADMIN_USERNAME", "ADMIN_PASSWORD"):
+    os.environ.pop(_name, None)
+
+# Environment of subprocesses that start their own stack (never the test process's URLs).
+STACK_ENV_DROP = ("REDIS_URL", "DATABASE_URL", "APP_ENV", "APP_SECRET_KEY", "LOG_JSON")
+
+
+def start_redis(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
+         "--appendonly", "yes", "--save", "", "--daemonize", "no", "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(port=port)
+    wait_until(client.ping, 10, what=f"redis-server on {port}")
+    client.close()
+    return proc
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    proc = start_redis(REDIS_PORT, _SESSION_DIR / "redis")
+    yield os.environ["REDIS_URL"]
+    stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def migrated_db() -> str:
+    from finq_core.migrate import upgrade
+
+    upgrade(os.environ["DATABASE_URL"])
+    return os.environ["DATABASE_URL"]
+
+
+def _postgres_bin() -> Path | None:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return candidates[-1].parent if candidates else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """TEST_DATABASE_URL, or a throwaway cluster started from the installed binaries."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield os.environ["TEST_DATABASE_URL"]
+        return
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.fail("PostgreSQL binaries not found: run `make install` (installs postgresql) "
+                    "or set TEST_DATABASE_URL")
+    port = free_port()
+    data = _SESSION_DIR / "pgdata"
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: run the cluster as an unprivileged user
+        user = "postgres" if shutil.which("runuser") and _user_exists("postgres") else "nobody"
+        run_as = ["runuser", "-u", user, "--"]
+        data.mkdir(mode=0o700)
+        shutil.chown(data, user)
+        os.chmod(_SESSION_DIR, 0o755)
+    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U",
+                    "finq", "--no-sync"], check=True, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*run_as, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(data),
+         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"postgresql+psycopg://finq@127.0.0.1:{port}/postgres"
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+
+    def _ready() -> bool:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+        return True
+
+    wait_until(_ready, 30, 0.2, what="throwaway PostgreSQL")
+    engine.dispose()
+    yield url
+    proc.send_signal(signal.SIGINT)  # fast shutdown
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _user_exists(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def celery_worker(redis_server: str, migrated_db: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker (2 processes) started by the same command as the stack's."""
+    log = open(_SESSION_DIR / "worker.log", "wb")  # noqa: SIM115
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "WORKER_CONCURRENCY": "2",
+           "WORKER_NAME": "testworker@%h", "LOG_LEVEL": "INFO"}
+    proc = subprocess.Popen([str(ROOT / "scripts" / "finq-service"), "worker"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    import redis
+
+    client = redis.Redis.from_url(redis_server)
+    wait_until(lambda: any(c.get("cmd") == "brpop" for c in client.client_list()), 60,
+               0.2, what="the Celery worker to consume")
+    yield proc
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+class LocalStack:
+    """A running local stack started by scripts/localstack.py (the `make run` script)."""
+
+    def __init__(self, run_dir: Path, info: dict[str, str]) -> None:
+        self.run_dir = run_dir
+        self.info = info
+        self.url = f"http://127.0.0.1:{info['HTTP_PORT']}"
+        self.admin = (info["ADMIN_USERNAME"], info["ADMIN_PASSWORD"])
+        self.flower_auth = tuple(info["FLOWER_BASIC_AUTH"].split(":", 1))
+
+    def supervisorctl(self, *args: str) -> str:
+        out = subprocess.run(
+            [str(VENV_BIN / "supervisorctl"), "-c",
+             str(self.run_dir / "supervisor" / "supervisord.conf"), *args],
+            capture_output=True, text=True)
+        return out.stdout
+
+    def pid_of(self, program: str) -> int:
+        return int(self.supervisorctl("pid", program).strip())
+
+
+def start_stack(run_dir: Path, *extra: str, env: dict[str, str] | None = None) -> LocalStack:
+    import json
+
+    base_env = {k: v for k, v in os.environ.items() if k not in STACK_ENV_DROP}
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "localstack.py"), "up",
+                    "--run-dir", str(run_dir), "--free-ports", *extra],
+                   check=True, env={**base_env, **(env or {})}, stdout=subprocess.DEVNULL)
+    info = json.loads((run_dir / "stack.json").read_text())
+    return LocalStack(run_dir, info)
+
+
+def stop_stack(stack: LocalStack) -> None:
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "localstack.py"), "down",
+                    "--run-dir", str(stack.run_dir)], check=False, stdout=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[LocalStack]:
+    """One real local stack (3 API replicas, 2 workers) shared by the end-to-end tests."""
+    run_dir = _SESSION_DIR / "stack"
+    s = start_stack(run_dir, "--api-replicas", "3", "--worker-replicas", "2",
+                    env={"WORKER_CONCURRENCY": "2", "GUNICORN_WORKERS": "1",
+                         "RATE_LIMIT_ENABLED": "false"})
+    yield s
+    stop_stack(s)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if exitstatus == 0:
+        shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+    else:
+        print(f"\nfinq test services' logs and data kept in {_SESSION_DIR}")

@@ -1,0 +1,83 @@
+"""A real Celery worker, a real redis-server and a real database: outcomes of tasks."""
+
+import subprocess
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from finq_core import broker
+from finq_core.db import session_scope
+from finq_core.models import Task, TaskEvent, TaskStatus
+from finq_core.store import add_event
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def submit(type_: str, params: dict[str, Any]) -> uuid.UUID:
+    task_id = uuid.uuid4()
+    with session_scope() as s:
+        s.add(Task(id=task_id, owner="tester", type=type_, params=params))
+        add_event(s, task_id, TaskStatus.PENDING.value, "queued")
+    broker.enqueue(str(task_id), "normal")
+    return task_id
+
+
+def outcome(task_id: uuid.UUID, timeout: float = 30) -> Task:
+    def probe() -> Task | None:
+        with session_scope() as s:
+            t = s.get(Task, task_id)
+            return t if t is not None and t.status in {"SUCCESS", "FAILED", "CANCELLED"} else None
+
+    return wait_until(probe, timeout, 0.05, what=f"task {task_id} to finish")
+
+
+def history(task_id: uuid.UUID) -> list[str]:
+    with session_scope() as s:
+        return list(s.scalars(select(TaskEvent.status).where(TaskEvent.task_id == task_id)
+                              .order_by(TaskEvent.id)))
+
+
+def test_a_task_runs_to_success(celery_worker: subprocess.Popen[bytes]) -> None:
+    tid = submit("loan_amortization", {"principal": 10000, "annual_rate": 0.05, "years": 30})
+    task = outcome(tid)
+    assert task.status == TaskStatus.SUCCESS, task.error
+    assert task.result is not None and task.result["periods"] == 360
+    assert task.attempts == 1 and task.worker and task.worker.startswith("testworker@")
+    assert task.started_at is not None and task.finished_at is not None
+    assert task.started_at <= task.finished_at
+    assert history(tid) == ["PENDING", "RUNNING", "SUCCESS"]
+
+
+def test_poisoned_tasks_fail_alone_and_the_worker_keeps_going(
+    celery_worker: subprocess.Popen[bytes],
+) -> None:
+    bad_params = submit("loan_amortization", {"principal": -1, "annual_rate": 0.05, "years": 1})
+    unknown = submit("no_such_type", {})
+    garbage = submit("loan_amortization", {"principal": "NaN", "annual_rate": [1], "years": {}})
+    good = submit("loan_amortization", {"principal": 1000, "annual_rate": 0.0, "years": 1})
+    for tid in (bad_params, unknown, garbage):
+        task = outcome(tid)
+        assert task.status == TaskStatus.FAILED
+        assert task.error is not None and task.error["message"]
+        assert "Traceback" not in task.error["message"]
+    assert "principal" in (outcome(bad_params).error or {})["message"]
+    ok = outcome(good)
+    assert ok.status == TaskStatus.SUCCESS and ok.result is not None
+    assert ok.result["payment"] == pytest.approx(1000 / 12, abs=0.01)
+    assert celery_worker.poll() is None, "the worker died"
+
+
+def test_a_final_record_is_never_recomputed(celery_worker: subprocess.Popen[bytes]) -> None:
+    tid = submit("loan_amortization", {"principal": 500, "annual_rate": 0.1, "years": 1})
+    first = outcome(tid)
+    assert first.status == TaskStatus.SUCCESS
+    # Redeliver the same message (as after a lost worker): the record must not change.
+    broker.enqueue(str(tid), "normal")
+    marker = submit("loan_amortization", {"principal": 1, "annual_rate": 0.1, "years": 1})
+    outcome(marker)  # the queue is FIFO per priority: the duplicate was consumed before it
+    again = outcome(tid)
+    assert again.finished_at == first.finished_at and again.attempts == first.attempts
+    assert history(tid).count("SUCCESS") == 1
