@@ -231,8 +231,7 @@ class Stack:
             worker_names.append(name)
             blocks.append(program(name, f"{svc} worker", {
                 "WORKER_NAME": f"worker{i}@%h"}, 90, 60))
-        blocks.append(program("beat", f"{svc} beat", {
-            "BEAT_SCHEDULE_FILE": str(rd / "data" / "celerybeat-schedule")}, 10, 70))
+        blocks.append(program("beat", f"{svc} beat", {}, 10, 70))
         blocks.append(program("flower", f"{svc} flower", {
             "FLOWER_ADDRESS": "127.0.0.1", "FLOWER_PORT": s["FLOWER_PORT"]}, 10, 80))
         nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"

@@ -75,3 +75,24 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def preflight() -> int:
+    """`python -m finq_core.config`: exit 2 with a plain message (no traceback) when the
+    environment is unusable, e.g. production without a real APP_SECRET_KEY."""
+    import sys
+
+    from pydantic import ValidationError
+
+    try:
+        Settings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]).upper() or "configuration"
+            print(f"finq: refusing to start: {field}: {err['msg']}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(preflight())

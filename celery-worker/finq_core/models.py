@@ -92,6 +92,7 @@ class Task(Base):
         UniqueConstraint("owner", "idempotency_key", name="uq_tasks_owner_idempotency_key"),
         Index("ix_tasks_owner_created", "owner", "created_at", "id"),
         Index("ix_tasks_status", "status"),
+        Index("ix_tasks_dispatch", "status", "enqueued_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -108,6 +109,9 @@ class Task(Base):
     max_retries: Mapped[int] = mapped_column(Integer, default=3)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     scheduled_for: Mapped[datetime | None] = mapped_column()
+    # Set once the message is on the broker; the dispatcher queues records still lacking it.
+    enqueued_at: Mapped[datetime | None] = mapped_column()
+    schedule_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
     worker: Mapped[str | None] = mapped_column(String(255))
@@ -144,6 +148,7 @@ class Schedule(Base):
     type: Mapped[str] = mapped_column(String(64))
     params: Mapped[dict[str, Any]] = mapped_column(JSONType)
     priority: Mapped[str] = mapped_column(String(8), default=Priority.NORMAL)
+    max_retries: Mapped[int] = mapped_column(Integer, default=3)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_run_at: Mapped[datetime | None] = mapped_column()
     next_run_at: Mapped[datetime] = mapped_column()

@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Query, status
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -56,6 +56,20 @@ def get_current_user(
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_stream_user(
+    session: SessionDep,
+    settings: SettingsDep,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+    access_token: Annotated[str | None, Query(description="For EventSource, which cannot "
+                                              "send headers; nginx does not log it")] = None,
+) -> User:
+    """Like get_current_user, but also accepts the token as a query parameter."""
+    return get_current_user(session, settings, token or access_token)
+
+
+StreamUser = Annotated[User, Depends(get_stream_user)]
 
 
 def require_admin(user: CurrentUser) -> User:

@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from sqlalchemy import select
@@ -13,7 +13,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from finq_api import errors
 from finq_api.middleware import EdgeMiddleware
-from finq_api.routes import auth, health, task_types, tasks, users
+from finq_api.ratelimit import global_limit
+from finq_api.routes import auth, health, monitoring, schedules, stream, task_types, tasks, users
 from finq_api.security import hash_password
 from finq_core.config import Settings, get_settings
 from finq_core.db import session_scope
@@ -85,8 +86,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (health, auth, users, task_types, tasks):
-        app.include_router(module.router)
+    app.include_router(health.router)
+    for module in (auth, users, task_types, stream, tasks, schedules, monitoring):
+        app.include_router(module.router, dependencies=[Depends(global_limit)])
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["*"], allow_headers=["*"])

@@ -102,6 +102,35 @@ class TaskTypeOut(BaseModel):
     example: dict[str, Any]
 
 
+class ScheduleCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+    cron: str = Field(
+        max_length=128,
+        description="5 fields (minute hour day month weekday), or 6 with seconds last; UTC.",
+        examples=["0 6 * * 1-5"],
+    )
+    type: str = Field(max_length=64)
+    params: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority = Priority.NORMAL
+    max_retries: int | None = Field(default=None, ge=0, le=10)
+
+
+class ScheduleOut(BaseModel):
+    id: uuid.UUID
+    owner: str
+    name: str
+    cron: str
+    type: str
+    params: dict[str, Any]
+    priority: Priority
+    max_retries: int
+    created_at: datetime
+    last_run_at: datetime | None
+    next_run_at: datetime
+
+
 class Token(BaseModel):
     access_token: str
     token_type: str = "bearer"  # noqa: S105

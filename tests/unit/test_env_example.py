@@ -32,7 +32,7 @@ def infra_keys() -> set[str]:
 
 
 # Read by the code but deliberately not for users to set (set per process by the launchers).
-INTERNAL = {"API_BIND", "API_NAME", "WORKER_NAME", "BEAT_SCHEDULE_FILE", "FLOWER_ADDRESS",
+INTERNAL = {"API_BIND", "API_NAME", "WORKER_NAME", "FLOWER_ADDRESS",
             "FLOWER_URL_PREFIX", "RUN_DIR", "GUNICORN_KEEPALIVE", "GUNICORN_TIMEOUT",
             "GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_MAX_REQUESTS", "FORWARDED_ALLOW_IPS",
             "PATH", "HOSTNAME", "HOME", "BASH_SOURCE"}

@@ -7,6 +7,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 from sqlalchemy import select
 
 from finq_api.deps import CurrentUser, SessionDep, SettingsDep, unauthorized
+from finq_api.ratelimit import LoginLimit
 from finq_api.schemas import Token, UserOut
 from finq_api.security import create_access_token, verify_password
 from finq_core.models import User
@@ -19,6 +20,7 @@ def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     session: SessionDep,
     settings: SettingsDep,
+    _: LoginLimit,
 ) -> Any:
     """OAuth2 password flow: username and password in a form, a bearer token back."""
     user = session.scalars(select(User).where(User.username == form.username)).first()

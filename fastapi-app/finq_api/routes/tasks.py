@@ -11,11 +11,12 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from finq_api.deps import CurrentUser, SessionDep, SettingsDep
+from finq_api.ratelimit import SubmitLimit
 from finq_api.schemas import TaskCreate, TaskEventOut, TaskOut, TaskPage, TaskSummary
 from finq_core import broker, events
 from finq_core.logs import request_id_var
@@ -41,14 +42,15 @@ class QueueUnavailable(HTTPException):
         )
 
 
-def _validate_params(body: TaskCreate) -> dict[str, Any]:
-    task_type = get_task_type(body.type)
+def validate_params(type_name: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """Check `params` against the type's model (finq_engine); 422 naming each wrong field."""
+    task_type = get_task_type(type_name)
     if task_type is None:
         raise RequestValidationError([{
-            "loc": ("body", "type"), "msg": f"unknown task type {body.type!r}; "
+            "loc": ("body", "type"), "msg": f"unknown task type {type_name!r}; "
             "see GET /api/v1/task-types", "type": "value_error"}])
     try:
-        parsed = task_type.parse(body.params)
+        parsed = task_type.parse(raw)
     except ValidationError as exc:
         raise RequestValidationError([
             {**err, "loc": ("body", "params", *err["loc"])} for err in exc.errors()
@@ -66,14 +68,28 @@ def find_owned(session: Session, task_id: uuid.UUID, user: User) -> Task:
     return task
 
 
-def _enqueue_or_undo(session: Session, task: Task) -> None:
+def _enqueue(session: Session, task: Task) -> bool:
+    """Send a committed PENDING task to its queue and mark it queued; False if Redis refused.
+    (A crash between the two is repaired by the beat's dispatcher; see finq_core.dispatch.)"""
     try:
         broker.enqueue(str(task.id), task.priority, request_id_var.get())
     except Exception as exc:
         log.error("enqueue of %s failed: %s", task.id, exc)
+        return False
+    task.enqueued_at = utcnow()
+    session.execute(update(Task).where(Task.id == task.id).values(enqueued_at=task.enqueued_at))
+    session.commit()
+    return True
+
+
+def _enqueue_or_undo(session: Session, task: Task) -> None:
+    """Queue a just-created task; if Redis refuses, remove the record so that the client's
+    503 means exactly "nothing was created" (a retry with the same key starts afresh)."""
+    if not _enqueue(session, task):
+        session.execute(delete(TaskEvent).where(TaskEvent.task_id == task.id))
         session.execute(delete(Task).where(Task.id == task.id))
         session.commit()
-        raise QueueUnavailable() from None
+        raise QueueUnavailable()
 
 
 @router.post(
@@ -89,10 +105,11 @@ def submit_task(
     session: SessionDep,
     settings: SettingsDep,
     response: Response,
+    _: SubmitLimit,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Any:
     """Validate, record and queue a task. Answers 202 with the record and a Location header."""
-    params = _validate_params(body)
+    params = validate_params(body.type, body.params)
     if idempotency_key:
         existing = _by_key(session, user.username, idempotency_key)
         if existing is not None:
@@ -252,15 +269,13 @@ def retry_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> An
         session, task_id, [TaskStatus.FAILED, TaskStatus.CANCELLED], TaskStatus.PENDING,
         "retried by user", attempts=task.attempts + 1, started_at=None, finished_at=None,
         progress=0.0, progress_message=None, result=None, error=None, scheduled_for=None,
-        worker=None,
+        worker=None, enqueued_at=None,
     )
     if not ok:
         raise HTTPException(status_code=409, detail="Task changed meanwhile; try again")
     session.commit()
     session.refresh(task)
-    try:
-        broker.enqueue(str(task.id), task.priority, request_id_var.get())
-    except Exception:
+    if not _enqueue(session, task):
         transition(session, task_id, [TaskStatus.PENDING], TaskStatus.FAILED,
                    "retry could not be queued", error={"type": "QueueUnavailable",
                    "message": "the queue was unavailable when the retry was asked"})

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 12:43:39.717656
+Create Date: 2026-11-27 12:49:23.554120
 """
 from collections.abc import Sequence
 
@@ -19,7 +19,6 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-
     op.create_table('schedules',
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('owner', sa.String(length=64), nullable=False),
@@ -28,6 +27,7 @@ def upgrade() -> None:
     sa.Column('type', sa.String(length=64), nullable=False),
     sa.Column('params', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('priority', sa.String(length=8), nullable=False),
+    sa.Column('max_retries', sa.Integer(), nullable=False),
     sa.Column('created_at', UTCDateTime(), nullable=False),
     sa.Column('last_run_at', UTCDateTime(), nullable=True),
     sa.Column('next_run_at', UTCDateTime(), nullable=False),
@@ -51,6 +51,8 @@ def upgrade() -> None:
     sa.Column('max_retries', sa.Integer(), nullable=False),
     sa.Column('created_at', UTCDateTime(), nullable=False),
     sa.Column('scheduled_for', UTCDateTime(), nullable=True),
+    sa.Column('enqueued_at', UTCDateTime(), nullable=True),
+    sa.Column('schedule_id', sa.Uuid(), nullable=True),
     sa.Column('started_at', UTCDateTime(), nullable=True),
     sa.Column('finished_at', UTCDateTime(), nullable=True),
     sa.Column('worker', sa.String(length=255), nullable=True),
@@ -60,6 +62,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('owner', 'idempotency_key', name='uq_tasks_owner_idempotency_key')
     )
     with op.batch_alter_table('tasks', schema=None) as batch_op:
+        batch_op.create_index('ix_tasks_dispatch', ['status', 'enqueued_at'], unique=False)
         batch_op.create_index('ix_tasks_owner_created', ['owner', 'created_at', 'id'], unique=False)
         batch_op.create_index('ix_tasks_status', ['status'], unique=False)
 
@@ -86,9 +89,7 @@ def upgrade() -> None:
 
 
 
-
 def downgrade() -> None:
-
     with op.batch_alter_table('task_events', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_task_events_task_id'))
 
@@ -97,10 +98,10 @@ def downgrade() -> None:
     with op.batch_alter_table('tasks', schema=None) as batch_op:
         batch_op.drop_index('ix_tasks_status')
         batch_op.drop_index('ix_tasks_owner_created')
+        batch_op.drop_index('ix_tasks_dispatch')
 
     op.drop_table('tasks')
     with op.batch_alter_table('schedules', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_schedules_owner'))
 
     op.drop_table('schedules')
-

@@ -1,0 +1,136 @@
+"""Work of the single beat process: queue due tasks, fire schedules, keep the store tidy.
+
+Every step is safe to repeat and safe after a crash at any point:
+- a task record is created before its message is sent and marked `enqueued_at` after, so a
+  crash in between is repaired by the next pass (the worker's claim makes a duplicate harmless);
+- a schedule moves `next_run_at` forward with a conditional update in the same transaction that
+  creates the task (whose idempotency key is the schedule id and due time), so a restarted beat
+  neither skips a due run nor fires one twice.
+"""
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from finq_core import broker
+from finq_core.config import get_settings
+from finq_core.db import session_scope
+from finq_core.models import FINAL_STATUSES, Schedule, Task, TaskEvent, TaskStatus
+from finq_core.scheduling import next_fire
+from finq_core.store import add_event, notify, transition
+
+log = logging.getLogger("finq.beat")
+
+# A record the API committed but never marked queued (it crashed in between) is repaired
+# after this long; the API marks its own enqueue well within it.
+ORPHAN_GRACE = timedelta(seconds=30)
+MAX_CATCH_UP = 100  # missed runs fired after a long outage, per schedule and pass
+
+
+def dispatch_due(now: datetime, limit: int = 500) -> int:
+    """Send every due, not yet queued PENDING task to its queue."""
+    with session_scope() as session:
+        # Unscheduled records waiting unqueued: only those whose PENDING event is older than
+        # the grace period (the API is still between its commit and its enqueue otherwise).
+        last_event = (select(func.max(TaskEvent.at)).where(TaskEvent.task_id == Task.id)
+                      .correlate(Task).scalar_subquery())
+        rows = session.execute(
+            select(Task.id, Task.priority, Task.request_id)
+            .where(
+                Task.status == TaskStatus.PENDING.value,
+                Task.enqueued_at.is_(None),
+                or_(Task.scheduled_for <= now,
+                    Task.scheduled_for.is_(None) & (last_event < now - ORPHAN_GRACE)),
+            )
+            .order_by(Task.scheduled_for, Task.created_at)
+            .limit(limit)
+        ).all()
+    sent = 0
+    for task_id, priority, request_id in rows:
+        broker.enqueue(str(task_id), priority, request_id)
+        with session_scope() as session:
+            session.execute(update(Task).where(Task.id == task_id).values(enqueued_at=now))
+        sent += 1
+    return sent
+
+
+def fire_schedules(now: datetime) -> int:
+    """Create one task per due run of every schedule (catching up missed runs)."""
+    fired = 0
+    with session_scope() as session:
+        due = session.scalars(select(Schedule).where(Schedule.next_run_at <= now)).all()
+        due_ids = [s.id for s in due]
+    for schedule_id in due_ids:
+        for _ in range(MAX_CATCH_UP):
+            if not _fire_one(schedule_id, now):
+                break
+            fired += 1
+    return fired
+
+
+def _fire_one(schedule_id: uuid.UUID, now: datetime) -> bool:
+    try:
+        with session_scope() as session:
+            schedule = session.get(Schedule, schedule_id)
+            if schedule is None or schedule.next_run_at > now:
+                return False
+            run_at = schedule.next_run_at
+            moved = session.execute(
+                update(Schedule)
+                .where(Schedule.id == schedule_id, Schedule.next_run_at == run_at)
+                .values(next_run_at=next_fire(schedule.cron, run_at), last_run_at=run_at)
+            ).rowcount  # type: ignore[attr-defined]
+            if moved != 1:
+                return False
+            task = Task(
+                id=uuid.uuid4(), owner=schedule.owner, type=schedule.type,
+                params=schedule.params, priority=schedule.priority,
+                max_retries=schedule.max_retries, status=TaskStatus.PENDING.value,
+                scheduled_for=run_at, schedule_id=schedule.id, created_at=now,
+                idempotency_key=f"schedule:{schedule.id}:{run_at.isoformat()}",
+            )
+            session.add(task)
+            session.flush()
+            add_event(session, task.id, TaskStatus.PENDING.value,
+                      f"from schedule {schedule.name!r} due {run_at.isoformat()}", at=now)
+    except IntegrityError:
+        # The run already exists (a previous beat made it): nothing to do, nothing doubled.
+        return True
+    return True
+
+
+def mark_stuck(now: datetime) -> int:
+    """RUNNING for longer than any delivery could last (its message would have come back by
+    now): the worker and its message are gone. Fail it, with a clear reason."""
+    settings = get_settings()
+    cutoff = now - timedelta(seconds=broker.visibility_timeout(settings) + 60)
+    with session_scope() as session:
+        ids = session.scalars(select(Task.id).where(
+            Task.status == TaskStatus.RUNNING.value, Task.started_at < cutoff)).all()
+        failed = 0
+        for task_id in ids:
+            if transition(session, task_id, [TaskStatus.RUNNING], TaskStatus.FAILED,
+                          "stuck in RUNNING past the hard time limit",
+                          error={"type": "TimeLimitExceeded",
+                                 "message": f"timed out after {settings.default_task_timeout} s "
+                                            "(worker lost)"}):
+                failed += 1
+    for task_id in ids:
+        notify(task_id, TaskStatus.FAILED.value)
+    return failed
+
+
+def purge_finished(now: datetime, batch: int = 1000) -> int:
+    """Delete finished tasks older than RESULT_TTL_DAYS, with their history."""
+    cutoff = now - timedelta(days=get_settings().result_ttl_days)
+    with session_scope() as session:
+        ids = session.scalars(select(Task.id).where(
+            Task.status.in_([s.value for s in FINAL_STATUSES]),
+            Task.finished_at < cutoff).limit(batch)).all()
+        if ids:
+            session.execute(delete(TaskEvent).where(TaskEvent.task_id.in_(ids)))
+            session.execute(delete(Task).where(Task.id.in_(ids)))
+    return len(ids)

@@ -1,0 +1,67 @@
+"""The beat process's scheduler: `celery beat -S finq_worker.beat:FinqScheduler`.
+
+Schedules live in the database (created over the API), so new ones are picked up on the next
+tick without a restart. A Redis lock keeps a second beat, started by mistake, idle.
+"""
+
+import logging
+import os
+import socket
+from typing import Any
+
+import redis
+from celery.beat import Scheduler
+
+from finq_core import dispatch, events
+from finq_core.timeutil import utcnow
+
+log = logging.getLogger("finq.beat")
+
+TICK_SECONDS = 1.0
+MAINTENANCE_EVERY = 60.0
+LOCK_KEY = "finq:beat:lock"
+LOCK_TTL = 15
+
+
+class FinqScheduler(Scheduler):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._identity = f"{socket.gethostname()}:{os.getpid()}"
+        self._last_maintenance = 0.0
+        self._warned = False
+
+    def _hold_lock(self) -> bool:
+        r = events.get_redis()
+        if r.set(LOCK_KEY, self._identity, nx=True, ex=LOCK_TTL):
+            return True
+        if r.get(LOCK_KEY) == self._identity:
+            r.expire(LOCK_KEY, LOCK_TTL)
+            return True
+        return False
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        super().tick(*args, **kwargs)
+        try:
+            if not self._hold_lock():
+                if not self._warned:
+                    log.warning("another beat holds %s; staying idle", LOCK_KEY)
+                    self._warned = True
+                return TICK_SECONDS
+            self._warned = False
+            now = utcnow()
+            fired = dispatch.fire_schedules(now)
+            sent = dispatch.dispatch_due(now)
+            if fired or sent:
+                log.info("beat: %d scheduled runs created, %d tasks queued", fired, sent)
+            mono = now.timestamp()
+            if mono - self._last_maintenance >= MAINTENANCE_EVERY:
+                self._last_maintenance = mono
+                stuck = dispatch.mark_stuck(now)
+                purged = dispatch.purge_finished(now)
+                if stuck or purged:
+                    log.info("beat: %d stuck tasks failed, %d old tasks purged", stuck, purged)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("beat tick skipped: %s", exc)
+        except Exception:
+            log.exception("beat tick failed")
+        return TICK_SECONDS

@@ -1,0 +1,85 @@
+"""Rate limits counted in Redis with the `limits` library, so every replica shares one count.
+
+Three limits: per client address on everything under /api (RATE_LIMIT_GLOBAL), per address on
+the token route (RATE_LIMIT_LOGIN, against password guessing) and per user on task submission
+(RATE_LIMIT_SUBMIT). When Redis is unreachable the login limit fails closed (no guessing while
+we cannot count) and the others fail open (the service stays usable); both are logged.
+"""
+
+import logging
+import math
+import time
+from functools import lru_cache
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Response
+from limits import RateLimitItem, parse
+from limits.storage import RedisStorage
+from limits.strategies import SlidingWindowCounterRateLimiter
+
+from finq_api.clientip import client_ip
+from finq_api.deps import CurrentUser
+from finq_core.config import get_settings
+
+log = logging.getLogger("finq.ratelimit")
+
+
+@lru_cache
+def limiter() -> SlidingWindowCounterRateLimiter:
+    url = get_settings().redis_url
+    storage = RedisStorage(url, socket_timeout=1, socket_connect_timeout=1)
+    return SlidingWindowCounterRateLimiter(storage)
+
+
+@lru_cache
+def item(spec: str) -> RateLimitItem:
+    return parse(spec)
+
+
+def _headers(limit: RateLimitItem, remaining: int, reset: float) -> dict[str, str]:
+    return {
+        "X-RateLimit-Limit": str(limit.amount),
+        "X-RateLimit-Remaining": str(max(0, remaining)),
+        "X-RateLimit-Reset": str(math.ceil(reset)),
+    }
+
+
+def check(response: Response, spec: str, scope: str, key: str, fail_closed: bool) -> None:
+    """Count one hit against `spec` for `key`; 429 with Retry-After when over the limit."""
+    settings = get_settings()
+    if not settings.rate_limit_enabled:
+        return
+    limit = item(spec)
+    try:
+        allowed = limiter().hit(limit, scope, key)
+        stats = limiter().get_window_stats(limit, scope, key)
+    except Exception as exc:
+        if fail_closed:
+            log.error("rate limiter unavailable (%s); refusing %s", type(exc).__name__, scope)
+            raise HTTPException(status_code=503, detail="Temporarily unavailable; retry shortly",
+                                headers={"Retry-After": "5"}) from None
+        log.warning("rate limiter unavailable (%s); allowing %s", type(exc).__name__, scope)
+        return
+    headers = _headers(limit, stats.remaining, stats.reset_time)
+    if not allowed:
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        raise HTTPException(status_code=429, detail=f"Rate limit exceeded: {spec}",
+                            headers={**headers, "Retry-After": str(retry_after)})
+    response.headers.update(headers)
+
+
+def global_limit(request: Request, response: Response) -> None:
+    check(response, get_settings().rate_limit_global, "global", client_ip(request), False)
+
+
+def login_limit(request: Request, response: Response) -> None:
+    check(response, get_settings().rate_limit_login, "login", client_ip(request), True)
+
+
+def submit_limit(user: CurrentUser, response: Response) -> None:
+    check(response, get_settings().rate_limit_submit, "submit", user.username, False)
+
+
+GlobalLimit = Annotated[None, Depends(global_limit)]
+LoginLimit = Annotated[None, Depends(login_limit)]
+SubmitLimit = Annotated[None, Depends(submit_limit)]
