@@ -200,7 +200,7 @@ def stack() -> Iterator[LocalStack]:
     run_dir = _SESSION_DIR / "stack"
     s = start_stack(run_dir, "--api-replicas", "3", "--worker-replicas", "2",
                     env={"WORKER_CONCURRENCY": "2", "GUNICORN_WORKERS": "1",
-                         "RATE_LIMIT_ENABLED": "false"})
+                         "RATE_LIMIT_ENABLED": "false", "DEFAULT_TASK_TIMEOUT": "20"})
     yield s
     stop_stack(s)
 

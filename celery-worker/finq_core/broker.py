@@ -17,10 +17,16 @@ RUN_TASK = "finq.run"
 QUEUES = [p.value for p in (Priority.HIGH, Priority.NORMAL, Priority.LOW)]
 
 
+def retry_backoff_cap(settings: Settings) -> float:
+    """The longest retry countdown: a retried message waits unacked in its worker that long."""
+    return float(min(60, settings.default_task_timeout))
+
+
 def visibility_timeout(settings: Settings) -> int:
     """Redis re-delivers an unacked message after this long: above the longest task (hard
-    limit) plus the longest retry backoff, so a slow task is never run twice while alive."""
-    return settings.default_task_timeout + 120
+    limit) plus the longest retry countdown, so a live task is never delivered twice, yet a
+    message whose worker died wholesale comes back without waiting hours."""
+    return int(settings.default_task_timeout + retry_backoff_cap(settings) + 10)
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -70,5 +76,9 @@ def enqueue(task_id: str, priority: str, request_id: str | None = None,
         queue=priority,
         eta=eta,
         headers={"request_id": request_id} if request_id else None,
-        retry=False,
+        # One quick retry rides over a pooled connection that Redis closed when it restarted;
+        # with Redis down the call still fails within a second.
+        retry=True,
+        retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2,
+                      "interval_max": 0.5},
     )

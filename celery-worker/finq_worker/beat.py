@@ -39,6 +39,16 @@ class FinqScheduler(Scheduler):
             return True
         return False
 
+    def close(self) -> None:
+        """Release the lock on a clean stop so a restarted beat resumes at once."""
+        try:
+            r = events.get_redis()
+            if r.get(LOCK_KEY) == self._identity:
+                r.delete(LOCK_KEY)
+        except redis.RedisError:
+            pass
+        super().close()
+
     def tick(self, *args: Any, **kwargs: Any) -> float:
         super().tick(*args, **kwargs)
         try:

@@ -10,7 +10,7 @@ from celery.exceptions import Retry, SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from finq_core.broker import RUN_TASK, celery_app
+from finq_core.broker import RUN_TASK, celery_app, retry_backoff_cap
 from finq_core.config import get_settings
 from finq_core.models import TaskStatus
 from finq_worker import runner
@@ -20,12 +20,13 @@ log = logging.getLogger("finq.worker")
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OperationalError, PoolTimeoutError,
              ConnectionError)
 BACKOFF_BASE_SECONDS = 1.0
-BACKOFF_CAP_SECONDS = 60.0
 
 
 def backoff(attempt: int) -> float:
-    """Exponential backoff with full jitter (AWS architecture blog's recommendation)."""
-    return random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** attempt))
+    """Exponential backoff with full jitter (the AWS Architecture Blog's "Exponential Backoff
+    and Jitter"), capped so a waiting retry never outlives the broker's visibility timeout."""
+    cap = retry_backoff_cap(get_settings())
+    return random.uniform(0, min(cap, BACKOFF_BASE_SECONDS * 2 ** attempt))
 
 
 @celery_app.task(name=RUN_TASK, bind=True)

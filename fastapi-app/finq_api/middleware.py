@@ -31,6 +31,9 @@ SECURITY_HEADERS = [
 ]
 
 
+_LIMIT_HEADER_NAMES = {b"x-ratelimit-limit", b"x-ratelimit-remaining", b"x-ratelimit-reset"}
+
+
 class TooLarge(Exception):  # noqa: N818 - control flow, not an error
     pass
 
@@ -61,30 +64,38 @@ class EdgeMiddleware:
             return
 
         received = 0
-        started = False
+        started = rejected = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, rejected
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
+                if received > self.max_body and not started:
+                    # Answer now: the framework would turn any error raised here into a 400.
+                    rejected = True
+                    await self._too_large(send, rid)
                     raise TooLarge()
             return message
 
         async def send_with_headers(message: Message) -> None:
             nonlocal started
+            if rejected:
+                return  # the 413 went out already; drop the framework's own answer
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [*message.get("headers", []), rid_header,
-                                      *SECURITY_HEADERS]
+                limits = (scope.get("state") or {}).get("ratelimit_headers") or {}
+                message["headers"] = [
+                    *(h for h in message.get("headers", [])
+                      if h[0].lower() not in _LIMIT_HEADER_NAMES or not limits),
+                    *((k.lower().encode(), v.encode()) for k, v in limits.items()),
+                    rid_header, *SECURITY_HEADERS]
             await send(message)
 
         try:
             await self.app(scope, limited_receive, send_with_headers)
         except TooLarge:
-            if not started:
-                await self._too_large(send, rid)
+            pass
         finally:
             request_id_var.reset(token)
 

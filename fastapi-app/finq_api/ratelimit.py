@@ -12,7 +12,7 @@ import time
 from functools import lru_cache
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Response
+from fastapi import Depends, HTTPException, Request
 from limits import RateLimitItem, parse
 from limits.storage import RedisStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
@@ -44,8 +44,11 @@ def _headers(limit: RateLimitItem, remaining: int, reset: float) -> dict[str, st
     }
 
 
-def check(response: Response, spec: str, scope: str, key: str, fail_closed: bool) -> None:
-    """Count one hit against `spec` for `key`; 429 with Retry-After when over the limit."""
+def check(request: Request, spec: str, scope: str, key: str, fail_closed: bool) -> None:
+    """Count one hit against `spec` for `key`; 429 with Retry-After when over the limit.
+
+    The X-RateLimit-* headers go into the request state, from where the edge middleware adds
+    them to whatever response follows, success or error (the most specific limit wins)."""
     settings = get_settings()
     if not settings.rate_limit_enabled:
         return
@@ -61,23 +64,23 @@ def check(response: Response, spec: str, scope: str, key: str, fail_closed: bool
         log.warning("rate limiter unavailable (%s); allowing %s", type(exc).__name__, scope)
         return
     headers = _headers(limit, stats.remaining, stats.reset_time)
+    request.state.ratelimit_headers = headers
     if not allowed:
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         raise HTTPException(status_code=429, detail=f"Rate limit exceeded: {spec}",
                             headers={**headers, "Retry-After": str(retry_after)})
-    response.headers.update(headers)
 
 
-def global_limit(request: Request, response: Response) -> None:
-    check(response, get_settings().rate_limit_global, "global", client_ip(request), False)
+def global_limit(request: Request) -> None:
+    check(request, get_settings().rate_limit_global, "global", client_ip(request), False)
 
 
-def login_limit(request: Request, response: Response) -> None:
-    check(response, get_settings().rate_limit_login, "login", client_ip(request), True)
+def login_limit(request: Request) -> None:
+    check(request, get_settings().rate_limit_login, "login", client_ip(request), True)
 
 
-def submit_limit(user: CurrentUser, response: Response) -> None:
-    check(response, get_settings().rate_limit_submit, "submit", user.username, False)
+def submit_limit(request: Request, user: CurrentUser) -> None:
+    check(request, get_settings().rate_limit_submit, "submit", user.username, False)
 
 
 GlobalLimit = Annotated[None, Depends(global_limit)]

@@ -1,0 +1,136 @@
+"""Nothing is lost: processes killed mid-task, Redis restarted with work queued, cancels and
+retries under load. Each test runs on a stack of its own making, since it breaks things."""
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import LocalStack, start_stack, stop_stack
+from tests.e2e.client import FINAL, login, submit, wait_final
+from tests.e2e.tasks import ONE_SECOND_MC, QUICK_LOAN
+from tests.helpers import wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def fragile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    # A 10 s hard limit makes the broker's visibility timeout 30 s: a message whose whole
+    # worker died comes back within that, instead of minutes.
+    s = start_stack(tmp_path_factory.mktemp("faults") / "run", "--api-replicas", "2",
+                    "--worker-replicas", "2", env={
+                        "WORKER_CONCURRENCY": "2", "GUNICORN_WORKERS": "1",
+                        "RATE_LIMIT_ENABLED": "false", "DEFAULT_TASK_TIMEOUT": "10"})
+    yield s
+    stop_stack(s)
+
+
+@pytest.fixture(scope="module")
+def client(fragile: LocalStack) -> httpx.Client:
+    return login(fragile.url, *fragile.admin)
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def assert_each_succeeded_once(client: httpx.Client, ids: list[str]) -> list[dict]:
+    finals = [wait_final(client, tid, timeout=180) for tid in ids]
+    assert [t["status"] for t in finals] == ["SUCCESS"] * len(ids)
+    for tid in ids:
+        statuses = [e["status"] for e in client.get(f"/api/v1/tasks/{tid}/history").json()]
+        assert statuses.count("SUCCESS") == 1, (tid, statuses)
+    return finals
+
+
+def wait_running(client: httpx.Client, n: int) -> None:
+    def busy() -> bool:
+        page = client.get("/api/v1/tasks", params={"status": "RUNNING"}).json()
+        return len(page["items"]) >= n
+
+    wait_until(busy, 60, 0.05, what=f"{n} tasks running")
+
+
+def test_kill_9_of_a_worker_process_mid_task(fragile: LocalStack,
+                                             client: httpx.Client) -> None:
+    ids = [submit(client, "monte_carlo_option", ONE_SECOND_MC)["id"] for _ in range(50)]
+    wait_running(client, 4)
+    main = fragile.pid_of("workers:worker-1")
+    victims = children(main)
+    assert victims, "the worker has no pool processes"
+    os.kill(victims[0], signal.SIGKILL)
+    finals = assert_each_succeeded_once(client, ids)
+    assert max(t["attempts"] for t in finals) == 2, "the killed process was running a task"
+
+
+def test_kill_9_of_a_whole_worker_mid_task(fragile: LocalStack, client: httpx.Client) -> None:
+    ids = [submit(client, "monte_carlo_option", ONE_SECOND_MC)["id"] for _ in range(50)]
+    wait_running(client, 4)
+    os.killpg(fragile.pid_of("workers:worker-2"), signal.SIGKILL)
+    finals = assert_each_succeeded_once(client, ids)
+    assert max(t["attempts"] for t in finals) == 2, "the killed worker was running a task"
+
+
+def test_redis_restart_with_500_tasks_queued(fragile: LocalStack,
+                                             client: httpx.Client) -> None:
+    fragile.supervisorctl("stop", "workers:*")
+    try:
+        ids = [submit(client, "loan_amortization", QUICK_LOAN)["id"] for _ in range(500)]
+        assert "stopped" in fragile.supervisorctl("stop", "redis").lower()
+        refused = client.post("/api/v1/tasks", json={"type": "loan_amortization",
+                                                     "params": QUICK_LOAN})
+        assert refused.status_code == 503
+        assert "Redis" in refused.json()["detail"]
+        assert refused.headers["Retry-After"]
+        ready = httpx.get(fragile.url + "/health/ready")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["redis"].startswith("unreachable")
+        assert ready.json()["checks"]["database"] == "ok"
+    finally:
+        fragile.supervisorctl("start", "redis")
+        fragile.supervisorctl("start", "workers:*")
+    wait_until(lambda: httpx.get(fragile.url + "/health/ready").status_code == 200, 30,
+               what="readiness after the restart")
+    assert_each_succeeded_once(client, ids)
+    # The refused submission left nothing behind.
+    assert client.get("/api/v1/monitoring/queues").json()["tasks_by_status"]["PENDING"] == 0
+
+
+def test_cancel_and_retry_under_load(fragile: LocalStack, client: httpx.Client) -> None:
+    ids = [submit(client, "monte_carlo_option", ONE_SECOND_MC)["id"] for _ in range(30)]
+    wait_running(client, 2)
+    cancelled: list[str] = []
+
+    def canceller() -> None:
+        for tid in ids[::2]:
+            r = client.post(f"/api/v1/tasks/{tid}/cancel")
+            if r.status_code in (200, 202):
+                cancelled.append(tid)
+
+    t = threading.Thread(target=canceller)
+    t.start()
+    t.join(60)
+    finals = {tid: wait_final(client, tid, timeout=120) for tid in ids}
+    assert set(t["status"] for t in finals.values()) <= FINAL
+    really = [tid for tid in cancelled if finals[tid]["status"] == "CANCELLED"]
+    assert len(really) >= len(ids[::2]) // 2, "most cancels should land before completion"
+    for tid in really:
+        assert client.post(f"/api/v1/tasks/{tid}/retry").status_code == 202
+    for tid in really:
+        done = wait_final(client, tid, timeout=120)
+        assert done["status"] == "SUCCESS"
+    for tid in ids[1::2]:
+        assert finals[tid]["status"] == "SUCCESS"
