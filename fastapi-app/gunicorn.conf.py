@@ -17,3 +17,10 @@ errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 proc_name = os.environ.get("API_NAME", "finq-api")
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+
+
+def child_exit(server: object, worker: object) -> None:
+    """Drop a dead worker's live gauges from the replica's multiprocess metrics."""
+    from finq_core.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)  # type: ignore[attr-defined]

@@ -88,6 +88,9 @@ class Stack:
         worker_replicas = args.worker_replicas or int(env.get("WORKER_REPLICAS", "3"))
         api_ports = ([_free_port() for _ in range(api_replicas)] if api_base == 0
                      else [api_base + i for i in range(api_replicas)])
+        metrics_base = int(env.get("WORKER_METRICS_BASE_PORT", "9808"))
+        metrics_ports = ([_free_port() for _ in range(worker_replicas)] if args.free_ports
+                         else [metrics_base + i for i in range(worker_replicas)])
         admin_user = env.get("ADMIN_USERNAME") or "admin"
         s = {
             "RUN_DIR": str(rd),
@@ -95,6 +98,7 @@ class Stack:
             "REDIS_PORT": str(redis_port),
             "FLOWER_PORT": str(flower_port),
             "API_PORTS": ",".join(map(str, api_ports)),
+            "WORKER_METRICS_PORTS": ",".join(map(str, metrics_ports)),
             "API_REPLICAS": str(api_replicas),
             "WORKER_REPLICAS": str(worker_replicas),
             # The service environment: the same variables compose passes to its containers.
@@ -226,11 +230,12 @@ class Stack:
             api_names.append(name)
             blocks.append(program(name, f"{svc} api", {
                 "API_BIND": f"127.0.0.1:{port}", "API_NAME": name}, 25, 50))
-        for i in range(1, int(s["WORKER_REPLICAS"]) + 1):
+        for i, mport in enumerate(s["WORKER_METRICS_PORTS"].split(","), start=1):
             name = f"worker-{i}"
             worker_names.append(name)
             blocks.append(program(name, f"{svc} worker", {
-                "WORKER_NAME": f"worker{i}@%h"}, 90, 60))
+                "WORKER_NAME": f"worker{i}@%h", "WORKER_METRICS_PORT": mport,
+                "WORKER_METRICS_ADDRESS": "127.0.0.1"}, 90, 60))
         blocks.append(program("beat", f"{svc} beat", {}, 10, 70))
         blocks.append(program("flower", f"{svc} flower", {
             "FLOWER_ADDRESS": "127.0.0.1", "FLOWER_PORT": s["FLOWER_PORT"]}, 10, 80))
@@ -266,10 +271,12 @@ class Stack:
                              "`make stop` first")
         s = self.settings(args)
         busy = [p for p in (s["HTTP_PORT"], s["REDIS_PORT"], s["FLOWER_PORT"],
-                            *s["API_PORTS"].split(",")) if not _port_free(int(p))]
+                            *s["API_PORTS"].split(","), *s["WORKER_METRICS_PORTS"].split(","))
+                if not _port_free(int(p))]
         if busy:
             raise SystemExit(f"ports in use: {', '.join(busy)} (set HTTP_PORT, REDIS_PORT, "
-                             "API_BASE_PORT, FLOWER_PORT or stop what holds them)")
+                             "API_BASE_PORT, FLOWER_PORT, WORKER_METRICS_BASE_PORT or stop "
+                             "what holds them)")
         self.render(s)
         self.state_file.write_text(json.dumps(s, indent=2))
         self.state_file.chmod(0o600)

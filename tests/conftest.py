@@ -140,7 +140,8 @@ def celery_worker(redis_server: str, migrated_db: str) -> Iterator[subprocess.Po
     """A real Celery worker (2 processes) started by the same command as the stack's."""
     log = open(_SESSION_DIR / "worker.log", "wb")  # noqa: SIM115
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "WORKER_CONCURRENCY": "2",
-           "WORKER_NAME": "testworker@%h", "LOG_LEVEL": "INFO"}
+           "WORKER_NAME": "testworker@%h", "LOG_LEVEL": "INFO",
+           "WORKER_METRICS_PORT": str(free_port()), "WORKER_METRICS_ADDRESS": "127.0.0.1"}
     proc = subprocess.Popen([str(ROOT / "scripts" / "finq-service"), "worker"], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     import redis

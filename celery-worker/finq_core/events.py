@@ -38,6 +38,17 @@ def publish(task_id: str, payload: dict[str, Any]) -> None:
         get_redis().publish(channel(task_id), json.dumps(payload, default=str))
 
 
+def queue_depths(queues: list[str]) -> dict[str, int]:
+    """Messages waiting per Celery queue (kombu keeps priority sub-lists beside each list)."""
+    r = get_redis()
+    pipe = r.pipeline()
+    for name in queues:
+        for key in (name, *(f"{name}\x06\x16{step}" for step in (3, 6, 9))):
+            pipe.llen(key)
+    counts = pipe.execute()
+    return {name: int(sum(counts[i * 4:(i + 1) * 4])) for i, name in enumerate(queues)}
+
+
 def request_cancel(task_id: str) -> None:
     get_redis().set(cancel_key(task_id), "1", ex=CANCEL_TTL_SECONDS)
 

@@ -12,9 +12,15 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
 
 from typing import Any  # noqa: E402
 
-from celery.signals import setup_logging, worker_process_init  # noqa: E402
+from celery.signals import (  # noqa: E402
+    setup_logging,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
+from prometheus_client import CollectorRegistry, multiprocess, start_http_server  # noqa: E402
 
-from finq_core import events  # noqa: E402
+from finq_core import events, metrics  # noqa: E402
 from finq_core.broker import celery_app  # noqa: E402
 from finq_core.config import get_settings  # noqa: E402
 from finq_core.db import reset_engine  # noqa: E402
@@ -34,3 +40,21 @@ def _setup_logging(**_: Any) -> None:
 def _after_fork(**_: Any) -> None:
     reset_engine()
     events.get_redis.cache_clear()
+    metrics.worker_slots.set(1)
+
+
+@worker_process_shutdown.connect
+def _process_gone(**_: Any) -> None:
+    metrics.mark_process_dead(os.getpid())
+
+
+@worker_init.connect
+def _serve_metrics(**_: Any) -> None:
+    """The worker's main process serves the pool's summed metrics on an internal port."""
+    port = int(os.environ.get("WORKER_METRICS_PORT", "9808"))
+    if port <= 0:
+        return
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    start_http_server(port, addr=os.environ.get("WORKER_METRICS_ADDRESS", "0.0.0.0"),
+                      registry=registry)

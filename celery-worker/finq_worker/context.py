@@ -1,5 +1,6 @@
 """The worker's RunContext: throttled progress into the record and Redis, cancel flags."""
 
+import logging
 import time
 import uuid
 
@@ -9,6 +10,8 @@ from finq_core import events
 from finq_core.db import session_scope
 from finq_core.models import Task, TaskStatus
 from finq_core.store import notify
+
+log = logging.getLogger("finq.worker")
 
 
 class WorkerContext:
@@ -35,6 +38,8 @@ class WorkerContext:
                 .values(progress=fraction, progress_message=message)
             )
         notify(self.task_id, TaskStatus.RUNNING.value, progress=fraction, message=message)
+        log.info("task progress", extra={"task_id": str(self.task_id),
+                                         "progress": round(fraction, 4)})
 
     def cancelled(self) -> bool:
         now = time.monotonic()

@@ -7,13 +7,14 @@ alone, with its type and message recorded and the traceback kept in the worker's
 """
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from finq_core import events
+from finq_core import events, metrics
 from finq_core.config import get_settings
 from finq_core.db import session_scope
 from finq_core.models import FINAL_STATUSES, TaskStatus
@@ -33,6 +34,7 @@ class Claim:
     params: dict[str, Any]
     attempts: int
     max_retries: int
+    priority: str = "normal"
 
 
 def claim(task_id: uuid.UUID, worker: str) -> Claim | None:
@@ -64,17 +66,33 @@ def claim(task_id: uuid.UUID, worker: str) -> Claim | None:
         )
         if not ok:
             return None
-        info = Claim(task.type, dict(task.params), attempts, task.max_retries)
+        info = Claim(task.type, dict(task.params), attempts, task.max_retries, task.priority)
+        waited_since = task.scheduled_for or task.created_at
+    metrics.tasks_started.labels(info.type, info.priority).inc()
+    metrics.task_queue_wait.labels(info.type, info.priority).observe(
+        max(0.0, (utcnow() - waited_since).total_seconds()))
     notify(task_id, TaskStatus.RUNNING.value, progress=0.0)
     return info
 
 
 def finish(task_id: uuid.UUID, status: TaskStatus, message: str | None = None,
-           **values: Any) -> bool:
+           claim_info: Claim | None = None, **values: Any) -> bool:
+    """Record the outcome of a run (only if the record is still RUNNING: a cancel or another
+    delivery may have ended it first) and count it."""
     with session_scope() as session:
         ok = transition(session, task_id, [TaskStatus.RUNNING], status, message, **values)
     if ok:
+        if claim_info is not None:
+            labels = (claim_info.type, claim_info.priority)
+            if status == TaskStatus.RETRYING:
+                metrics.tasks_retried.labels(*labels).inc()
+            else:
+                metrics.tasks_finished.labels(*labels, status.value.lower()).inc()
         notify(task_id, status.value, progress=values.get("progress"))
+        if status != TaskStatus.SUCCESS:
+            log.info("task %s", status.value.lower(), extra={
+                "task_id": str(task_id), "status": status.value,
+                "error": (values.get("error") or {}).get("message")})
     return ok
 
 
@@ -95,19 +113,27 @@ def execute(task_id: uuid.UUID, claim_info: Claim) -> None:
     settings = get_settings()
     task_type = get_task_type(claim_info.type)
     if task_type is None:
-        finish(task_id, TaskStatus.FAILED,
+        finish(task_id, TaskStatus.FAILED, claim_info=claim_info,
                error={"type": "UnknownTaskType", "message": f"unknown type {claim_info.type!r}"})
         return
     ctx = WorkerContext(task_id, settings.progress_interval_seconds)
+    log.info("task started", extra={"task_id": str(task_id), "type": claim_info.type,
+                                    "attempt": claim_info.attempts})
+    started = time.perf_counter()
     try:
         result = task_type.execute(claim_info.params, ctx)
     except Cancelled:
-        finish(task_id, TaskStatus.CANCELLED, "cancelled while running")
+        finish(task_id, TaskStatus.CANCELLED, "cancelled while running", claim_info)
         return
     except ValidationError as exc:
-        finish(task_id, TaskStatus.FAILED, error=error_view(exc, validation_message(exc)))
+        finish(task_id, TaskStatus.FAILED, claim_info=claim_info,
+               error=error_view(exc, validation_message(exc)))
         return
     except (CalculationError, ValueError, ArithmeticError, MemoryError) as exc:
-        finish(task_id, TaskStatus.FAILED, error=error_view(exc))
+        finish(task_id, TaskStatus.FAILED, claim_info=claim_info, error=error_view(exc))
         return
-    finish(task_id, TaskStatus.SUCCESS, result=result, progress=1.0)
+    seconds = time.perf_counter() - started
+    metrics.task_runtime.labels(claim_info.type).observe(seconds)
+    finish(task_id, TaskStatus.SUCCESS, claim_info=claim_info, result=result, progress=1.0)
+    log.info("task succeeded", extra={"task_id": str(task_id), "type": claim_info.type,
+                                      "seconds": round(seconds, 4)})

@@ -10,8 +10,10 @@ from celery.exceptions import Retry, SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from finq_core import metrics
 from finq_core.broker import RUN_TASK, celery_app, retry_backoff_cap
 from finq_core.config import get_settings
+from finq_core.logs import request_id_var
 from finq_core.models import TaskStatus
 from finq_worker import runner
 
@@ -34,6 +36,11 @@ def run_task(self: CeleryTask, task_id: str) -> None:
     tid = uuid.UUID(task_id)
     worker = self.request.hostname or "unknown"
     claim: runner.Claim | None = None
+    # The request id nginx assigned travels in the message headers, so `grep <request id>`
+    # finds the HTTP request and this task's start, progress and end in every log.
+    headers = self.request.headers or {}
+    token = request_id_var.set(self.request.get("request_id") or headers.get("request_id"))
+    metrics.worker_busy.inc()
     try:
         claim = runner.claim(tid, worker)
         if claim is None:
@@ -41,7 +48,7 @@ def run_task(self: CeleryTask, task_id: str) -> None:
         runner.execute(tid, claim)
     except SoftTimeLimitExceeded:
         limit = get_settings().default_task_timeout
-        runner.finish(tid, TaskStatus.FAILED, error={
+        runner.finish(tid, TaskStatus.FAILED, claim_info=claim, error={
             "type": "TimeLimitExceeded", "message": f"timed out after {limit} s"})
     except Retry:
         raise
@@ -50,28 +57,33 @@ def run_task(self: CeleryTask, task_id: str) -> None:
         max_retries = claim.max_retries if claim else get_settings().max_retry_attempts
         if attempts > max_retries:
             log.exception("task %s: transient error, retries exhausted", task_id)
-            _fail_safely(tid, exc)
+            _fail_safely(tid, exc, claim)
             return
         delay = backoff(attempts)
         log.warning("task %s: transient %s, retry in %.1fs", task_id, type(exc).__name__, delay)
-        _mark_retrying(tid, exc, delay)
+        _mark_retrying(tid, exc, delay, claim)
         raise self.retry(countdown=delay, max_retries=None) from exc
     except Exception as exc:
         log.exception("task %s failed unexpectedly", task_id)
-        _fail_safely(tid, exc)
+        _fail_safely(tid, exc, claim)
+    finally:
+        metrics.worker_busy.dec()
+        request_id_var.reset(token)
 
 
-def _mark_retrying(tid: uuid.UUID, exc: BaseException, delay: float) -> None:
+def _mark_retrying(tid: uuid.UUID, exc: BaseException, delay: float,
+                   claim: runner.Claim | None) -> None:
     try:
-        runner.finish(tid, TaskStatus.RETRYING, f"retry in {delay:.1f}s",
+        runner.finish(tid, TaskStatus.RETRYING, f"retry in {delay:.1f}s", claim,
                       error=runner.error_view(exc))
     except Exception:  # the store itself may be what is down; the retry still happens
         log.warning("task %s: could not record RETRYING", tid)
 
 
-def _fail_safely(tid: uuid.UUID, exc: BaseException) -> None:
+def _fail_safely(tid: uuid.UUID, exc: BaseException, claim: runner.Claim | None) -> None:
     try:
-        runner.finish(tid, TaskStatus.FAILED, error=runner.error_view(exc, _public_message(exc)))
+        runner.finish(tid, TaskStatus.FAILED, claim_info=claim,
+                      error=runner.error_view(exc, _public_message(exc)))
     except Exception:
         log.exception("task %s: could not record the failure", tid)
 

@@ -5,10 +5,12 @@ import json
 import os
 import re
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from finq_core import metrics
 from finq_core.logs import request_id_var
 
 Scope = MutableMapping[str, Any]
@@ -92,12 +94,27 @@ class EdgeMiddleware:
                     rid_header, *SECURITY_HEADERS]
             await send(message)
 
+        status = 500
+        started_at = time.perf_counter()
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send_with_headers(message)
+
         try:
-            await self.app(scope, limited_receive, send_with_headers)
+            await self.app(scope, limited_receive, send_observed)
         except TooLarge:
-            pass
+            status = 413
         finally:
             request_id_var.reset(token)
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            metrics.http_requests.labels(method, template, str(status)).inc()
+            metrics.http_latency.labels(method, template).observe(
+                time.perf_counter() - started_at)
 
     async def _too_large(self, send: Send, rid: str) -> None:
         body = json.dumps({"detail": f"Request body larger than {self.max_body} bytes",

@@ -19,6 +19,7 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 
 from finq_api.clientip import client_ip
 from finq_api.deps import CurrentUser
+from finq_core import metrics
 from finq_core.config import get_settings
 
 log = logging.getLogger("finq.ratelimit")
@@ -66,6 +67,7 @@ def check(request: Request, spec: str, scope: str, key: str, fail_closed: bool) 
     headers = _headers(limit, stats.remaining, stats.reset_time)
     request.state.ratelimit_headers = headers
     if not allowed:
+        metrics.rate_limited.labels(scope).inc()
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         raise HTTPException(status_code=429, detail=f"Rate limit exceeded: {spec}",
                             headers={**headers, "Retry-After": str(retry_after)})

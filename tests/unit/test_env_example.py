@@ -20,13 +20,14 @@ def example_keys() -> set[str]:
 def infra_keys() -> set[str]:
     """Variables read outside Settings: by compose, the service script and the local stack."""
     found: set[str] = set()
-    for rel in ("docker-compose.yml", "scripts/finq-service", "scripts/localstack.py",
-                "fastapi-app/gunicorn.conf.py"):
-        path = ROOT / rel
+    files = [ROOT / "docker-compose.yml", ROOT / "scripts" / "finq-service",
+             ROOT / "scripts" / "localstack.py", ROOT / "fastapi-app" / "gunicorn.conf.py",
+             *(ROOT / "fastapi-app").rglob("*.py"), *(ROOT / "celery-worker").rglob("*.py")]
+    for path in files:
         if path.exists():
             text = path.read_text()
             found |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text))
-            found |= set(re.findall(r"environ(?:\.get)?\(\s*\"([A-Z][A-Z0-9_]*)\"", text))
+            found |= set(re.findall(r"environ(?:\.get\(|\[)\s*\"([A-Z][A-Z0-9_]*)\"", text))
             found |= set(re.findall(r"env\.get\(\"([A-Z][A-Z0-9_]*)\"", text))
     return found
 
@@ -35,7 +36,8 @@ def infra_keys() -> set[str]:
 INTERNAL = {"API_BIND", "API_NAME", "WORKER_NAME", "FLOWER_ADDRESS",
             "FLOWER_URL_PREFIX", "RUN_DIR", "GUNICORN_KEEPALIVE", "GUNICORN_TIMEOUT",
             "GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_MAX_REQUESTS", "FORWARDED_ALLOW_IPS",
-            "PATH", "HOSTNAME", "HOME", "BASH_SOURCE"}
+            "PATH", "HOSTNAME", "HOME", "BASH_SOURCE", "WORKER_METRICS_ADDRESS",
+            "PROMETHEUS_MULTIPROC_DIR", "TMPDIR"}
 
 
 def test_every_setting_is_documented() -> None:

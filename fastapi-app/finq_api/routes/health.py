@@ -4,10 +4,11 @@ import socket
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
-from finq_core import events
+from finq_core import events, metrics
 from finq_core.db import get_engine
 
 router = APIRouter(tags=["health"])
@@ -18,6 +19,14 @@ HOSTNAME = socket.gethostname()
 def health() -> dict[str, Any]:
     """The process is alive (no dependency is checked)."""
     return {"status": "ok", "replica": HOSTNAME}
+
+
+@router.get("/metrics", include_in_schema=False, response_class=PlainTextResponse)
+def prometheus_metrics() -> PlainTextResponse:
+    """Prometheus exposition of this replica (all its processes) and of the queue depths.
+    Internal: nginx does not serve /metrics on the public port."""
+    return PlainTextResponse(metrics.exposition(with_queues=True),
+                             media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/health/ready", responses={503: {"description": "A dependency is unreachable"}})

@@ -17,19 +17,6 @@ router = APIRouter(prefix="/api/v1/monitoring", tags=["monitoring"])
 INSPECT_TIMEOUT = 0.5
 
 
-def queue_depths() -> dict[str, int]:
-    """Messages waiting per queue (Redis lists; kombu keeps priority sub-lists beside them)."""
-    r = events.get_redis()
-    depths = {}
-    for name in QUEUES:
-        keys = [name, *(f"{name}\x06\x16{step}" for step in (3, 6, 9))]
-        pipe = r.pipeline()
-        for key in keys:
-            pipe.llen(key)
-        depths[name] = int(sum(pipe.execute()))
-    return depths
-
-
 def workers() -> list[dict[str, Any]]:
     """Workers answering within INSPECT_TIMEOUT, with the task ids they are running."""
     replies = celery_app.control.inspect(timeout=INSPECT_TIMEOUT).active() or {}
@@ -49,7 +36,7 @@ async def queues(
     tasks completed and failed in the last minute (the caller's, or everyone's for admins)."""
     if all_users and user.role != Role.ADMIN:
         raise HTTPException(status_code=403, detail="Admin role required for all=true")
-    depths = await run_in_threadpool(queue_depths)
+    depths = await run_in_threadpool(events.queue_depths, QUEUES)
     online = await run_in_threadpool(workers)
 
     def counts() -> tuple[dict[str, int], int, int]:

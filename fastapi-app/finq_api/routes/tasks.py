@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from finq_api.deps import CurrentUser, SessionDep, SettingsDep
 from finq_api.ratelimit import SubmitLimit
 from finq_api.schemas import TaskCreate, TaskEventOut, TaskOut, TaskPage, TaskSummary
-from finq_core import broker, events
+from finq_core import broker, events, metrics
 from finq_core.logs import request_id_var
 from finq_core.models import FINAL_STATUSES, Role, Task, TaskEvent, TaskStatus, User
 from finq_core.store import add_event, notify, task_view, transition
@@ -140,6 +140,9 @@ def submit_task(
 
     if run_at is None or run_at <= now + DISPATCH_NOW_MARGIN:
         _enqueue_or_undo(session, task)
+    metrics.tasks_submitted.labels(task.type, task.priority).inc()
+    log.info("task submitted", extra={"task_id": str(task.id), "type": task.type,
+                                      "priority": task.priority, "owner": task.owner})
     response.headers["Location"] = f"/api/v1/tasks/{task.id}"
     return task_view(task)
 
