@@ -1,5 +1,6 @@
 """What the queues and workers are doing (`/api/v1/monitoring`)."""
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -10,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from finq_api.deps import CurrentUser, SessionDep
 from finq_core import events
 from finq_core.broker import QUEUES, celery_app
-from finq_core.models import Role, Task, TaskStatus
+from finq_core.models import Role, Task, TaskEvent, TaskStatus
 from finq_core.timeutil import utcnow
 
 router = APIRouter(prefix="/api/v1/monitoring", tags=["monitoring"])
@@ -18,12 +19,16 @@ INSPECT_TIMEOUT = 0.5
 
 
 def workers() -> list[dict[str, Any]]:
-    """Workers answering within INSPECT_TIMEOUT, with the task ids they are running."""
-    replies = celery_app.control.inspect(timeout=INSPECT_TIMEOUT).active() or {}
+    """Workers answering within INSPECT_TIMEOUT: running tasks and pool size of each."""
+    inspect = celery_app.control.inspect(timeout=INSPECT_TIMEOUT)
+    with ThreadPoolExecutor(2) as pool:
+        active_f, stats_f = pool.submit(inspect.active), pool.submit(inspect.stats)
+        active, stats = active_f.result() or {}, stats_f.result() or {}
     return [
         {"name": name, "active": len(tasks),
+         "slots": int(((stats.get(name) or {}).get("pool") or {}).get("max-concurrency", 0)),
          "tasks": [t.get("args", [None])[0] for t in tasks]}
-        for name, tasks in sorted(replies.items())
+        for name, tasks in sorted(active.items())
     ]
 
 
@@ -60,4 +65,73 @@ async def queues(
         "workers_online": len(online),
         "tasks_by_status": by_status,
         "last_minute": {"completed": completed, "failed": failed},
+    }
+
+
+WINDOWS = {"1m": 60, "5m": 300, "15m": 900}
+MAX_SAMPLES = 100_000
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "p99": None}
+    ordered = sorted(values)
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 4)
+
+    return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99)}
+
+
+@router.get("/metrics")
+async def summary(
+    user: CurrentUser, session: SessionDep,
+    all_users: Annotated[bool, Query(alias="all", description="Admins only: every owner")] = False,
+) -> dict[str, Any]:
+    """Headline figures without Prometheus: throughput and error rate over the last 1, 5 and
+    15 minutes, submit-to-done latency percentiles, queue depths, worker utilisation and
+    retries. Computed from the task records, so they agree with the database."""
+    if all_users and user.role != Role.ADMIN:
+        raise HTTPException(status_code=403, detail="Admin role required for all=true")
+    now = utcnow()
+    scope = [] if all_users else [Task.owner == user.username]
+
+    def from_db() -> dict[str, Any]:
+        since = now - timedelta(seconds=max(WINDOWS.values()))
+        rows = session.execute(
+            select(Task.status, Task.created_at, Task.started_at, Task.finished_at)
+            .where(*scope, Task.finished_at >= since)
+            .order_by(Task.finished_at.desc()).limit(MAX_SAMPLES)).all()
+        retries = session.execute(
+            select(TaskEvent.at).join(Task, Task.id == TaskEvent.task_id)
+            .where(*scope, TaskEvent.status == TaskStatus.RETRYING.value,
+                   TaskEvent.at >= since)).scalars().all()
+        out: dict[str, Any] = {}
+        for name, seconds in WINDOWS.items():
+            start = now - timedelta(seconds=seconds)
+            done = [r for r in rows if r.finished_at >= start]
+            ok = sum(r.status == TaskStatus.SUCCESS.value for r in done)
+            failed = sum(r.status == TaskStatus.FAILED.value for r in done)
+            latency = [(r.finished_at - r.created_at).total_seconds() for r in done
+                       if r.status == TaskStatus.SUCCESS.value]
+            out[name] = {
+                "completed": ok, "failed": failed,
+                "cancelled": sum(r.status == TaskStatus.CANCELLED.value for r in done),
+                "throughput_per_s": round(ok / seconds, 4),
+                "error_rate": round(failed / (ok + failed), 4) if ok + failed else 0.0,
+                "latency_seconds": _percentiles(latency),
+                "retries": sum(1 for at in retries if at >= start),
+            }
+        return out
+
+    windows = await run_in_threadpool(from_db)
+    depths = await run_in_threadpool(events.queue_depths, QUEUES)
+    online = await run_in_threadpool(workers)
+    busy = sum(w["active"] for w in online)
+    slots = sum(w["slots"] for w in online)
+    return {
+        "windows": windows,
+        "queues": depths,
+        "workers": {"online": len(online), "busy_slots": busy, "slots": slots,
+                    "utilisation": round(busy / slots, 4) if slots else 0.0},
     }
