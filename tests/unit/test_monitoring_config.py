@@ -1,0 +1,83 @@
+"""Prometheus configuration, alert rules (with promtool, Debian's prometheus package) and the
+Grafana dashboard are valid, and every metric they use is one the code exports."""
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from finq_core import metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+MON = ROOT / "scripts" / "monitoring"
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None and not Path("/usr/bin/promtool").exists(),
+    reason="promtool missing: `make install` installs Debian's prometheus package")
+
+
+def exported_names() -> set[str]:
+    names = {"finq_queue_depth", "up"}
+    for value in vars(metrics).values():
+        describe = getattr(value, "describe", None)
+        if callable(describe) and hasattr(value, "_name"):
+            for family in describe():
+                base = family.name
+                names |= {base, f"{base}_total", f"{base}_bucket", f"{base}_count",
+                          f"{base}_sum"}
+    return names
+
+
+def used_names(expr: str) -> set[str]:
+    return {n for n in re.findall(r"\b(finq_[a-z_]+|up)\b", expr)}
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PROMTOOL or "/usr/bin/promtool", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+@needs_promtool
+def test_prometheus_config_is_valid(tmp_path: Path) -> None:
+    shutil.copy(MON / "alerts.yml", tmp_path / "alerts.yml")
+    config = (MON / "prometheus.yml").read_text().replace("/etc/prometheus/alerts.yml",
+                                                          "alerts.yml")
+    (tmp_path / "prometheus.yml").write_text(config)
+    out = run("check", "config", "prometheus.yml", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@needs_promtool
+def test_alert_rules_are_valid_and_fire_when_they_should() -> None:
+    out = run("check", "rules", "alerts.yml", cwd=MON)
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = run("test", "rules", "alerts_test.yml", cwd=MON)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_alerts_use_exported_metrics() -> None:
+    text = (MON / "alerts.yml").read_text()
+    exprs = re.findall(r"expr: (.*(?:\n {10,}.*)*)", text)
+    assert len(exprs) >= 5
+    unknown = set().union(*(used_names(e) for e in exprs)) - exported_names()
+    assert not unknown, unknown
+
+
+def test_dashboard_is_valid_and_uses_exported_metrics() -> None:
+    dash = json.loads((MON / "grafana" / "dashboards" / "finq-overview.json").read_text())
+    assert dash["uid"] and dash["title"]
+    panels = dash["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    titles = " ".join(p["title"] for p in panels).lower()
+    for topic in ("completed", "latency", "queue", "utilisation", "fail", "retr"):
+        assert topic in titles, topic
+    for p in panels:
+        assert p["targets"], p["title"]
+        for target in p["targets"]:
+            unknown = used_names(target["expr"]) - exported_names()
+            assert not unknown, (p["title"], unknown)
+        grid = p["gridPos"]
+        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24
