@@ -7,12 +7,28 @@ import numpy as np
 
 
 def to_json(value: Any) -> Any:
-    """Recursively convert arrays and NumPy scalars to lists and floats; non-finite -> None."""
+    """Recursively convert arrays and NumPy scalars to lists and floats; non-finite -> None.
+
+    Float arrays take a fast path: one vectorised finiteness check, then `tolist()` (C speed),
+    and only arrays that do hold NaN or Infinity are patched element by element.
+    """
     if isinstance(value, np.ndarray):
+        if value.dtype.kind == "f":
+            finite = np.isfinite(value)
+            if finite.all():
+                return value.tolist()
+            out = value.astype(object)
+            out[~finite] = None
+            return out.tolist()
+        if value.dtype.kind in "iub":
+            return value.tolist()
         return to_json(value.tolist())
     if isinstance(value, dict):
         return {str(k): to_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
+        if value and all(type(v) is float for v in value):
+            return value if all(map(math.isfinite, value)) else [
+                v if math.isfinite(v) else None for v in value]
         return [to_json(v) for v in value]
     if isinstance(value, np.generic):
         return to_json(value.item())

@@ -3,11 +3,15 @@
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -23,6 +27,7 @@ from finq_core.models import Role, User
 from finq_engine import TASK_TYPES
 
 log = logging.getLogger("finq.api")
+STATIC_DIR = Path(__file__).parent / "static"
 
 
 def ensure_admin(settings: Settings) -> None:
@@ -84,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Financial calculations as background tasks: submit, follow, fetch.",
         lifespan=lifespan,
+        docs_url=None,  # served below from vendored assets: no CDN, works offline
+        redoc_url=None,
     )
     errors.install(app)
     app.include_router(health.router)
@@ -92,6 +99,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["*"], allow_headers=["*"])
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="finq API",
+            swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/vendor/swagger-ui/favicon-32x32.png",
+            swagger_ui_parameters={"persistAuthorization": False},
+        )
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        """The web page (static files, no external assets)."""
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
     app.add_middleware(EdgeMiddleware, max_body=settings.max_body_bytes)
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
     return app

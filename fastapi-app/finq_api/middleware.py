@@ -22,13 +22,14 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 SERVED_BY = os.environ.get("API_NAME") or socket.gethostname()
 
+CSP = (b"default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+       b"script-src 'self'; connect-src 'self'; frame-ancestors 'none'")
+# Swagger UI starts itself with an inline script: allowed on /docs alone.
+DOCS_CSP = CSP.replace(b"script-src 'self'", b"script-src 'self' 'unsafe-inline'")
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
-    (b"content-security-policy",
-     b"default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
-     b"script-src 'self' 'unsafe-inline'; frame-ancestors 'none'"),
     (b"x-served-by", SERVED_BY.encode()),
 ]
 
@@ -58,6 +59,8 @@ class EdgeMiddleware:
             rid = uuid.uuid4().hex
         token = request_id_var.set(rid)
         rid_header = (b"x-request-id", rid.encode())
+        csp = (b"content-security-policy",
+               DOCS_CSP if scope.get("path") == "/docs" else CSP)
 
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
@@ -91,7 +94,7 @@ class EdgeMiddleware:
                     *(h for h in message.get("headers", [])
                       if h[0].lower() not in _LIMIT_HEADER_NAMES or not limits),
                     *((k.lower().encode(), v.encode()) for k, v in limits.items()),
-                    rid_header, *SECURITY_HEADERS]
+                    rid_header, csp, *SECURITY_HEADERS]
             await send(message)
 
         status = 500
@@ -121,5 +124,6 @@ class EdgeMiddleware:
                            "request_id": rid}).encode()
         await send({"type": "http.response.start", "status": 413, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", rid.encode()), *SECURITY_HEADERS]})
+            (b"x-request-id", rid.encode()), (b"content-security-policy", CSP),
+            *SECURITY_HEADERS]})
         await send({"type": "http.response.body", "body": body})

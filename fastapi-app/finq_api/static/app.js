@@ -1,0 +1,411 @@
+// finq's page: plain JavaScript, no build step, nothing loaded from elsewhere.
+// The token lives in sessionStorage: it lasts as long as the browser tab.
+"use strict";
+
+const API = "/api/v1";
+const FINAL = new Set(["SUCCESS", "FAILED", "CANCELLED"]);
+const $ = (sel) => document.querySelector(sel);
+const state = { types: [], cursors: [null], page: 0, streams: new Map(), taskStream: null };
+
+function token() { return sessionStorage.getItem("finq-token"); }
+
+async function api(path, options = {}) {
+  const headers = { ...(options.headers || {}) };
+  if (token()) headers.Authorization = `Bearer ${token()}`;
+  if (options.json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(options.json);
+  }
+  const resp = await fetch(path, { ...options, headers });
+  if (resp.status === 401 && !path.endsWith("/auth/token")) { logout("Your session ended; log in again."); }
+  return resp;
+}
+
+async function errorText(resp) {
+  try {
+    const body = await resp.json();
+    if (typeof body.detail === "string") return body.detail;
+    if (Array.isArray(body.detail)) return body.detail.map((e) => `${e.loc.join(".")}: ${e.msg}`).join("; ");
+  } catch (_) { /* not JSON */ }
+  return `${resp.status} ${resp.statusText}`;
+}
+
+function flash(text) {
+  const el = $("#flash");
+  el.textContent = text;
+  el.hidden = !text;
+}
+
+function show(view) {
+  for (const id of ["login", "submit", "tasks", "task"]) $(`#view-${id}`).hidden = id !== view;
+  $("#nav").hidden = view === "login";
+}
+
+function fmtTime(iso) { return iso ? new Date(iso).toLocaleString() : "—"; }
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null) node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+// ---- login -------------------------------------------------------------------------------
+async function login(event) {
+  event.preventDefault();
+  const form = new URLSearchParams(new FormData($("#login-form")));
+  const resp = await api(`${API}/auth/token`, { method: "POST", body: form });
+  const err = $("#login-error");
+  if (!resp.ok) { err.textContent = await errorText(resp); err.hidden = false; return; }
+  err.hidden = true;
+  sessionStorage.setItem("finq-token", (await resp.json()).access_token);
+  $("#login-password").value = "";
+  await start();
+}
+
+function logout(message) {
+  sessionStorage.removeItem("finq-token");
+  closeStreams();
+  flash(message || "");
+  location.hash = "#/login";
+  show("login");
+}
+
+// ---- submit form generated from the task types' JSON schemas ---------------------------------
+function resolve(schema, root) {
+  if (schema && schema.$ref) return root.$defs[schema.$ref.split("/").pop()];
+  return schema;
+}
+
+function fieldKind(prop) {
+  if (prop.enum) return "enum";
+  const types = (prop.anyOf || [prop]).map((s) => s.type).filter(Boolean);
+  if (types.includes("array")) {
+    const arr = (prop.anyOf || [prop]).find((s) => s.type === "array");
+    if (arr && arr.items && (arr.items.type === "array" || arr.items.anyOf)) return "json";
+    return types.includes("number") || types.includes("integer") ? "number-or-list" : "list";
+  }
+  if (types.includes("integer")) return "integer";
+  if (types.includes("number")) return "number";
+  if (types.includes("boolean")) return "boolean";
+  return "text";
+}
+
+function bounds(prop) {
+  const s = (prop.anyOf || [prop]).find((x) => x.type === "number" || x.type === "integer") || prop;
+  return { min: s.minimum ?? s.exclusiveMinimum, max: s.maximum ?? s.exclusiveMaximum };
+}
+
+function buildForm() {
+  const type = state.types.find((t) => t.name === $("#task-type").value);
+  const box = $("#param-fields");
+  box.replaceChildren(el("legend", {}, "Parameters"));
+  if (!type) return;
+  $("#task-type-help").textContent = type.description || type.title;
+  const schema = type.params_schema;
+  const required = new Set(schema.required || []);
+  for (const [name, raw] of Object.entries(schema.properties || {})) {
+    const prop = resolve(raw, schema);
+    const id = `param-${name}`;
+    const kind = fieldKind(prop);
+    const example = type.example[name] ?? prop.default;
+    let input;
+    if (kind === "enum") {
+      input = el("select", { id, name });
+      for (const v of prop.enum) input.append(el("option", { value: v }, v));
+      if (example !== undefined) input.value = example;
+    } else if (kind === "boolean") {
+      input = el("input", { id, name, type: "checkbox" });
+      input.checked = Boolean(example);
+    } else if (kind === "json") {
+      input = el("textarea", { id, name, "aria-describedby": `${id}-help` });
+      if (example !== undefined) input.value = JSON.stringify(example);
+    } else if (kind === "number" || kind === "integer") {
+      const b = bounds(prop);
+      input = el("input", { id, name, type: "number", step: kind === "integer" ? "1" : "any",
+                            min: b.min, max: b.max, "aria-describedby": `${id}-help` });
+      if (example !== undefined && example !== null) input.value = example;
+    } else {
+      input = el("input", { id, name, "aria-describedby": `${id}-help` });
+      if (example !== undefined && example !== null) input.value = Array.isArray(example) ? example.join(", ") : example;
+    }
+    input.dataset.kind = kind;
+    if (required.has(name)) input.required = true;
+    const hint = [prop.description, kind === "number-or-list" || kind === "list" ? "A number or a comma-separated list." : "",
+                  kind === "json" ? "JSON." : ""].filter(Boolean).join(" ");
+    box.append(el("label", { for: id }, prop.title || name, required.has(name) ? " *" : ""), input,
+               el("p", { id: `${id}-help`, class: "muted" }, hint),
+               el("p", { class: "error", "data-error-for": name, hidden: "" }));
+  }
+}
+
+function readParams() {
+  const params = {};
+  const problems = [];
+  for (const input of $("#param-fields").querySelectorAll("input, select, textarea")) {
+    const { name } = input;
+    const kind = input.dataset.kind;
+    const raw = input.type === "checkbox" ? input.checked : input.value.trim();
+    if (raw === "" || raw === null) {
+      if (input.required) problems.push([name, "required"]);
+      continue;
+    }
+    if (kind === "number" || kind === "integer") {
+      if (!input.checkValidity()) { problems.push([name, input.validationMessage || "invalid number"]); continue; }
+      params[name] = Number(raw);
+    } else if (kind === "number-or-list" || kind === "list") {
+      const parts = String(raw).split(",").map((p) => p.trim()).filter(Boolean);
+      const nums = parts.map(Number);
+      if (nums.some((n) => Number.isNaN(n))) { problems.push([name, "numbers separated by commas"]); continue; }
+      params[name] = kind === "list" || nums.length > 1 ? nums : nums[0];
+    } else if (kind === "json") {
+      try { params[name] = JSON.parse(raw); } catch (_) { problems.push([name, "not valid JSON"]); }
+    } else if (kind === "boolean") {
+      params[name] = raw;
+    } else {
+      params[name] = raw;
+    }
+  }
+  return { params, problems };
+}
+
+function clearErrors() {
+  for (const p of document.querySelectorAll("[data-error-for]")) { p.hidden = true; p.textContent = ""; }
+  for (const i of document.querySelectorAll("[aria-invalid]")) i.removeAttribute("aria-invalid");
+  $("#submit-error").hidden = true;
+}
+
+function fieldError(name, message) {
+  const p = document.querySelector(`[data-error-for="${CSS.escape(name)}"]`);
+  const input = document.getElementById(`param-${name}`) || document.getElementById(name.replace("_", "-"));
+  if (input) input.setAttribute("aria-invalid", "true");
+  if (p) { p.textContent = message; p.hidden = false; return true; }
+  return false;
+}
+
+async function submitTask(event) {
+  event.preventDefault();
+  clearErrors();
+  const { params, problems } = readParams();
+  for (const [name, msg] of problems) fieldError(name, msg);
+  if (problems.length) return;
+  const body = { type: $("#task-type").value, params, priority: $("#priority").value };
+  if ($("#run-at").value) body.run_at = new Date($("#run-at").value).toISOString();
+  const resp = await api(`${API}/tasks`, { method: "POST", json: body });
+  if (resp.status === 202 || resp.status === 200) {
+    const task = await resp.json();
+    flash(`Task ${task.id} submitted.`);
+    location.hash = `#/tasks/${task.id}`;
+    return;
+  }
+  if (resp.status === 422) {
+    const detail = (await resp.json()).detail;
+    const general = [];
+    for (const e of detail) {
+      const field = e.loc[0] === "body" && e.loc[1] === "params" ? e.loc[2] : e.loc[1];
+      if (!fieldError(String(field), e.msg)) general.push(`${e.loc.join(".")}: ${e.msg}`);
+    }
+    if (general.length) { $("#submit-error").textContent = general.join("; "); $("#submit-error").hidden = false; }
+    return;
+  }
+  $("#submit-error").textContent = await errorText(resp);
+  $("#submit-error").hidden = false;
+}
+
+// ---- live updates (Server-Sent Events) -----------------------------------------------------------
+function stream(taskId, onChange) {
+  const source = new EventSource(`${API}/tasks/${taskId}/events?access_token=${encodeURIComponent(token())}`);
+  source.addEventListener("task", (ev) => {
+    const data = JSON.parse(ev.data);
+    onChange(data);
+    if (FINAL.has(data.status)) source.close();
+  });
+  source.onerror = () => { if (source.readyState === EventSource.CLOSED) return; };
+  return source;
+}
+
+function closeStreams() {
+  for (const s of state.streams.values()) s.close();
+  state.streams.clear();
+  if (state.taskStream) { state.taskStream.close(); state.taskStream = null; }
+}
+
+// ---- task list -------------------------------------------------------------------------------------
+function actions(task, refresh) {
+  const box = el("div", { class: "actions" });
+  if (!FINAL.has(task.status)) {
+    box.append(el("button", { type: "button", class: "secondary", "data-action": "cancel",
+      onclick: async () => { const r = await api(`${API}/tasks/${task.id}/cancel`, { method: "POST" });
+        flash(r.ok ? `Cancel requested for ${task.id}.` : await errorText(r)); refresh(); } }, "Cancel"));
+  }
+  if (task.status === "FAILED" || task.status === "CANCELLED") {
+    box.append(el("button", { type: "button", class: "secondary", "data-action": "retry",
+      onclick: async () => { const r = await api(`${API}/tasks/${task.id}/retry`, { method: "POST" });
+        flash(r.ok ? `Task ${task.id} queued again.` : await errorText(r)); refresh(); } }, "Retry"));
+  }
+  return box;
+}
+
+async function loadTasks() {
+  closeStreams();
+  const q = new URLSearchParams({ limit: "20" });
+  for (const [key, id] of [["status", "#filter-status"], ["type", "#filter-type"]]) if ($(id).value) q.set(key, $(id).value);
+  if ($("#filter-after").value) q.set("created_after", new Date($("#filter-after").value).toISOString());
+  if ($("#filter-before").value) q.set("created_before", new Date($("#filter-before").value).toISOString());
+  const cursor = state.cursors[state.page];
+  if (cursor) q.set("cursor", cursor);
+  const resp = await api(`${API}/tasks?${q}`);
+  if (!resp.ok) { flash(await errorText(resp)); return; }
+  const page = await resp.json();
+  const body = $("#task-table tbody");
+  body.replaceChildren();
+  for (const task of page.items) {
+    const bar = el("progress", { max: "1", value: String(task.progress), "aria-label": `progress of ${task.id}` });
+    const badge = el("span", { class: `badge s-${task.status}` }, task.status);
+    const acts = el("td", {}, actions(task, loadTasks));
+    const row = el("tr", { "data-task": task.id },
+      el("td", {}, el("a", { href: `#/tasks/${task.id}` }, fmtTime(task.created_at))),
+      el("td", {}, task.type), el("td", {}, task.priority), el("td", {}, badge), el("td", {}, bar), acts);
+    body.append(row);
+    if (!FINAL.has(task.status)) {
+      state.streams.set(task.id, stream(task.id, (d) => {
+        badge.textContent = d.status; badge.className = `badge s-${d.status}`;
+        bar.value = d.progress ?? bar.value;
+        if (FINAL.has(d.status)) acts.replaceChildren(actions({ ...task, status: d.status }, loadTasks));
+      }));
+    }
+  }
+  $("#tasks-empty").hidden = page.items.length > 0;
+  state.cursors[state.page + 1] = page.next_cursor;
+  $("#page-next").disabled = !page.next_cursor;
+  $("#page-prev").disabled = state.page === 0;
+}
+
+// ---- one task ---------------------------------------------------------------------------------------
+function valueCell(v) {
+  if (v === null || v === undefined) return "—";
+  if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toPrecision(8).replace(/\.?0+$/, "");
+  if (Array.isArray(v)) return v.length > 12 ? `${v.slice(0, 12).map(valueCell).join(", ")}, … (${v.length})` : v.map(valueCell).join(", ");
+  if (typeof v === "object") return JSON.stringify(v);
+  return String(v);
+}
+
+function kvTable(obj) {
+  const table = el("table");
+  for (const [k, v] of Object.entries(obj || {})) {
+    if (Array.isArray(v) && v.length && typeof v[0] === "object" && v[0] !== null && !Array.isArray(v[0])) continue;
+    table.append(el("tr", {}, el("th", { scope: "row" }, k), el("td", { class: typeof v === "number" ? "num" : "" }, valueCell(v))));
+  }
+  return table;
+}
+
+function rowsTable(name, rows) {
+  const cols = Object.keys(rows[0]);
+  const shown = rows.slice(0, 500);
+  return el("div", {}, el("h4", {}, `${name} (${rows.length} rows${rows.length > shown.length ? ", first 500 shown" : ""})`),
+    el("table", {}, el("thead", {}, el("tr", {}, ...cols.map((c) => el("th", { scope: "col" }, c)))),
+      el("tbody", {}, ...shown.map((r) => el("tr", {}, ...cols.map((c) => el("td", { class: "num" }, valueCell(r[c]))))))));
+}
+
+async function showTask(id) {
+  closeStreams();
+  const resp = await api(`${API}/tasks/${id}`);
+  if (!resp.ok) { flash(await errorText(resp)); location.hash = "#/tasks"; return; }
+  const task = await resp.json();
+  $("#task-title").textContent = `${task.type} · ${task.id}`;
+  const render = async (t) => {
+    $("#task-status").textContent = t.status;
+    $("#task-status").className = `badge s-${t.status}`;
+    $("#task-attempts").textContent = `attempt ${t.attempts}, priority ${t.priority}`;
+    $("#task-progress").value = t.progress ?? 0;
+    $("#task-progress-text").textContent = `${Math.round((t.progress ?? 0) * 100)}%${t.progress_message ? ` · ${t.progress_message}` : ""}`;
+    $("#task-cancel").hidden = FINAL.has(t.status);
+    $("#task-retry").hidden = !(t.status === "FAILED" || t.status === "CANCELLED");
+    const err = $("#task-error");
+    err.hidden = !t.error;
+    err.textContent = t.error ? `${t.error.type}: ${t.error.message}` : "";
+    const hist = await (await api(`${API}/tasks/${id}/history`)).json();
+    $("#task-timeline").replaceChildren(...hist.map((e) => el("li", {}, `${fmtTime(e.at)} — ${e.status}${e.message ? ` (${e.message})` : ""}`)));
+  };
+  await render(task);
+  $("#task-params").replaceChildren(...kvTable(task.params).childNodes);
+  const showResult = async (t) => {
+    const box = $("#task-result");
+    if (!t.result) { box.replaceChildren(el("p", { class: "muted" }, "No result yet.")); return; }
+    const parts = [kvTable(t.result)];
+    for (const [k, v] of Object.entries(t.result)) {
+      if (Array.isArray(v) && v.length && typeof v[0] === "object" && v[0] !== null && !Array.isArray(v[0])) parts.push(rowsTable(k, v));
+    }
+    box.replaceChildren(...parts);
+    const chart = await api(`${API}/tasks/${id}/chart.png`);
+    if (chart.ok) {
+      $("#task-chart").src = URL.createObjectURL(await chart.blob());
+      $("#task-chart-card").hidden = false;
+    }
+  };
+  $("#task-chart-card").hidden = true;
+  await showResult(task);
+  $("#task-cancel").onclick = async () => {
+    const r = await api(`${API}/tasks/${id}/cancel`, { method: "POST" });
+    flash(r.ok ? "Cancel requested." : await errorText(r));
+    if (r.ok) await render(await r.json());
+  };
+  $("#task-retry").onclick = async () => {
+    const r = await api(`${API}/tasks/${id}/retry`, { method: "POST" });
+    flash(r.ok ? "Queued again." : await errorText(r));
+    if (r.ok) showTask(id);
+  };
+  if (!FINAL.has(task.status)) {
+    state.taskStream = stream(id, async (d) => {
+      $("#task-progress").value = d.progress ?? 0;
+      $("#task-progress-text").textContent = `${Math.round((d.progress ?? 0) * 100)}%`;
+      $("#task-status").textContent = d.status;
+      $("#task-status").className = `badge s-${d.status}`;
+      if (FINAL.has(d.status)) {
+        const fresh = await (await api(`${API}/tasks/${id}`)).json();
+        await render(fresh);
+        await showResult(fresh);
+      }
+    });
+  }
+}
+
+// ---- routing -------------------------------------------------------------------------------------
+async function route() {
+  if (!token()) { show("login"); return; }
+  const hash = location.hash || "#/tasks";
+  const m = hash.match(/^#\/tasks\/([0-9a-f-]{36})$/);
+  if (m) { show("task"); await showTask(m[1]); return; }
+  if (hash.startsWith("#/submit")) { closeStreams(); show("submit"); return; }
+  show("tasks");
+  await loadTasks();
+}
+
+async function start() {
+  const me = await api(`${API}/auth/me`);
+  if (!me.ok) { logout(); return; }
+  $("#whoami").textContent = (await me.json()).username;
+  const resp = await api(`${API}/task-types`);
+  state.types = await resp.json();
+  const select = $("#task-type");
+  select.replaceChildren(...state.types.map((t) => el("option", { value: t.name }, `${t.title} (${t.name})`)));
+  $("#filter-type").replaceChildren(el("option", { value: "" }, "any"), ...state.types.map((t) => el("option", { value: t.name }, t.name)));
+  buildForm();
+  if (!location.hash || location.hash === "#/login") location.hash = "#/tasks";
+  await route();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("#login-form").addEventListener("submit", login);
+  $("#logout").addEventListener("click", () => logout("Logged out."));
+  $("#task-type").addEventListener("change", () => { clearErrors(); buildForm(); });
+  $("#submit-form").addEventListener("submit", submitTask);
+  $("#filters").addEventListener("submit", (e) => { e.preventDefault(); state.cursors = [null]; state.page = 0; loadTasks(); });
+  $("#page-next").addEventListener("click", () => { state.page += 1; loadTasks(); });
+  $("#page-prev").addEventListener("click", () => { state.page = Math.max(0, state.page - 1); loadTasks(); });
+  window.addEventListener("hashchange", route);
+  if (token()) start(); else show("login");
+});
