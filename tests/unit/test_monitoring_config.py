@@ -80,4 +80,4 @@ def test_dashboard_is_valid_and_uses_exported_metrics() -> None:
             unknown = used_names(target["expr"]) - exported_names()
             assert not unknown, (p["title"], unknown)
         grid = p["gridPos"]
-        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24
