@@ -56,3 +56,12 @@ def test_nothing_documented_is_unused() -> None:
     used = {name.upper() for name in Settings.model_fields} | infra_keys()
     unused = example_keys() - used
     assert not unused, f".env.example lists variables nothing reads: {sorted(unused)}"
+
+
+def test_compose_passes_every_setting_to_the_services() -> None:
+    """docker-compose.yml lists the services' environment explicitly (x-app-env, plus the
+    API-only admin account): a setting missing there would silently keep its default."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    passed = set(re.findall(r"^ +([A-Z][A-Z0-9_]*): ", text, flags=re.M))
+    missing = {name.upper() for name in Settings.model_fields} - passed
+    assert not missing, f"settings not passed to the services by compose: {sorted(missing)}"
