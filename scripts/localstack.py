@@ -115,23 +115,30 @@ class Stack:
             "NGINX_RATE_PER_IP": env.get("NGINX_RATE_PER_IP", "300r/s"),
             "WORKER_CONCURRENCY": env.get("WORKER_CONCURRENCY", "4"),
             "GUNICORN_WORKERS": env.get("GUNICORN_WORKERS", "2"),
+            # Signs webhook notifications; generated once per runtime folder like the others.
+            "WEBHOOK_SECRET": env.get("WEBHOOK_SECRET") or _secret(rd, "webhook_secret", 48),
         }
         # Pass through every other finq setting the caller exported (see .env.example).
         for key in ("ACCESS_TOKEN_EXPIRE_MINUTES", "LOG_JSON", "DEFAULT_TASK_TIMEOUT",
                     "MAX_RETRY_ATTEMPTS", "RESULT_TTL_DAYS", "PROGRESS_INTERVAL_SECONDS",
                     "CORS_ORIGINS", "TRUSTED_PROXIES", "RATE_LIMIT_SUBMIT", "RATE_LIMIT_LOGIN",
-                    "RATE_LIMIT_GLOBAL", "RATE_LIMIT_ENABLED"):
+                    "RATE_LIMIT_GLOBAL", "RATE_LIMIT_ENABLED", *self.NOTIFY_AND_UPLOAD_ENV):
             if key in env:
                 s[key] = env[key]
         return s
 
+    NOTIFY_AND_UPLOAD_ENV = ("UPLOAD_MAX_BYTES", "UPLOAD_MAX_ASSETS", "UPLOAD_MAX_ROWS",
+                             "WEBHOOK_ALLOW_PRIVATE", "NOTIFY_TIMEOUT_SECONDS",
+                             "NOTIFY_MAX_ATTEMPTS", "SMTP_HOST", "SMTP_PORT", "SMTP_TLS",
+                             "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_FROM")
     SERVICE_ENV = ("APP_ENV", "APP_SECRET_KEY", "ADMIN_USERNAME", "ADMIN_PASSWORD",
                    "DATABASE_URL", "REDIS_URL", "FLOWER_BASIC_AUTH", "LOG_LEVEL",
                    "MAX_BODY_BYTES", "WORKER_CONCURRENCY", "GUNICORN_WORKERS",
                    "ACCESS_TOKEN_EXPIRE_MINUTES", "LOG_JSON", "DEFAULT_TASK_TIMEOUT",
                    "MAX_RETRY_ATTEMPTS", "RESULT_TTL_DAYS", "PROGRESS_INTERVAL_SECONDS",
                    "CORS_ORIGINS", "TRUSTED_PROXIES", "RATE_LIMIT_SUBMIT", "RATE_LIMIT_LOGIN",
-                   "RATE_LIMIT_GLOBAL", "RATE_LIMIT_ENABLED")
+                   "RATE_LIMIT_GLOBAL", "RATE_LIMIT_ENABLED", "WEBHOOK_SECRET",
+                   *NOTIFY_AND_UPLOAD_ENV)
 
     def service_env(self, s: dict[str, str]) -> dict[str, str]:
         env = {k: s[k] for k in self.SERVICE_ENV if k in s}
@@ -170,7 +177,9 @@ class Stack:
                 "RATE_PER_IP": s["NGINX_RATE_PER_IP"],
             }))
         (rd / "nginx" / "nginx.conf").write_text(_envsubst(
-            ROOT / "nginx" / "nginx.local.conf.template", {"RUN_DIR": str(rd)}))
+            ROOT / "nginx" / "nginx.local.conf.template", {
+                "RUN_DIR": str(rd),
+                "NGINX_USER": "user root;" if os.geteuid() == 0 else ""}))
         self._render_supervisor(s)
 
     def _render_supervisor(self, s: dict[str, str]) -> None:

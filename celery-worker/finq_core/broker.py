@@ -5,7 +5,9 @@ each one. Tasks carry only the record id: the parameters live in the database, s
 tiny and a redelivered message can never run stale parameters.
 """
 
+import uuid
 from datetime import datetime
+from typing import Any
 
 from celery import Celery
 from kombu import Queue
@@ -14,7 +16,12 @@ from finq_core.config import Settings, get_settings
 from finq_core.models import Priority
 
 RUN_TASK = "finq.run"
+NOTIFY_TASK = "finq.notify"
 QUEUES = [p.value for p in (Priority.HIGH, Priority.NORMAL, Priority.LOW)]
+# Notifications have their own queue, polled before the others: a delivery is a few
+# milliseconds of I/O and should not wait behind minutes of queued calculations.
+NOTIFY_QUEUE = "notify"
+NOTIFY_CHANNELS = (("webhook", "webhook_url"), ("email", "email"))
 
 
 def retry_backoff_cap(settings: Settings) -> float:
@@ -32,7 +39,7 @@ def visibility_timeout(settings: Settings) -> int:
 def make_celery(settings: Settings) -> Celery:
     app = Celery("finq", broker=settings.redis_url)
     app.conf.update(
-        task_queues=[Queue(name) for name in QUEUES],
+        task_queues=[Queue(name) for name in (NOTIFY_QUEUE, *QUEUES)],
         task_default_queue=Priority.NORMAL.value,
         task_serializer="json",
         accept_content=["json"],
@@ -82,3 +89,18 @@ def enqueue(task_id: str, priority: str, request_id: str | None = None,
         retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2,
                       "interval_max": 0.5},
     )
+
+
+def enqueue_notifications(task_id: str, status: str, spec: dict[str, Any]) -> None:
+    """Queue one `finq.notify` job per channel named in `spec` (a task's `notify`); raises
+    kombu/redis errors when Redis is down. The delivery id is the same on every attempt."""
+    for channel, key in NOTIFY_CHANNELS:
+        if spec.get(key):
+            celery_app.send_task(
+                NOTIFY_TASK,
+                args=[task_id, channel, status, uuid.uuid4().hex],
+                queue=NOTIFY_QUEUE,
+                retry=True,
+                retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2,
+                              "interval_max": 0.5},
+            )

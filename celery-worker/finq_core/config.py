@@ -46,12 +46,38 @@ class Settings(BaseSettings):
     rate_limit_global: str = "600/minute"
     rate_limit_enabled: bool = True
 
+    # Uploads (CSV price tables for csv_portfolio_analytics).
+    upload_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    upload_max_assets: int = Field(default=200, ge=1, le=200)
+    upload_max_rows: int = Field(default=100_000, ge=3, le=1_000_000)
+
+    # Notifications when a task reaches a final status.
+    webhook_secret: str | None = None
+    webhook_allow_private: bool = False
+    notify_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    notify_max_attempts: int = Field(default=5, ge=1, le=20)
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_tls: Literal["none", "starttls", "ssl"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str = "finq@localhost"
+
     @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         """Accept `a,b,c` from the environment as well as a JSON list."""
         if isinstance(value, str) and not value.lstrip().startswith("["):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("webhook_secret", "smtp_host", "smtp_username", "smtp_password",
+                     mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`SMTP_HOST=` in an env file means "not configured", not the empty host name."""
+        if isinstance(value, str) and not value.strip():
+            return None
         return value
 
     @model_validator(mode="after")

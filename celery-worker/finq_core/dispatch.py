@@ -18,7 +18,15 @@ from sqlalchemy.exc import IntegrityError
 from finq_core import broker
 from finq_core.config import get_settings
 from finq_core.db import session_scope
-from finq_core.models import FINAL_STATUSES, Schedule, Task, TaskEvent, TaskStatus
+from finq_core.models import (
+    FINAL_STATUSES,
+    Schedule,
+    Task,
+    TaskChart,
+    TaskDelivery,
+    TaskEvent,
+    TaskStatus,
+)
 from finq_core.scheduling import next_fire
 from finq_core.store import add_event, notify, transition
 
@@ -131,6 +139,7 @@ def purge_finished(now: datetime, batch: int = 1000) -> int:
             Task.status.in_([s.value for s in FINAL_STATUSES]),
             Task.finished_at < cutoff).limit(batch)).all()
         if ids:
-            session.execute(delete(TaskEvent).where(TaskEvent.task_id.in_(ids)))
+            for table in (TaskEvent, TaskChart, TaskDelivery):
+                session.execute(delete(table).where(table.task_id.in_(ids)))
             session.execute(delete(Task).where(Task.id.in_(ids)))
     return len(ids)

@@ -1,4 +1,5 @@
-"""The task store: users, tasks, their status history and recurring schedules (SQLAlchemy 2)."""
+"""The task store: users, tasks, their status history, recurring schedules, uploaded price
+tables, charts and notification deliveries (SQLAlchemy 2)."""
 
 import uuid
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -73,7 +75,7 @@ class Role(StrEnum):
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONType}
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONType, list[str]: JSONType}
 
 
 class User(Base):
@@ -117,6 +119,8 @@ class Task(Base):
     worker: Mapped[str | None] = mapped_column(String(255))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_id: Mapped[str | None] = mapped_column(String(64))
+    # {"webhook_url": ..., "email": ...}: where to report the task's final status.
+    notify: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
     events: Mapped[list["TaskEvent"]] = relationship(
         back_populates="task", cascade="all, delete-orphan", passive_deletes=True,
@@ -152,3 +156,63 @@ class Schedule(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_run_at: Mapped[datetime | None] = mapped_column()
     next_run_at: Mapped[datetime] = mapped_column()
+
+
+class Upload(Base):
+    """A parsed CSV of daily prices. Prices are kept as one little-endian float64 matrix
+    (rows x assets, C order): a 5 MB file is a few MB of bytes instead of tens of MB of JSON,
+    and the worker turns it back into an array without parsing."""
+
+    __tablename__ = "uploads"
+    __table_args__ = (Index("ix_uploads_owner_created", "owner", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    owner: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(255))
+    assets: Mapped[list[str]] = mapped_column(JSONType)
+    dates: Mapped[list[str]] = mapped_column(JSONType)
+    rows: Mapped[int] = mapped_column(Integer)
+    first_date: Mapped[str] = mapped_column(String(10))
+    last_date: Mapped[str] = mapped_column(String(10))
+    prices: Mapped[bytes] = mapped_column(LargeBinary)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TaskChart(Base):
+    """The PNG chart a worker rendered for a successful task (at most one per task)."""
+
+    __tablename__ = "task_charts"
+
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    png: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeliveryStatus(StrEnum):
+    DELIVERED = "delivered"
+    RETRYING = "retrying"  # this attempt failed; another is scheduled
+    FAILED = "failed"  # this attempt failed and it was the last
+    REFUSED = "refused"  # not attempted: the target is not allowed (never retried)
+    SKIPPED = "skipped"  # not sent: the task left the final status meanwhile (retried)
+
+
+class TaskDelivery(Base):
+    """One attempt to deliver a task's final status to a webhook or an e-mail address."""
+
+    __tablename__ = "task_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("tasks.id", ondelete="CASCADE"), index=True
+    )
+    channel: Mapped[str] = mapped_column(String(16))  # webhook | email
+    target: Mapped[str] = mapped_column(String(2048))
+    task_status: Mapped[str] = mapped_column(String(16))  # the final status reported
+    attempt: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(default=utcnow)

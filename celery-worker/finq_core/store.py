@@ -2,19 +2,30 @@
 
 Transitions are conditional updates (`WHERE status IN ...`), so two deliveries of the same
 message, or a cancel racing a completion, can never both win: the loser sees rowcount 0.
+
+Notifications hang off the same single point: a transition to a final status of a task that
+asked for notifications (`notify`) is remembered on the session, and the `finq.notify` jobs
+are queued right after that session commits, whoever made the change (the worker's outcome,
+a cancel in the API, the beat failing a stuck task). After the commit, never before: a job
+must find the final status when it reads the record, and a rolled-back change notifies nobody.
 """
 
+import logging
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
-from finq_core import events
-from finq_core.models import Task, TaskEvent, TaskStatus
+from finq_core import broker, events
+from finq_core.db import session_scope
+from finq_core.models import DeliveryStatus, Task, TaskDelivery, TaskEvent, TaskStatus
 from finq_core.timeutil import utcnow
+
+log = logging.getLogger("finq.store")
+_FINAL_NOTIFICATIONS = "finq_final_notifications"
 
 
 def task_view(task: Task) -> dict[str, Any]:
@@ -38,7 +49,21 @@ def task_view(task: Task) -> dict[str, Any]:
         "finished_at": task.finished_at,
         "worker": task.worker,
         "idempotency_key": task.idempotency_key,
+        "notify": task.notify,
     }
+
+
+def delivery_view(d: TaskDelivery) -> dict[str, Any]:
+    return {"channel": d.channel, "target": d.target, "task_status": d.task_status,
+            "attempt": d.attempt, "status": d.status, "http_status": d.http_status,
+            "error": d.error, "at": d.at}
+
+
+def deliveries(session: Session, task_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Every notification attempt of a task, oldest first."""
+    rows = session.scalars(select(TaskDelivery).where(TaskDelivery.task_id == task_id)
+                           .order_by(TaskDelivery.id))
+    return [delivery_view(d) for d in rows]
 
 
 def add_event(session: Session, task_id: uuid.UUID, status: str, message: str | None = None,
@@ -70,7 +95,43 @@ def transition(
     changed = session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
     if changed:
         add_event(session, task_id, to_status.value, message, at=now)
+        if to_status.is_final:
+            spec = session.scalar(select(Task.notify).where(Task.id == task_id))
+            if spec:
+                session.info.setdefault(_FINAL_NOTIFICATIONS, []).append(
+                    (str(task_id), to_status.value, dict(spec)))
     return changed
+
+
+@event.listens_for(Session, "after_commit")
+def _queue_notifications(session: Session) -> None:
+    """Queue the notifications of the final statuses this commit made durable."""
+    pending = session.info.pop(_FINAL_NOTIFICATIONS, None)
+    for task_id, status, spec in pending or ():
+        try:
+            broker.enqueue_notifications(task_id, status, spec)
+        except Exception as exc:
+            # Redis is down: say so on the task, where the user looks for deliveries.
+            log.error("could not queue notifications of task %s: %s", task_id, exc)
+            _record_unqueued(task_id, status, spec)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_notifications(session: Session) -> None:
+    session.info.pop(_FINAL_NOTIFICATIONS, None)
+
+
+def _record_unqueued(task_id: str, status: str, spec: dict[str, Any]) -> None:
+    try:
+        with session_scope() as s:
+            for channel, key in broker.NOTIFY_CHANNELS:
+                if spec.get(key):
+                    s.add(TaskDelivery(
+                        task_id=uuid.UUID(task_id), channel=channel, target=spec[key],
+                        task_status=status, attempt=0, status=DeliveryStatus.FAILED.value,
+                        error="could not be queued: the queue (Redis) was unavailable"))
+    except Exception as exc:
+        log.error("could not record the unqueued notifications of %s: %s", task_id, exc)
 
 
 def notify(task_id: uuid.UUID, status: str, **extra: Any) -> None:

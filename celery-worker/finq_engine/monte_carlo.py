@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from finq_engine.context import RunContext, check_cancelled
 from finq_engine.errors import CalculationError
 from finq_engine.stats import FloatArray, norm_ppf
+from finq_engine.summaries import histogram, thin
 
 MAX_PATHS = 10_000_000
 MAX_STEPS = 10_000
@@ -40,6 +41,9 @@ MAX_STEPS = 10_000
 MAX_PATH_STEPS = 2_520_000_000
 # Size of the normal-draws buffer per chunk; the other per-chunk arrays are path vectors.
 CHUNK_BYTES = 32 * 2**20
+# Chart summaries carried in the result (bounded whatever `paths` is); see `_Trace`.
+HISTOGRAM_SAMPLES = 20_000
+CONVERGENCE_SEGMENTS = 64
 
 Style = Literal[
     "european",
@@ -177,6 +181,51 @@ class _Moments:
         return math.sqrt(self.m2 / (self.n - 1) / self.n)
 
 
+class _Trace:
+    """Bounded summaries of the run for its chart: a payoff histogram and a convergence curve.
+
+    The histogram is built from the first samples of every chunk, HISTOGRAM_SAMPLES in all:
+    samples are independent, so that is an unbiased subsample, and its cost and memory do not
+    grow with `paths`. The convergence curve is the running mean after each of a few segments
+    per chunk (one `np.add.reduceat` pass), thinned to MAX_CURVE_POINTS. Neither touches the
+    price, which still comes from `_Moments` alone, bit for bit as before.
+    """
+
+    def __init__(self, plan: ChunkPlan) -> None:
+        self.per_chunk = math.ceil(HISTOGRAM_SAMPLES / plan.n_chunks)
+        self.segments = max(1, math.ceil(CONVERGENCE_SEGMENTS / plan.n_chunks))
+        self.kept: list[FloatArray] = []
+        self.counts: list[int] = []  # samples folded in after each segment
+        self.means: list[float] = []  # running mean payoff (undiscounted) at that count
+        self._n = 0
+        self._sum = 0.0
+
+    def add(self, payoffs: FloatArray) -> None:
+        self.kept.append(payoffs[: self.per_chunk].copy())
+        m = payoffs.size
+        starts = np.unique(np.linspace(0, m, self.segments + 1)[:-1].astype(np.int64))
+        ends = np.append(starts[1:], m)
+        for seg_sum, end in zip(np.add.reduceat(payoffs, starts).tolist(), ends.tolist(),
+                                strict=True):
+            self._sum += seg_sum
+            count = self._n + end
+            self.counts.append(count)
+            self.means.append(self._sum / count)
+        self._n += m
+
+    def histogram(self, discount: float) -> dict[str, Any]:
+        sample = np.concatenate(self.kept) * discount
+        out = histogram(sample)
+        out["sampled"] = int(sample.size)
+        return out
+
+    def convergence(self, discount: float, paths_per_sample: int) -> dict[str, Any]:
+        idx = thin(len(self.counts))
+        counts = np.asarray(self.counts)[idx] * paths_per_sample
+        means = np.asarray(self.means)[idx] * discount
+        return {"paths": counts.tolist(), "price": means.tolist()}
+
+
 class _Simulator:
     """Turns one chunk of standard normals into one (pair-averaged) payoff per sample."""
 
@@ -301,13 +350,16 @@ def monte_carlo_option(p: MonteCarloOptionParams, ctx: RunContext) -> dict[str, 
     children = np.random.SeedSequence(p.seed).spawn(plan.n_chunks)
     buffer = np.empty(plan.chunk_samples * plan.steps)
     moments = _Moments()
+    trace = _Trace(plan)
     with np.errstate(over="ignore", invalid="ignore"):
         for k, child in enumerate(children):
             check_cancelled(ctx)
             m = min(plan.chunk_samples, plan.samples - k * plan.chunk_samples)
             z = buffer[: m * plan.steps].reshape(plan.steps, m)
             np.random.Generator(np.random.PCG64(child)).standard_normal(out=z)
-            moments.add(sim.payoffs(z))
+            payoffs = sim.payoffs(z)
+            trace.add(payoffs)  # before `moments`, which uses the payoffs as scratch space
+            moments.add(payoffs)
             done = k * plan.chunk_samples + m
             ctx.progress(done / plan.samples, f"{done:,} of {plan.samples:,} samples")
 
@@ -316,6 +368,7 @@ def monte_carlo_option(p: MonteCarloOptionParams, ctx: RunContext) -> dict[str, 
     std_error = discount * moments.std_error
     if not (math.isfinite(price) and math.isfinite(std_error)):
         raise CalculationError("simulated payoffs overflow; volatility x maturity is too extreme")
+    paths_per_sample = 2 if p.antithetic else 1
     return {
         "price": price,
         "std_error": std_error,
@@ -323,4 +376,6 @@ def monte_carlo_option(p: MonteCarloOptionParams, ctx: RunContext) -> dict[str, 
         "ci95_high": price + _Z_975 * std_error,
         "paths": p.paths,
         "steps": plan.steps,
+        "payoff_histogram": trace.histogram(discount),
+        "convergence": trace.convergence(discount, paths_per_sample),
     }

@@ -2,6 +2,11 @@
 
 The API validates `params` with `TaskType.params_model`, publishes `json_schema()` at
 `/api/v1/task-types`, and the worker runs `TaskType.execute` on the stored params.
+
+A type that computes on uploaded data declares it with `upload` (an `UploadInput`): which
+parameter holds the upload's id and what the parameters must satisfy given the table's shape.
+The engine stays pure: the worker loads the table (checking that the upload belongs to the
+task's owner) and passes it to `execute`; the API runs the same `check` at submission.
 """
 
 from collections.abc import Callable, Mapping
@@ -10,9 +15,29 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from finq_engine import amortization, black_scholes, bonds, cash_flows, monte_carlo, var
+from finq_engine import (
+    amortization,
+    black_scholes,
+    bonds,
+    cash_flows,
+    monte_carlo,
+    portfolio_analytics,
+    var,
+)
 from finq_engine.context import RunContext
+from finq_engine.errors import CalculationError
 from finq_engine.jsonsafe import to_json
+from finq_engine.prices import PriceTable
+
+
+@dataclass(frozen=True)
+class UploadInput:
+    """How a task type consumes an uploaded price table."""
+
+    # The parameter that holds the upload's id.
+    param: str
+    # (parsed params, number of assets in the upload) -> [(field, problem)], empty when fine.
+    check: Callable[[Any, int], list[tuple[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -20,19 +45,34 @@ class TaskType:
     name: str
     title: str
     params_model: type[BaseModel]
-    run: Callable[[Any, RunContext], Mapping[str, Any]]
+    # run(params, ctx), or run(params, ctx, table) for a type with `upload`.
+    run: Callable[..., Mapping[str, Any]]
     example: dict[str, Any]
-    # Rough cost bound used to reject absurd requests early (elements touched).
     tags: tuple[str, ...] = field(default=())
+    upload: UploadInput | None = None
 
     def parse(self, params: Mapping[str, Any]) -> BaseModel:
         """Validate raw params; raises pydantic.ValidationError with field paths."""
         return self.params_model.model_validate(params)
 
-    def execute(self, params: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+    def upload_id(self, params: Mapping[str, Any]) -> str | None:
+        """The id of the upload these (validated) params refer to, if the type takes one."""
+        if self.upload is None:
+            return None
+        value = params.get(self.upload.param)
+        return str(value) if value is not None else None
+
+    def execute(self, params: Mapping[str, Any], ctx: RunContext,
+                table: PriceTable | None = None) -> dict[str, Any]:
         """Validate again (the worker trusts nothing it did not check) and compute."""
         parsed = self.parse(params)
-        result: dict[str, Any] = to_json(dict(self.run(parsed, ctx)))
+        if self.upload is None:
+            raw = self.run(parsed, ctx)
+        else:
+            if table is None:
+                raise CalculationError(f"{self.name} needs the data of its upload")
+            raw = self.run(parsed, ctx, table)
+        result: dict[str, Any] = to_json(dict(raw))
         return result
 
     def json_schema(self) -> dict[str, Any]:
@@ -124,6 +164,18 @@ def _build() -> dict[str, TaskType]:
                 "frequency": 2,
                 "yield": 0.052,
             },
+        ),
+        TaskType(
+            name="csv_portfolio_analytics",
+            title="Portfolio analytics from uploaded daily prices (CSV)",
+            params_model=portfolio_analytics.CsvPortfolioParams,
+            run=portfolio_analytics.csv_portfolio_analytics,
+            example={
+                "upload_id": "00000000-0000-0000-0000-000000000000",
+                "risk_free_rate": 0.02,
+                "confidence": 0.95,
+            },
+            upload=UploadInput("upload_id", portfolio_analytics.check_against_upload),
         ),
     ]
     return {t.name: t for t in types}

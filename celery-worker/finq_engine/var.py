@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from finq_engine.context import RunContext, check_cancelled
 from finq_engine.errors import CalculationError
 from finq_engine.stats import FloatArray, norm_pdf, norm_ppf
+from finq_engine.summaries import histogram
 
 MAX_ASSETS = 1000
 MAX_RETURN_CELLS = 1_000_000
@@ -153,8 +154,8 @@ class PortfolioVarParams(BaseModel):
         return value
 
 
-def _tail_measures(pnl: FloatArray, confidence: float) -> tuple[float, float]:
-    """VaR and CVaR (positive losses) of a sample of P&L."""
+def tail_measures(pnl: FloatArray, confidence: float) -> tuple[float, float]:
+    """VaR and CVaR (positive losses) of a sample of P&L (also used by the CSV analytics)."""
     losses = -pnl
     var = float(np.quantile(losses, confidence))
     cvar = float(losses[losses >= var].mean())
@@ -180,7 +181,7 @@ def _factor(cov: FloatArray) -> FloatArray:
     return factor
 
 
-def _monte_carlo(p: PortfolioVarParams, ctx: RunContext) -> tuple[float, float]:
+def _monte_carlo(p: PortfolioVarParams, ctx: RunContext) -> tuple[float, float, dict[str, Any]]:
     w = np.asarray(p.weights)
     h = p.horizon_days
     mean = float(w @ np.asarray(p.expected_returns)) * h
@@ -207,21 +208,29 @@ def _monte_carlo(p: PortfolioVarParams, ctx: RunContext) -> tuple[float, float]:
         ctx.progress((start + m) / n, f"{start + m:,} of {n:,} scenarios")
     pnl += mean
     pnl *= p.portfolio_value
-    return _tail_measures(pnl, p.confidence)
+    var, cvar = tail_measures(pnl, p.confidence)
+    return var, cvar, histogram(-pnl)
 
 
-def _historical(p: PortfolioVarParams) -> tuple[float, float]:
+def _historical(p: PortfolioVarParams) -> tuple[float, float, dict[str, Any]]:
     pnl = p.portfolio_value * (np.asarray(p.returns) @ np.asarray(p.weights))
-    var, cvar = _tail_measures(pnl, p.confidence)
+    var, cvar = tail_measures(pnl, p.confidence)
     scale = math.sqrt(p.horizon_days)
-    return var * scale, cvar * scale
+    return var * scale, cvar * scale, histogram(-pnl * scale)
 
 
 def portfolio_var(p: PortfolioVarParams, ctx: RunContext) -> dict[str, Any]:
+    # The simulated and historical methods also return a bounded histogram of the losses
+    # (for the chart; the sample itself is too large to keep). The parametric one has none:
+    # its loss distribution is the normal given by the parameters.
+    losses: dict[str, Any] | None = None
     if p.method == "monte_carlo":
-        var, cvar = _monte_carlo(p, ctx)  # reports progress per chunk
+        var, cvar, losses = _monte_carlo(p, ctx)  # reports progress per chunk
+    elif p.method == "historical":
+        var, cvar, losses = _historical(p)
+        ctx.progress(1.0)
     else:
-        var, cvar = _parametric(p) if p.method == "parametric" else _historical(p)
+        var, cvar = _parametric(p)
         ctx.progress(1.0)
     if not (math.isfinite(var) and math.isfinite(cvar)):
         raise CalculationError("VaR is not finite; inputs are too extreme")
@@ -231,4 +240,5 @@ def portfolio_var(p: PortfolioVarParams, ctx: RunContext) -> dict[str, Any]:
         "method": p.method,
         "confidence": p.confidence,
         "horizon_days": p.horizon_days,
+        "loss_histogram": losses,
     }

@@ -25,7 +25,7 @@ from finq_core.broker import celery_app  # noqa: E402
 from finq_core.config import get_settings  # noqa: E402
 from finq_core.db import reset_engine  # noqa: E402
 from finq_core.logs import configure_logging  # noqa: E402
-from finq_worker import tasks  # noqa: E402,F401  (registers the task)
+from finq_worker import charts, notifications, tasks  # noqa: E402,F401  (registers tasks)
 
 app = celery_app
 
@@ -46,6 +46,11 @@ def _after_fork(**_: Any) -> None:
 @worker_process_shutdown.connect
 def _process_gone(**_: Any) -> None:
     metrics.mark_process_dead(os.getpid())
+
+
+@worker_init.connect
+def _warm_up_charts(**_: Any) -> None:
+    charts.warm_up()
 
 
 @worker_init.connect

@@ -4,6 +4,11 @@ The rules: a record already final is never recomputed nor overwritten (at-least-
 made idempotent); validation and calculation errors fail at once with their message; transient
 infrastructure errors are retried by the caller with backoff; anything else fails the task
 alone, with its type and message recorded and the traceback kept in the worker's log.
+
+A successful result gets a chart (finq_worker.charts), rendered before the outcome is recorded
+and stored in the same transaction as SUCCESS, so whoever sees SUCCESS can fetch the chart; a
+chart that fails to render is logged and left out, never failing the task. A type that reads
+an upload gets its table here, looked up by id *and* the task's owner.
 """
 
 import logging
@@ -17,10 +22,12 @@ from pydantic import ValidationError
 from finq_core import events, metrics
 from finq_core.config import get_settings
 from finq_core.db import session_scope
-from finq_core.models import FINAL_STATUSES, TaskStatus
+from finq_core.models import FINAL_STATUSES, TaskChart, TaskStatus
 from finq_core.store import get_task, notify, transition
 from finq_core.timeutil import utcnow
-from finq_engine import CalculationError, Cancelled, get_task_type
+from finq_core.uploads import find_upload, upload_table
+from finq_engine import CalculationError, Cancelled, PriceTable, TaskType, get_task_type
+from finq_worker import charts
 from finq_worker.context import WorkerContext
 
 log = logging.getLogger("finq.worker")
@@ -35,6 +42,7 @@ class Claim:
     attempts: int
     max_retries: int
     priority: str = "normal"
+    owner: str = ""
 
 
 def claim(task_id: uuid.UUID, worker: str) -> Claim | None:
@@ -66,7 +74,8 @@ def claim(task_id: uuid.UUID, worker: str) -> Claim | None:
         )
         if not ok:
             return None
-        info = Claim(task.type, dict(task.params), attempts, task.max_retries, task.priority)
+        info = Claim(task.type, dict(task.params), attempts, task.max_retries, task.priority,
+                     task.owner)
         waited_since = task.scheduled_for or task.created_at
     metrics.tasks_started.labels(info.type, info.priority).inc()
     metrics.task_queue_wait.labels(info.type, info.priority).observe(
@@ -76,11 +85,14 @@ def claim(task_id: uuid.UUID, worker: str) -> Claim | None:
 
 
 def finish(task_id: uuid.UUID, status: TaskStatus, message: str | None = None,
-           claim_info: Claim | None = None, **values: Any) -> bool:
+           claim_info: Claim | None = None, *, chart: bytes | None = None,
+           **values: Any) -> bool:
     """Record the outcome of a run (only if the record is still RUNNING: a cancel or another
-    delivery may have ended it first) and count it."""
+    delivery may have ended it first), with its chart if any, and count it."""
     with session_scope() as session:
         ok = transition(session, task_id, [TaskStatus.RUNNING], status, message, **values)
+        if ok and chart is not None:
+            session.merge(TaskChart(task_id=task_id, png=chart, created_at=utcnow()))
     if ok:
         if claim_info is not None:
             labels = (claim_info.type, claim_info.priority)
@@ -116,12 +128,22 @@ def execute(task_id: uuid.UUID, claim_info: Claim) -> None:
         finish(task_id, TaskStatus.FAILED, claim_info=claim_info,
                error={"type": "UnknownTaskType", "message": f"unknown type {claim_info.type!r}"})
         return
+    table: PriceTable | None = None
+    if task_type.upload is not None:
+        table = load_upload(task_type, claim_info)
+        if table is None:
+            upload_id = task_type.upload_id(claim_info.params)
+            finish(task_id, TaskStatus.FAILED, claim_info=claim_info, error={
+                "type": "UploadNotFound",
+                "message": f"{task_type.upload.param}: upload {upload_id} not found (deleted, "
+                           "or not yours)"})
+            return
     ctx = WorkerContext(task_id, settings.progress_interval_seconds)
     log.info("task started", extra={"task_id": str(task_id), "type": claim_info.type,
                                     "attempt": claim_info.attempts})
     started = time.perf_counter()
     try:
-        result = task_type.execute(claim_info.params, ctx)
+        result = task_type.execute(claim_info.params, ctx, table)
     except Cancelled:
         finish(task_id, TaskStatus.CANCELLED, "cancelled while running", claim_info)
         return
@@ -134,6 +156,16 @@ def execute(task_id: uuid.UUID, claim_info: Claim) -> None:
         return
     seconds = time.perf_counter() - started
     metrics.task_runtime.labels(claim_info.type).observe(seconds)
-    finish(task_id, TaskStatus.SUCCESS, claim_info=claim_info, result=result, progress=1.0)
+    png = charts.render_safely(claim_info.type, claim_info.params, result, table,
+                               context=(str(task_id),))
+    finish(task_id, TaskStatus.SUCCESS, claim_info=claim_info, result=result, progress=1.0,
+           chart=png)
     log.info("task succeeded", extra={"task_id": str(task_id), "type": claim_info.type,
                                       "seconds": round(seconds, 4)})
+
+
+def load_upload(task_type: TaskType, claim_info: Claim) -> PriceTable | None:
+    """The table the task's params name, if it exists and belongs to the task's owner."""
+    with session_scope() as session:
+        upload = find_upload(session, task_type.upload_id(claim_info.params), claim_info.owner)
+        return upload_table(upload) if upload is not None else None

@@ -18,7 +18,17 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from finq_api import errors
 from finq_api.middleware import EdgeMiddleware
 from finq_api.ratelimit import global_limit
-from finq_api.routes import auth, health, monitoring, schedules, stream, task_types, tasks, users
+from finq_api.routes import (
+    auth,
+    health,
+    monitoring,
+    schedules,
+    stream,
+    task_types,
+    tasks,
+    uploads,
+    users,
+)
 from finq_api.security import hash_password
 from finq_core.config import Settings, get_settings
 from finq_core.db import session_scope
@@ -94,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.include_router(health.router)
-    for module in (auth, users, task_types, stream, tasks, schedules, monitoring):
+    for module in (auth, users, task_types, stream, tasks, uploads, schedules, monitoring):
         app.include_router(module.router, dependencies=[Depends(global_limit)])
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,

@@ -2,7 +2,7 @@
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -16,6 +16,27 @@ MAX_DELAY_SECONDS = 30 * 24 * 3600
 class ErrorOut(BaseModel):
     detail: Any
     request_id: str | None = None
+
+
+class NotifySpec(BaseModel):
+    """Where to report the task's final status (SUCCESS, FAILED or CANCELLED)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    webhook_url: str | None = Field(
+        default=None, max_length=2048,
+        description="http(s) URL that receives the finished task's JSON in a POST, signed "
+        "with X-Finq-Signature: sha256=<HMAC-SHA256 of the body with WEBHOOK_SECRET>. Must "
+        "resolve to public addresses only (unless the server sets WEBHOOK_ALLOW_PRIVATE).",
+    )
+    email: str | None = Field(default=None, max_length=254,
+                              description="Address that receives an e-mail with the task.")
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> "NotifySpec":
+        if self.webhook_url is None and self.email is None:
+            raise ValueError("give webhook_url, email or both")
+        return self
 
 
 class TaskCreate(BaseModel):
@@ -34,6 +55,8 @@ class TaskCreate(BaseModel):
         default=None, ge=0, le=10, description="Retries of transient failures (default from "
         "MAX_RETRY_ATTEMPTS)."
     )
+    notify: NotifySpec | None = Field(
+        default=None, description="Notifications when the task reaches a final status.")
 
     @model_validator(mode="after")
     def _one_start_time(self) -> "TaskCreate":
@@ -45,6 +68,19 @@ class TaskCreate(BaseModel):
 class TaskError(BaseModel):
     type: str
     message: str
+
+
+class DeliveryOut(BaseModel):
+    """One attempt to deliver a final status."""
+
+    channel: Literal["webhook", "email"]
+    target: str
+    task_status: TaskStatus = Field(description="The final status this delivery reports.")
+    attempt: int = Field(description="1 for the first attempt (0: could not be queued).")
+    status: Literal["delivered", "retrying", "failed", "refused", "skipped"]
+    http_status: int | None
+    error: str | None
+    at: datetime
 
 
 class TaskOut(BaseModel):
@@ -66,6 +102,10 @@ class TaskOut(BaseModel):
     finished_at: datetime | None
     worker: str | None
     idempotency_key: str | None
+    notify: dict[str, str] | None = None
+    deliveries: list[DeliveryOut] = Field(
+        default_factory=list, description="Notification attempts, oldest first (GET of one "
+        "task only).")
 
 
 class TaskSummary(BaseModel):
@@ -81,6 +121,17 @@ class TaskSummary(BaseModel):
     finished_at: datetime | None
     attempts: int
     error: TaskError | None
+
+
+class UploadOut(BaseModel):
+    id: uuid.UUID
+    filename: str
+    assets: list[str]
+    rows: int
+    first_date: str
+    last_date: str
+    size_bytes: int
+    created_at: datetime
 
 
 class TaskPage(BaseModel):

@@ -3,15 +3,18 @@
 import uuid
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Engine, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from finq_core.db import make_engine
 from finq_core.migrate import upgrade
-from finq_core.models import Task, TaskEvent, TaskStatus
+from finq_core.models import Task, TaskChart, TaskDelivery, TaskEvent, TaskStatus
 from finq_core.store import add_event, transition
+from finq_core.uploads import find_upload, new_upload, upload_table
+from finq_engine import PriceTable
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +50,8 @@ def new_task(session: Session, owner: str = "alice", key: str | None = None) -> 
 
 def test_migrations_create_every_table(engine: Engine) -> None:
     tables = set(inspect(engine).get_table_names())
-    assert {"users", "tasks", "task_events", "schedules", "alembic_version"} <= tables
+    assert {"users", "tasks", "task_events", "schedules", "alembic_version", "uploads",
+            "task_charts", "task_deliveries"} <= tables
 
 
 def test_defaults_and_aware_timestamps(session: Session) -> None:
@@ -94,3 +98,50 @@ def test_deleting_a_task_deletes_its_history(session: Session) -> None:
     session.delete(session.get(Task, task.id))
     session.commit()
     assert session.scalars(select(TaskEvent).where(TaskEvent.task_id == task.id)).first() is None
+
+
+def test_uploads_round_trip_and_stay_with_their_owner(session: Session) -> None:
+    """The price matrix survives BYTEA/BLOB bit for bit, and lookups are by id *and* owner."""
+    prices = np.random.default_rng(1).uniform(1, 500, (1000, 7))
+    table = PriceTable(tuple(str(np.datetime64("2020-01-01") + i) for i in range(1000)),
+                       tuple(f"A{i}" for i in range(7)), prices)
+    upload = new_upload("alice", "p.csv", table, 12345)
+    session.add(upload)
+    session.commit()
+    session.expire_all()
+    found = find_upload(session, upload.id, "alice")
+    assert found is not None
+    loaded = upload_table(found)
+    np.testing.assert_array_equal(loaded.prices, prices)
+    assert loaded.dates == table.dates and loaded.assets == table.assets
+    assert find_upload(session, upload.id, "bob") is None
+    assert find_upload(session, "not-a-uuid", "alice") is None
+
+
+def test_charts_and_deliveries_go_with_their_task(session: Session) -> None:
+    task = new_task(session)
+    session.add(TaskChart(task_id=task.id, png=b"\x89PNG..."))
+    session.add(TaskDelivery(task_id=task.id, channel="webhook", target="https://x.example/",
+                             task_status="SUCCESS", attempt=1, status="delivered",
+                             http_status=200))
+    session.commit()
+    session.delete(session.get(Task, task.id))
+    session.commit()
+    assert session.get(TaskChart, task.id) is None
+    assert session.scalars(select(TaskDelivery).where(TaskDelivery.task_id == task.id)
+                           ).first() is None
+
+
+def test_a_final_transition_of_a_notified_task_is_queued_after_commit_only(
+    session: Session,
+) -> None:
+    """The notification jobs wait for the commit: a rolled-back final status sends nothing."""
+    task = new_task(session)
+    session.execute(update(Task).where(Task.id == task.id).values(
+        notify={"webhook_url": "https://x.example/"}))
+    session.commit()
+    assert transition(session, task.id, [TaskStatus.PENDING], TaskStatus.CANCELLED)
+    assert session.info["finq_final_notifications"] == [
+        (str(task.id), "CANCELLED", {"webhook_url": "https://x.example/"})]
+    session.rollback()
+    assert "finq_final_notifications" not in session.info

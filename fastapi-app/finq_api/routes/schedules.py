@@ -27,7 +27,7 @@ def create_schedule(body: ScheduleCreate, user: CurrentUser, session: SessionDep
     except ValueError as exc:
         raise RequestValidationError([{"loc": ("body", "cron"), "msg": str(exc),
                                        "type": "value_error"}]) from None
-    params = validate_params(body.type, body.params)
+    params = validate_params(body.type, body.params, session, user)
     count = session.scalar(select(func.count()).select_from(Schedule)
                            .where(Schedule.owner == user.username)) or 0
     if count >= MAX_SCHEDULES_PER_USER:

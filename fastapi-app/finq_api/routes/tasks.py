@@ -17,12 +17,31 @@ from sqlalchemy.orm import Session
 
 from finq_api.deps import CurrentUser, SessionDep, SettingsDep
 from finq_api.ratelimit import SubmitLimit
-from finq_api.schemas import TaskCreate, TaskEventOut, TaskOut, TaskPage, TaskSummary
+from finq_api.schemas import (
+    NotifySpec,
+    TaskCreate,
+    TaskEventOut,
+    TaskOut,
+    TaskPage,
+    TaskSummary,
+)
 from finq_core import broker, events, metrics
+from finq_core.config import Settings
 from finq_core.logs import request_id_var
-from finq_core.models import FINAL_STATUSES, Role, Task, TaskEvent, TaskStatus, User
-from finq_core.store import add_event, notify, task_view, transition
+from finq_core.models import (
+    FINAL_STATUSES,
+    Role,
+    Task,
+    TaskChart,
+    TaskDelivery,
+    TaskEvent,
+    TaskStatus,
+    User,
+)
+from finq_core.notify import TargetRefused, check_email, check_webhook_url
+from finq_core.store import add_event, deliveries, notify, task_view, transition
 from finq_core.timeutil import utcnow
+from finq_core.uploads import find_upload
 from finq_engine import get_task_type
 
 log = logging.getLogger("finq.api")
@@ -42,13 +61,21 @@ class QueueUnavailable(HTTPException):
         )
 
 
-def validate_params(type_name: str, raw: dict[str, Any]) -> dict[str, Any]:
-    """Check `params` against the type's model (finq_engine); 422 naming each wrong field."""
+def _invalid(*problems: tuple[tuple[str | int, ...], str]) -> RequestValidationError:
+    return RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error"}
+                                   for loc, msg in problems])
+
+
+def validate_params(type_name: str, raw: dict[str, Any], session: Session, user: User
+                    ) -> dict[str, Any]:
+    """Check `params` against the type's model (finq_engine); 422 naming each wrong field.
+
+    A type that reads an upload also gets its reference checked: the upload must exist and be
+    the caller's, and the params must fit its shape (e.g. one weight per asset)."""
     task_type = get_task_type(type_name)
     if task_type is None:
-        raise RequestValidationError([{
-            "loc": ("body", "type"), "msg": f"unknown task type {type_name!r}; "
-            "see GET /api/v1/task-types", "type": "value_error"}])
+        raise _invalid((("body", "type"), f"unknown task type {type_name!r}; "
+                        "see GET /api/v1/task-types"))
     try:
         parsed = task_type.parse(raw)
     except ValidationError as exc:
@@ -57,7 +84,49 @@ def validate_params(type_name: str, raw: dict[str, Any]) -> dict[str, Any]:
         ]) from None
     # Store what was validated, with defaults filled in, so the worker runs exactly this.
     params: dict[str, Any] = parsed.model_dump(mode="json", by_alias=True)
+    if task_type.upload is not None:
+        field = task_type.upload.param
+        upload = find_upload(session, task_type.upload_id(params), user.username)
+        if upload is None:
+            raise _invalid((("body", "params", field), f"upload {params.get(field)} not found; "
+                            "upload a CSV with POST /api/v1/uploads and use its id"))
+        problems = task_type.upload.check(parsed, len(upload.assets))
+        if problems:
+            raise _invalid(*((("body", "params", name), msg) for name, msg in problems))
     return params
+
+
+def validate_notify(spec: NotifySpec | None, settings: Settings) -> dict[str, str] | None:
+    """Check notification targets now (422 on `notify.<field>`); the worker checks a webhook
+    again before every attempt, since what a name resolves to can change."""
+    if spec is None:
+        return None
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    out: dict[str, str] = {}
+    if spec.webhook_url is not None:
+        loc: tuple[str | int, ...] = ("body", "notify", "webhook_url")
+        if not settings.webhook_secret:
+            problems.append((loc, "webhooks are not enabled on this server (WEBHOOK_SECRET "
+                                  "is not set)"))
+        else:
+            try:
+                check_webhook_url(spec.webhook_url, settings.webhook_allow_private)
+                out["webhook_url"] = spec.webhook_url
+            except TargetRefused as exc:
+                problems.append((loc, str(exc)))
+    if spec.email is not None:
+        loc = ("body", "notify", "email")
+        if not settings.smtp_host:
+            problems.append((loc, "e-mail is not enabled on this server (SMTP_HOST is not "
+                                  "set)"))
+        else:
+            try:
+                out["email"] = check_email(spec.email)
+            except TargetRefused as exc:
+                problems.append((loc, str(exc)))
+    if problems:
+        raise _invalid(*problems)
+    return out
 
 
 def find_owned(session: Session, task_id: uuid.UUID, user: User) -> Task:
@@ -109,7 +178,8 @@ def submit_task(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Any:
     """Validate, record and queue a task. Answers 202 with the record and a Location header."""
-    params = validate_params(body.type, body.params)
+    params = validate_params(body.type, body.params, session, user)
+    notify_spec = validate_notify(body.notify, settings)
     if idempotency_key:
         existing = _by_key(session, user.username, idempotency_key)
         if existing is not None:
@@ -124,7 +194,7 @@ def submit_task(
         max_retries=(body.max_retries if body.max_retries is not None
                      else settings.max_retry_attempts),
         created_at=now, scheduled_for=run_at, idempotency_key=idempotency_key,
-        request_id=request_id_var.get(), attempts=0, progress=0.0,
+        request_id=request_id_var.get(), attempts=0, progress=0.0, notify=notify_spec,
     )
     session.add(task)
     add_event(session, task.id, TaskStatus.PENDING.value,
@@ -215,7 +285,23 @@ def list_tasks(
 
 @router.get("/{task_id}", response_model=TaskOut, responses={404: {"description": "Not found"}})
 def get_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Any:
-    return task_view(find_owned(session, task_id, user))
+    """The record, with its notification attempts (`deliveries`)."""
+    task = find_owned(session, task_id, user)
+    return {**task_view(task), "deliveries": deliveries(session, task.id)}
+
+
+@router.get("/{task_id}/chart.png", response_class=Response,
+            responses={200: {"content": {"image/png": {}}, "description": "The chart"},
+                       404: {"description": "No such task, not yours, or no chart"}})
+def task_chart(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
+    """The PNG chart the worker drew for a successful task."""
+    find_owned(session, task_id, user)
+    chart = session.get(TaskChart, task_id)
+    if chart is None:
+        raise HTTPException(status_code=404, detail="This task has no chart")
+    # private: a shared cache must never hand one user's chart to another.
+    return Response(content=chart.png, media_type="image/png",
+                    headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.get("/{task_id}/history", response_model=list[TaskEventOut])
@@ -295,7 +381,8 @@ def delete_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> R
     task = find_owned(session, task_id, user)
     if task.status not in FINAL_STATUSES:
         raise HTTPException(status_code=409, detail=f"Task is {task.status}; cancel it first")
-    session.execute(delete(TaskEvent).where(TaskEvent.task_id == task_id))
+    for table in (TaskEvent, TaskChart, TaskDelivery):
+        session.execute(delete(table).where(table.task_id == task_id))
     session.execute(delete(Task).where(Task.id == task_id,
                                        Task.status.in_([s.value for s in FINAL_STATUSES])))
     session.commit()

@@ -5,7 +5,9 @@
 const API = "/api/v1";
 const FINAL = new Set(["SUCCESS", "FAILED", "CANCELLED"]);
 const $ = (sel) => document.querySelector(sel);
-const state = { types: [], cursors: [null], page: 0, streams: new Map(), taskStream: null };
+const SETTLED = new Set(["delivered", "failed", "refused", "skipped"]);
+const state = { types: [], uploads: [], cursors: [null], page: 0, streams: new Map(), taskStream: null,
+                deliveryTimer: null };
 
 function token() { return sessionStorage.getItem("finq-token"); }
 
@@ -37,7 +39,7 @@ function flash(text) {
 }
 
 function show(view) {
-  for (const id of ["login", "submit", "tasks", "task"]) $(`#view-${id}`).hidden = id !== view;
+  for (const id of ["login", "submit", "tasks", "task", "uploads"]) $(`#view-${id}`).hidden = id !== view;
   $("#nav").hidden = view === "login";
 }
 
@@ -82,6 +84,7 @@ function resolve(schema, root) {
 
 function fieldKind(prop) {
   if (prop.enum) return "enum";
+  if (prop.format === "uuid") return "upload";
   const types = (prop.anyOf || [prop]).map((s) => s.type).filter(Boolean);
   if (types.includes("array")) {
     const arr = (prop.anyOf || [prop]).find((s) => s.type === "array");
@@ -113,7 +116,10 @@ function buildForm() {
     const kind = fieldKind(prop);
     const example = type.example[name] ?? prop.default;
     let input;
-    if (kind === "enum") {
+    if (kind === "upload") {
+      input = el("select", { id, name, "aria-describedby": `${id}-help` });
+      fillUploadSelect(input, null);
+    } else if (kind === "enum") {
       input = el("select", { id, name });
       for (const v of prop.enum) input.append(el("option", { value: v }, v));
       if (example !== undefined) input.value = example;
@@ -135,7 +141,8 @@ function buildForm() {
     input.dataset.kind = kind;
     if (required.has(name)) input.required = true;
     const hint = [prop.description, kind === "number-or-list" || kind === "list" ? "A number or a comma-separated list." : "",
-                  kind === "json" ? "JSON." : ""].filter(Boolean).join(" ");
+                  kind === "json" ? "JSON." : "",
+                  kind === "upload" ? "Add CSV files under Uploads." : ""].filter(Boolean).join(" ");
     box.append(el("label", { for: id }, prop.title || name, required.has(name) ? " *" : ""), input,
                el("p", { id: `${id}-help`, class: "muted" }, hint),
                el("p", { class: "error", "data-error-for": name, hidden: "" }));
@@ -180,7 +187,8 @@ function clearErrors() {
 
 function fieldError(name, message) {
   const p = document.querySelector(`[data-error-for="${CSS.escape(name)}"]`);
-  const input = document.getElementById(`param-${name}`) || document.getElementById(name.replace("_", "-"));
+  const input = document.getElementById(`param-${name}`) || document.querySelector(`[data-field="${CSS.escape(name)}"]`)
+    || document.getElementById(name.replace("_", "-"));
   if (input) input.setAttribute("aria-invalid", "true");
   if (p) { p.textContent = message; p.hidden = false; return true; }
   return false;
@@ -194,6 +202,10 @@ async function submitTask(event) {
   if (problems.length) return;
   const body = { type: $("#task-type").value, params, priority: $("#priority").value };
   if ($("#run-at").value) body.run_at = new Date($("#run-at").value).toISOString();
+  const notify = {};
+  if ($("#notify-webhook").value.trim()) notify.webhook_url = $("#notify-webhook").value.trim();
+  if ($("#notify-email").value.trim()) notify.email = $("#notify-email").value.trim();
+  if (Object.keys(notify).length) body.notify = notify;
   const resp = await api(`${API}/tasks`, { method: "POST", json: body });
   if (resp.status === 202 || resp.status === 200) {
     const task = await resp.json();
@@ -205,7 +217,9 @@ async function submitTask(event) {
     const detail = (await resp.json()).detail;
     const general = [];
     for (const e of detail) {
-      const field = e.loc[0] === "body" && e.loc[1] === "params" ? e.loc[2] : e.loc[1];
+      let field = e.loc[1];
+      if (e.loc[0] === "body" && e.loc[1] === "params") field = e.loc[2];
+      else if (e.loc[1] === "notify" && e.loc.length > 2) field = `notify.${e.loc[2]}`;
       if (!fieldError(String(field), e.msg)) general.push(`${e.loc.join(".")}: ${e.msg}`);
     }
     if (general.length) { $("#submit-error").textContent = general.join("; "); $("#submit-error").hidden = false; }
@@ -231,6 +245,7 @@ function closeStreams() {
   for (const s of state.streams.values()) s.close();
   state.streams.clear();
   if (state.taskStream) { state.taskStream.close(); state.taskStream = null; }
+  if (state.deliveryTimer) { clearTimeout(state.deliveryTimer); state.deliveryTimer = null; }
 }
 
 // ---- task list -------------------------------------------------------------------------------------
@@ -331,6 +346,12 @@ async function showTask(id) {
     $("#task-timeline").replaceChildren(...hist.map((e) => el("li", {}, `${fmtTime(e.at)} — ${e.status}${e.message ? ` (${e.message})` : ""}`)));
   };
   await render(task);
+  renderDeliveries(task);
+  $("#task-deliveries-refresh").onclick = async () => {
+    const r = await api(`${API}/tasks/${id}`);
+    if (r.ok) renderDeliveries(await r.json());
+  };
+  if (FINAL.has(task.status)) watchDeliveries(id, task);
   $("#task-params").replaceChildren(...kvTable(task.params).childNodes);
   const showResult = async (t) => {
     const box = $("#task-result");
@@ -368,8 +389,125 @@ async function showTask(id) {
         const fresh = await (await api(`${API}/tasks/${id}`)).json();
         await render(fresh);
         await showResult(fresh);
+        renderDeliveries(fresh);
+        watchDeliveries(id, fresh);
       }
     });
+  }
+}
+
+// ---- notifications of one task ----------------------------------------------------------------------
+function deliveriesSettled(t) {
+  if (!t.notify || !FINAL.has(t.status)) return true;
+  const channels = [["webhook", "webhook_url"], ["email", "email"]].filter(([, key]) => t.notify[key]);
+  return channels.every(([channel]) => (t.deliveries || []).some(
+    (d) => d.channel === channel && d.task_status === t.status && SETTLED.has(d.status)));
+}
+
+function renderDeliveries(t) {
+  $("#task-deliveries-card").hidden = !t.notify;
+  const rows = (t.deliveries || []).map((d) => el("tr", { "data-delivery": d.status },
+    el("td", {}, d.channel), el("td", { class: "wrap" }, d.target), el("td", {}, d.task_status),
+    el("td", { class: "num" }, String(d.attempt)),
+    el("td", {}, el("span", { class: `badge d-${d.status}` }, d.status)),
+    el("td", { class: "wrap" }, [d.http_status ? `HTTP ${d.http_status}` : "", d.error || ""].filter(Boolean).join(" · ") || "—"),
+    el("td", {}, fmtTime(d.at))));
+  $("#task-deliveries tbody").replaceChildren(...rows);
+  $("#task-deliveries-empty").hidden = rows.length > 0;
+}
+
+// Deliveries happen after the final status (and retry with backoff): follow them for a while.
+function watchDeliveries(id, t, polls = 60) {
+  if (state.deliveryTimer) clearTimeout(state.deliveryTimer);
+  if (deliveriesSettled(t) || polls <= 0) return;
+  state.deliveryTimer = setTimeout(async () => {
+    state.deliveryTimer = null;
+    if (location.hash !== `#/tasks/${id}`) return;
+    const r = await api(`${API}/tasks/${id}`);
+    if (!r.ok) return;
+    const fresh = await r.json();
+    renderDeliveries(fresh);
+    watchDeliveries(id, fresh, polls - 1);
+  }, 1500);
+}
+
+// ---- uploads ---------------------------------------------------------------------------------------
+async function loadUploadList() {
+  const resp = await api(`${API}/uploads`);
+  if (resp.ok) state.uploads = await resp.json();
+  return state.uploads;
+}
+
+function fillUploadSelect(select, selected) {
+  const keep = selected ?? select.value;
+  if (!state.uploads.length) {
+    select.replaceChildren(el("option", { value: "" }, "No uploads yet: add a CSV under Uploads"));
+    return;
+  }
+  select.replaceChildren(...state.uploads.map((u) => el("option", { value: u.id },
+    `${u.filename} · ${u.assets.length} assets · ${u.first_date} to ${u.last_date}`)));
+  if (keep && state.uploads.some((u) => u.id === keep)) select.value = keep;
+}
+
+async function showUploads() {
+  await loadUploadList();
+  const body = $("#upload-table tbody");
+  body.replaceChildren(...state.uploads.map((u) => el("tr", { "data-upload": u.id },
+    el("td", { class: "wrap" }, u.filename),
+    el("td", { class: "wrap" }, `${u.assets.length}: ${u.assets.slice(0, 6).join(", ")}${u.assets.length > 6 ? ", …" : ""}`),
+    el("td", { class: "num" }, String(u.rows)),
+    el("td", {}, `${u.first_date} to ${u.last_date}`),
+    el("td", {}, el("code", {}, u.id)),
+    el("td", {}, el("div", { class: "actions" },
+      el("a", { href: `#/submit?type=csv_portfolio_analytics&upload=${u.id}`, class: "button", "data-action": "analyse" }, "Analyse"),
+      el("button", { type: "button", class: "secondary", "data-action": "delete", "aria-label": `Delete ${u.filename}`,
+        onclick: async () => {
+          const r = await api(`${API}/uploads/${u.id}`, { method: "DELETE" });
+          flash(r.ok ? `Deleted ${u.filename}.` : await errorText(r));
+          await showUploads();
+        } }, "Delete"))))));
+  $("#uploads-empty").hidden = state.uploads.length > 0;
+}
+
+async function uploadFile(event) {
+  event.preventDefault();
+  const err = $("#upload-error");
+  err.hidden = true;
+  const input = $("#upload-file");
+  input.removeAttribute("aria-invalid");
+  if (!input.files.length) {
+    err.textContent = "Choose a CSV file first.";
+    err.hidden = false;
+    input.setAttribute("aria-invalid", "true");
+    input.focus();
+    return;
+  }
+  const form = new FormData();
+  form.append("file", input.files[0]);
+  const resp = await api(`${API}/uploads`, { method: "POST", body: form });
+  if (resp.status === 201) {
+    const u = await resp.json();
+    flash(`Uploaded ${u.filename}: ${u.assets.length} assets, ${u.rows} rows (${u.id}).`);
+    input.value = "";
+    await showUploads();
+    return;
+  }
+  err.textContent = await errorText(resp);
+  err.hidden = false;
+  input.setAttribute("aria-invalid", "true");
+}
+
+async function showSubmit(query) {
+  show("submit");
+  await loadUploadList();
+  const wanted = query.get("type");
+  if (wanted && state.types.some((t) => t.name === wanted) && $("#task-type").value !== wanted) {
+    $("#task-type").value = wanted;
+    clearErrors();
+    buildForm();
+  }
+  for (const select of $("#param-fields").querySelectorAll("select")) {
+    if (select.dataset.kind === "upload") fillUploadSelect(select, query.get("upload"));
   }
 }
 
@@ -379,7 +517,12 @@ async function route() {
   const hash = location.hash || "#/tasks";
   const m = hash.match(/^#\/tasks\/([0-9a-f-]{36})$/);
   if (m) { show("task"); await showTask(m[1]); return; }
-  if (hash.startsWith("#/submit")) { closeStreams(); show("submit"); return; }
+  if (hash.startsWith("#/submit")) {
+    closeStreams();
+    await showSubmit(new URLSearchParams(hash.split("?")[1] || ""));
+    return;
+  }
+  if (hash.startsWith("#/uploads")) { closeStreams(); show("uploads"); await showUploads(); return; }
   show("tasks");
   await loadTasks();
 }
@@ -390,6 +533,7 @@ async function start() {
   $("#whoami").textContent = (await me.json()).username;
   const resp = await api(`${API}/task-types`);
   state.types = await resp.json();
+  await loadUploadList();
   const select = $("#task-type");
   select.replaceChildren(...state.types.map((t) => el("option", { value: t.name }, `${t.title} (${t.name})`)));
   $("#filter-type").replaceChildren(el("option", { value: "" }, "any"), ...state.types.map((t) => el("option", { value: t.name }, t.name)));
@@ -403,6 +547,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#logout").addEventListener("click", () => logout("Logged out."));
   $("#task-type").addEventListener("change", () => { clearErrors(); buildForm(); });
   $("#submit-form").addEventListener("submit", submitTask);
+  $("#upload-form").addEventListener("submit", uploadFile);
   $("#filters").addEventListener("submit", (e) => { e.preventDefault(); state.cursors = [null]; state.page = 0; loadTasks(); });
   $("#page-next").addEventListener("click", () => { state.page += 1; loadTasks(); });
   $("#page-prev").addEventListener("click", () => { state.page = Math.max(0, state.page - 1); loadTasks(); });

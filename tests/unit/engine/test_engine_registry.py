@@ -3,9 +3,10 @@
 import json
 import time
 
+import numpy as np
 import pytest
 
-from finq_engine import TASK_TYPES, NullContext, get_task_type
+from finq_engine import TASK_TYPES, NullContext, PriceTable, get_task_type
 from finq_engine.jsonsafe import to_json
 
 EXPECTED = {
@@ -15,7 +16,16 @@ EXPECTED = {
     "portfolio_var",
     "cash_flow_analysis",
     "bond_analytics",
+    "csv_portfolio_analytics",
 }
+
+
+def example_table() -> PriceTable:
+    """What the worker would load for a type that reads an upload (here: 3 assets, 300 days)."""
+    rng = np.random.default_rng(3)
+    prices = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, (300, 3)), axis=0))
+    dates = tuple(str(np.datetime64("2024-01-01") + i) for i in range(300))
+    return PriceTable(dates, ("A", "B", "C"), prices)
 
 
 def test_all_task_types_registered() -> None:
@@ -31,7 +41,7 @@ def test_example_validates_runs_and_is_strict_json(name: str) -> None:
     task.parse(task.example)
     ctx = NullContext()
     started = time.perf_counter()
-    result = task.execute(task.example, ctx)
+    result = task.execute(task.example, ctx, example_table() if task.upload else None)
     assert time.perf_counter() - started < 1.0
     json.dumps(result, allow_nan=False)  # raises on NaN or infinity
     assert to_json(result) == result

@@ -1,0 +1,99 @@
+"""CSV price tables (`/api/v1/uploads`) for the csv_portfolio_analytics task type.
+
+The file is parsed and validated here, at once (finq_engine.prices), so a bad file is a 422
+naming the line and column now rather than a failed task later; the parsed matrix is stored
+in the database, and tasks refer to it by id. Uploads are private: every route looks the
+upload up by id and owner, and another user's upload answers 404, like a missing one.
+"""
+
+import re
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, HTTPException, Response, UploadFile, status
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy import func, select
+
+from finq_api.deps import CurrentUser, SessionDep, SettingsDep
+from finq_api.ratelimit import SubmitLimit
+from finq_api.schemas import UploadOut
+from finq_core.models import Upload
+from finq_core.uploads import find_upload, new_upload, upload_view
+from finq_engine import PriceTableError, parse_price_csv
+
+router = APIRouter(prefix="/api/v1/uploads", tags=["uploads"])
+MAX_UPLOADS_PER_USER = 100
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\]+")
+
+
+def _filename(raw: str | None) -> str:
+    """The base name the client gave, without folders or control characters."""
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    return _UNSAFE_NAME.sub("_", name).strip()[:255] or "upload.csv"
+
+
+def _file_error(message: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body", "file"), "msg": message,
+                                    "type": "value_error"}])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=UploadOut,
+             responses={413: {"description": "Larger than UPLOAD_MAX_BYTES"},
+                        422: {"description": "The CSV is not usable; `msg` says where"}})
+def create_upload(
+    file: Annotated[UploadFile, File(description="CSV: a date column (YYYY-MM-DD), then one "
+                                     "column of daily prices per asset")],
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    _: SubmitLimit,
+) -> Any:
+    """Parse and store a CSV of daily prices; answers 201 with its shape and id."""
+    data = file.file.read(settings.upload_max_bytes + 1)
+    if len(data) > settings.upload_max_bytes:
+        raise HTTPException(status_code=413, detail=f"The file is larger than "
+                            f"{settings.upload_max_bytes} bytes (UPLOAD_MAX_BYTES)")
+    try:
+        table = parse_price_csv(data, settings.upload_max_assets, settings.upload_max_rows)
+    except PriceTableError as exc:
+        raise _file_error(str(exc)) from None
+    count = session.scalar(select(func.count()).select_from(Upload)
+                           .where(Upload.owner == user.username)) or 0
+    if count >= MAX_UPLOADS_PER_USER:
+        raise HTTPException(status_code=409, detail=f"At most {MAX_UPLOADS_PER_USER} uploads "
+                            "per user; delete one first")
+    upload = new_upload(user.username, _filename(file.filename), table, len(data))
+    session.add(upload)
+    session.commit()
+    response.headers["Location"] = f"/api/v1/uploads/{upload.id}"
+    return upload_view(upload)
+
+
+@router.get("", response_model=list[UploadOut])
+def list_uploads(user: CurrentUser, session: SessionDep) -> Any:
+    """The caller's uploads, newest first (their data stays on the server)."""
+    rows = session.scalars(select(Upload).where(Upload.owner == user.username)
+                           .order_by(Upload.created_at.desc(), Upload.id))
+    return [upload_view(u) for u in rows]
+
+
+@router.get("/{upload_id}", response_model=UploadOut,
+            responses={404: {"description": "Not found"}})
+def get_upload(upload_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Any:
+    upload = find_upload(session, upload_id, user.username)
+    if upload is None:
+        raise HTTPException(status_code=404, detail="Upload not found")
+    return upload_view(upload)
+
+
+@router.delete("/{upload_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses={404: {"description": "Not found"}})
+def delete_upload(upload_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
+    """Remove an upload; tasks that name it and have not run yet will fail (not found)."""
+    upload = find_upload(session, upload_id, user.username)
+    if upload is None:
+        raise HTTPException(status_code=404, detail="Upload not found")
+    session.delete(upload)
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

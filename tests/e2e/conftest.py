@@ -1,0 +1,152 @@
+"""Real receivers for notifications, and the stack that is allowed to reach them.
+
+`receiver` is a threaded http.server on 127.0.0.1 that records every request and answers what
+a test scripted for its path (e.g. 500 then 200). `mailbox` is a real SMTP server (aiosmtpd)
+with a login. `notify_stack` is a local stack with WEBHOOK_ALLOW_PRIVATE=true (the receivers
+are on loopback) and SMTP_* pointing at the mailbox; the shared `stack` keeps the production
+default (false), against which loopback webhooks are refused.
+"""
+
+import email
+import email.policy
+import http.server
+import json
+import threading
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import LocalStack, start_stack, stop_stack
+from tests.helpers import free_port
+
+SMTP_USER = "finq-mailer"
+SMTP_PASSWORD = "mail-secret-123"
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """Records POSTs; answers the next scripted status for a path (200 when none is left)."""
+
+    base_url: str = ""
+    requests: list[Received] = field(default_factory=list)
+    scripts: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def new_path(self, *statuses: int) -> str:
+        path = f"/hook/{uuid.uuid4().hex}"
+        with self.lock:
+            self.scripts[path] = list(statuses)
+        return path
+
+    def at(self, path: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.requests if r.path == path]
+
+
+def _handler(receiver: Receiver) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with receiver.lock:
+                receiver.requests.append(Received(self.path, dict(self.headers), body))
+                script = receiver.scripts.get(self.path)
+                status = script.pop(0) if script else 200
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture(scope="session")
+def receiver() -> Iterator[Receiver]:
+    rec = Receiver()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(rec))
+    rec.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield rec
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass
+class Mailbox:
+    port: int
+    messages: list[tuple[str, list[str], EmailMessage, str | None]] = field(default_factory=list)
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for _, rcpts, m, _ in self.messages if address in rcpts]
+
+
+class _Handler:
+    def __init__(self, box: Mailbox) -> None:
+        self.box = box
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        login = session.auth_data.decode() if isinstance(session.auth_data, bytes) else (
+            session.auth_data)
+        self.box.messages.append((envelope.mail_from, list(envelope.rcpt_tos), msg, login))
+        return "250 OK"
+
+
+@pytest.fixture(scope="session")
+def mailbox() -> Iterator[Mailbox]:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str,
+                     data: Any) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and (data.login.decode(), data.password.decode()) \
+            == (SMTP_USER, SMTP_PASSWORD)
+        return AuthResult(success=ok, handled=False, auth_data=data.login if ok else None)
+
+    box = Mailbox(port=free_port())
+    controller = Controller(_Handler(box), hostname="127.0.0.1", port=box.port,
+                            authenticator=authenticate, auth_require_tls=False)
+    controller.start()
+    yield box
+    controller.stop()
+
+
+@pytest.fixture(scope="module")
+def notify_stack(mailbox: Mailbox, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[LocalStack]:
+    s = start_stack(tmp_path_factory.mktemp("notify") / "run", "--api-replicas", "1",
+                    "--worker-replicas", "1", env={
+                        "WORKER_CONCURRENCY": "2", "GUNICORN_WORKERS": "1",
+                        "RATE_LIMIT_ENABLED": "false", "DEFAULT_TASK_TIMEOUT": "20",
+                        "WEBHOOK_ALLOW_PRIVATE": "true", "NOTIFY_MAX_ATTEMPTS": "3",
+                        "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mailbox.port),
+                        "SMTP_TLS": "none", "SMTP_USERNAME": SMTP_USER,
+                        "SMTP_PASSWORD": SMTP_PASSWORD, "SMTP_FROM": "finq@test.example"})
+    yield s
+    stop_stack(s)
+
+
+def new_user(admin: httpx.Client, password: str = "correct horse battery") -> tuple[str, str]:
+    """A fresh account on the admin's stack: (username, password)."""
+    name = f"u{uuid.uuid4().hex[:10]}"
+    resp = admin.post("/api/v1/users", json={"username": name, "password": password})
+    assert resp.status_code == 201, resp.text
+    return name, password
