@@ -21,6 +21,10 @@ QUEUES = [p.value for p in (Priority.HIGH, Priority.NORMAL, Priority.LOW)]
 # Notifications have their own queue, polled before the others: a delivery is a few
 # milliseconds of I/O and should not wait behind minutes of queued calculations.
 NOTIFY_QUEUE = "notify"
+# Charts are drawn after the result is stored, by a task of their own on the queue polled
+# last: a chart costs more CPU than most calculations, and under load it must not slow them.
+CHART_TASK = "finq.chart"
+CHART_QUEUE = "charts"
 NOTIFY_CHANNELS = (("webhook", "webhook_url"), ("email", "email"))
 
 
@@ -39,7 +43,7 @@ def visibility_timeout(settings: Settings) -> int:
 def make_celery(settings: Settings) -> Celery:
     app = Celery("finq", broker=settings.redis_url)
     app.conf.update(
-        task_queues=[Queue(name) for name in (NOTIFY_QUEUE, *QUEUES)],
+        task_queues=[Queue(name) for name in (NOTIFY_QUEUE, *QUEUES, CHART_QUEUE)],
         task_default_queue=Priority.NORMAL.value,
         task_serializer="json",
         accept_content=["json"],
@@ -104,3 +108,10 @@ def enqueue_notifications(task_id: str, status: str, spec: dict[str, Any]) -> No
                 retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2,
                               "interval_max": 0.5},
             )
+
+
+def enqueue_chart(task_id: str) -> None:
+    """Queue the drawing of a successful task's chart; raises when Redis is down."""
+    celery_app.send_task(CHART_TASK, args=[task_id], queue=CHART_QUEUE, retry=True,
+                         retry_policy={"max_retries": 2, "interval_start": 0,
+                                       "interval_step": 0.2, "interval_max": 0.5})

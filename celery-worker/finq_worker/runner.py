@@ -5,10 +5,11 @@ made idempotent); validation and calculation errors fail at once with their mess
 infrastructure errors are retried by the caller with backoff; anything else fails the task
 alone, with its type and message recorded and the traceback kept in the worker's log.
 
-A successful result gets a chart (finq_worker.charts), rendered before the outcome is recorded
-and stored in the same transaction as SUCCESS, so whoever sees SUCCESS can fetch the chart; a
-chart that fails to render is logged and left out, never failing the task. A type that reads
-an upload gets its table here, looked up by id *and* the task's owner.
+A successful result gets a chart (finq_worker.charts) drawn afterwards by a `finq.chart` task
+on the queue polled last: drawing costs more CPU than most calculations, so under load it
+waits until the calculations are done, and a chart that fails to render is logged and left
+out, never failing the task. A type that reads an upload gets its table here, looked up by id
+*and* the task's owner.
 """
 
 import logging
@@ -19,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from finq_core import events, metrics
+from finq_core import broker, events, metrics
 from finq_core.config import get_settings
 from finq_core.db import session_scope
 from finq_core.models import FINAL_STATUSES, TaskChart, TaskStatus
@@ -85,14 +86,11 @@ def claim(task_id: uuid.UUID, worker: str) -> Claim | None:
 
 
 def finish(task_id: uuid.UUID, status: TaskStatus, message: str | None = None,
-           claim_info: Claim | None = None, *, chart: bytes | None = None,
-           **values: Any) -> bool:
+           claim_info: Claim | None = None, **values: Any) -> bool:
     """Record the outcome of a run (only if the record is still RUNNING: a cancel or another
-    delivery may have ended it first), with its chart if any, and count it."""
+    delivery may have ended it first) and count it."""
     with session_scope() as session:
         ok = transition(session, task_id, [TaskStatus.RUNNING], status, message, **values)
-        if ok and chart is not None:
-            session.merge(TaskChart(task_id=task_id, png=chart, created_at=utcnow()))
     if ok:
         if claim_info is not None:
             labels = (claim_info.type, claim_info.priority)
@@ -156,12 +154,39 @@ def execute(task_id: uuid.UUID, claim_info: Claim) -> None:
         return
     seconds = time.perf_counter() - started
     metrics.task_runtime.labels(claim_info.type).observe(seconds)
-    png = charts.render_safely(claim_info.type, claim_info.params, result, table,
-                               context=(str(task_id),))
-    finish(task_id, TaskStatus.SUCCESS, claim_info=claim_info, result=result, progress=1.0,
-           chart=png)
+    if finish(task_id, TaskStatus.SUCCESS, claim_info=claim_info, result=result, progress=1.0):
+        try:
+            broker.enqueue_chart(str(task_id))
+        except Exception as exc:  # the result is safe; only the picture is missing
+            log.warning("chart of %s not queued: %s", task_id, exc)
     log.info("task succeeded", extra={"task_id": str(task_id), "type": claim_info.type,
                                       "seconds": round(seconds, 4)})
+
+
+def draw_chart(task_id: uuid.UUID) -> bool:
+    """Render and store the chart of a successful task (the `finq.chart` task). Idempotent:
+    a task already drawn, or no longer SUCCESS, is left alone. A failure to draw is logged."""
+    with session_scope() as session:
+        task = get_task(session, task_id)
+        if task is None or task.status != TaskStatus.SUCCESS or task.result is None:
+            return False
+        if session.get(TaskChart, task_id) is not None:
+            return False
+        claim_info = Claim(task.type, dict(task.params), task.attempts, task.max_retries,
+                           task.priority, owner=task.owner)
+        result = dict(task.result)
+    task_type = get_task_type(claim_info.type)
+    table = None
+    if task_type is not None and task_type.upload is not None:
+        table = load_upload(task_type, claim_info)
+    png = charts.render_safely(claim_info.type, claim_info.params, result, table,
+                               context=(str(task_id),))
+    if png is None:
+        return False
+    with session_scope() as session:
+        if get_task(session, task_id) is not None:
+            session.merge(TaskChart(task_id=task_id, png=png, created_at=utcnow()))
+    return True
 
 
 def load_upload(task_type: TaskType, claim_info: Claim) -> PriceTable | None:

@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from finq_core import metrics
-from finq_core.broker import RUN_TASK, celery_app, retry_backoff_cap
+from finq_core.broker import CHART_TASK, RUN_TASK, celery_app, retry_backoff_cap
 from finq_core.config import get_settings
 from finq_core.logs import request_id_var
 from finq_core.models import TaskStatus
@@ -95,3 +95,13 @@ def _public_message(exc: BaseException) -> str:
     return "internal error while running the task; see the worker log"
 
 
+
+
+@celery_app.task(name=CHART_TASK)
+def draw_chart(task_id: str) -> None:
+    """Draw a successful task's chart (queued by the runner after SUCCESS). Never raises: a
+    missing chart is a cosmetic loss, logged by the runner."""
+    try:
+        runner.draw_chart(uuid.UUID(task_id))
+    except Exception:
+        log.exception("chart of %s could not be stored", task_id)

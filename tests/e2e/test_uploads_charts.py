@@ -16,6 +16,17 @@ from tests.conftest import LocalStack
 from tests.e2e.client import login, submit, wait_final
 from tests.e2e.conftest import new_user
 from tests.e2e.tasks import QUICK_LOAN
+from tests.helpers import wait_until
+
+
+def wait_chart(client: httpx.Client, task_id: str) -> httpx.Response:
+    """Charts are drawn just after SUCCESS, on the workers' last queue."""
+
+    def probe() -> httpx.Response | None:
+        resp = client.get(f"/api/v1/tasks/{task_id}/chart.png")
+        return resp if resp.status_code == 200 else None
+
+    return wait_until(probe, 30, 0.1, what=f"the chart of {task_id}")
 
 pytestmark = pytest.mark.e2e
 
@@ -126,8 +137,7 @@ def test_csv_analytics_end_to_end_with_chart(alice: httpx.Client, bob: httpx.Cli
     history = [e["status"] for e in alice.get(f"/api/v1/tasks/{task['id']}/history").json()]
     assert history == ["PENDING", "RUNNING", "SUCCESS"]
 
-    chart = alice.get(f"/api/v1/tasks/{task['id']}/chart.png")
-    assert chart.status_code == 200
+    chart = wait_chart(alice, task["id"])
     assert chart.headers["content-type"] == "image/png"
     assert chart.headers["cache-control"].startswith("private")
     assert chart.content.startswith(b"\x89PNG\r\n\x1a\n")
@@ -184,8 +194,7 @@ def test_every_type_gets_a_chart_and_deleting_the_task_removes_it(alice: httpx.C
            if name != "csv_portfolio_analytics"}
     for name, task_id in ids.items():
         assert wait_final(alice, task_id)["status"] == "SUCCESS", name
-        chart = alice.get(f"/api/v1/tasks/{task_id}/chart.png")
-        assert chart.status_code == 200, name
+        chart = wait_chart(alice, task_id)
         assert chart.content.startswith(b"\x89PNG"), name
     mc = alice.get(f"/api/v1/tasks/{ids['monte_carlo_option']}").json()["result"]
     assert sum(mc["payoff_histogram"]["counts"]) == mc["payoff_histogram"]["sampled"]

@@ -361,10 +361,18 @@ async function showTask(id) {
       if (Array.isArray(v) && v.length && typeof v[0] === "object" && v[0] !== null && !Array.isArray(v[0])) parts.push(rowsTable(k, v));
     }
     box.replaceChildren(...parts);
-    const chart = await api(`${API}/tasks/${id}/chart.png`);
-    if (chart.ok) {
-      $("#task-chart").src = URL.createObjectURL(await chart.blob());
-      $("#task-chart-card").hidden = false;
+    // The chart is drawn just after the result (on the workers' last queue): ask again with
+    // a growing pause until it exists, for as long as this task is on screen.
+    for (let attempt = 0, pause = 300; attempt < 40; attempt += 1, pause = Math.min(pause * 1.5, 5000)) {
+      if (location.hash !== `#/tasks/${id}`) return;
+      const chart = await api(`${API}/tasks/${id}/chart.png`);
+      if (chart.ok) {
+        $("#task-chart").src = URL.createObjectURL(await chart.blob());
+        $("#task-chart-card").hidden = false;
+        return;
+      }
+      if (chart.status !== 404 || t.status !== "SUCCESS") return;
+      await new Promise((resolve) => { setTimeout(resolve, pause); });
     }
   };
   $("#task-chart-card").hidden = true;
