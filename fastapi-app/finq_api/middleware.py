@@ -2,6 +2,7 @@
 security headers, and a hard bound on request bodies."""
 
 import json
+import logging
 import os
 import re
 import socket
@@ -19,6 +20,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+log = logging.getLogger("finq.api")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 SERVED_BY = os.environ.get("API_NAME") or socket.gethostname()
 
@@ -110,6 +112,15 @@ class EdgeMiddleware:
             await self.app(scope, limited_receive, send_observed)
         except TooLarge:
             status = 413
+        except Exception as exc:
+            # Answered here rather than by Starlette's outermost error middleware, which runs
+            # outside this one: the client still gets the request id and the headers.
+            if started:
+                raise
+            log.error("unhandled error on %s %s", scope.get("method"), scope.get("path"),
+                      exc_info=exc)
+            status = 500
+            await self._error(send, 500, "Internal server error", rid)
         finally:
             request_id_var.reset(token)
             route = scope.get("route")
@@ -120,9 +131,11 @@ class EdgeMiddleware:
                 time.perf_counter() - started_at)
 
     async def _too_large(self, send: Send, rid: str) -> None:
-        body = json.dumps({"detail": f"Request body larger than {self.max_body} bytes",
-                           "request_id": rid}).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [
+        await self._error(send, 413, f"Request body larger than {self.max_body} bytes", rid)
+
+    async def _error(self, send: Send, status: int, detail: str, rid: str) -> None:
+        body = json.dumps({"detail": detail, "request_id": rid}).encode()
+        await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
             (b"x-request-id", rid.encode()), (b"content-security-policy", CSP),
             *SECURITY_HEADERS]})
