@@ -1,0 +1,147 @@
+"""Measure what each row of the load-test mix costs on one core, in-process.
+
+    .venv/bin/python loadtest/calibrate.py            a table and the weighted mean
+    .venv/bin/python loadtest/calibrate.py --json     the same, machine-readable (bench_stack.py)
+
+Runs exactly what a worker process runs for a task's calculation (`TaskType.execute`:
+validation, the NumPy calculation, the JSON-safe result) with BLAS/OpenMP threads capped at 1
+and the process pinned to one CPU, like a worker pool process. CPU time (`process_time`) is
+used, not wall time, so other load on the machine inflates the figures less; the median of
+several repeats is kept. Copy the measured `cpu_ms` into MIX (loadtest/locustfile.py) after
+changing a row, and keep the weighted mean near 100 ms.
+
+The worker also renders a PNG chart of each successful result (finq_worker.charts, when
+present): `chart_ms` times that too, separately, since it is work the worker does per task
+that the calculation's cost does not show.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before NumPy loads (through finq_engine): one BLAS thread, as in the workers.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+             "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "celery-worker")]
+
+from locustfile import MIX, Mix  # noqa: E402
+
+from finq_engine import NullContext, get_task_type  # noqa: E402
+
+
+def _chart_renderer() -> Any:
+    """finq_worker.charts.render_safely, warmed up like a worker does; None without charts."""
+    try:
+        from finq_worker import charts
+    except ImportError:
+        return None
+    render = getattr(charts, "render_safely", None)
+    if render is not None and hasattr(charts, "warm_up"):
+        charts.warm_up()
+    return render
+
+
+def _median_cpu_ms(run: Any, repeats: int, min_seconds: float) -> tuple[float, float, int]:
+    cpu: list[float] = []
+    wall: list[float] = []
+    spent = 0.0
+    while len(cpu) < repeats or (spent < min_seconds and len(cpu) < 50):
+        c0, w0 = time.process_time(), time.perf_counter()
+        run()
+        cpu.append((time.process_time() - c0) * 1000.0)
+        wall.append((time.perf_counter() - w0) * 1000.0)
+        spent += cpu[-1] / 1000.0
+    return statistics.median(cpu), statistics.median(wall), len(cpu)
+
+
+def time_chart(render: Any, entry: Mix, result: dict[str, Any], repeats: int) -> float | None:
+    """Median CPU ms of the worker's chart of one result; None when the type has none."""
+    try:
+        if render(entry.type, entry.params, result) is None:
+            return None
+        return _median_cpu_ms(lambda: render(entry.type, entry.params, result), repeats, 0)[0]
+    except Exception:  # charts are optional: a signature that changed means no figure
+        return None
+
+
+def time_entry(entry: Mix, repeats: int, min_seconds: float,
+               render: Any = None) -> dict[str, Any]:
+    """Median CPU ms of one execution of the row (after one warm-up run)."""
+    task_type = get_task_type(entry.type)
+    row: dict[str, Any] = {"type": entry.type, "weight": entry.weight, "size": entry.size,
+                           "table_cpu_ms": entry.cpu_ms, "params": entry.params}
+    if task_type is None:
+        row.update(cpu_ms=None, wall_ms=None, error="not registered in finq_engine")
+        return row
+    try:
+        result = task_type.execute(entry.params, NullContext())
+    except Exception as exc:  # a row the engine rejects: report it, keep going
+        row.update(cpu_ms=None, wall_ms=None, error=f"{type(exc).__name__}: {exc}"[:300])
+        return row
+    cpu, wall, runs = _median_cpu_ms(lambda: task_type.execute(entry.params, NullContext()),
+                                     repeats, min_seconds)
+    row.update(cpu_ms=cpu, wall_ms=wall, runs=runs,
+               chart_ms=time_chart(render, entry, result, 3) if render else None)
+    return row
+
+
+def calibrate(repeats: int = 5, min_seconds: float = 0.3, charts: bool = True
+              ) -> dict[str, Any]:
+    render = _chart_renderer() if charts else None
+    rows = [time_entry(m, repeats, min_seconds, render) for m in MIX]
+    timed = [r for r in rows if r["cpu_ms"] is not None]
+    weight = sum(r["weight"] for r in timed)
+    mean = sum(r["weight"] * r["cpu_ms"] for r in timed) / weight if weight else None
+    chart_mean = (sum(r["weight"] * (r.get("chart_ms") or 0.0) for r in timed) / weight
+                  if weight and render else None)
+    return {"cpu": sorted(os.sched_getaffinity(0)), "rows": rows, "mean_cpu_ms": mean,
+            "mean_chart_ms": chart_mean,
+            "table_mean_cpu_ms": sum(m.weight * m.cpu_ms for m in MIX)
+            / sum(m.weight for m in MIX)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cpu", type=int, default=None,
+                        help="pin to this CPU (default: the first one allowed)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--min-seconds", type=float, default=0.3,
+                        help="repeat a row until it consumed this much CPU (at most 50 runs)")
+    parser.add_argument("--no-charts", action="store_true",
+                        help="do not time the worker's charts")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    cpu = args.cpu if args.cpu is not None else min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    out = calibrate(args.repeats, args.min_seconds, charts=not args.no_charts)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"{'type':<20}{'weight':>7}{'cpu ms':>9}{'table':>8}{'chart ms':>10}  size")
+    for r in out["rows"]:
+        measured = f"{r['cpu_ms']:.2f}" if r["cpu_ms"] is not None else "-"
+        chart = f"{r['chart_ms']:.1f}" if r.get("chart_ms") is not None else "-"
+        print(f"{r['type']:<20}{r['weight']:>7}{measured:>9}{r['table_cpu_ms']:>8.2f}"
+              f"{chart:>10}  {r['size']}{'  ' + r['error'] if r.get('error') else ''}")
+    if out["mean_cpu_ms"] is not None:
+        print(f"weighted mean: {out['mean_cpu_ms']:.1f} ms measured on CPU {cpu} "
+              f"(table: {out['table_mean_cpu_ms']:.1f} ms)")
+    if out["mean_chart_ms"]:
+        print(f"the worker's chart of each result adds {out['mean_chart_ms']:.1f} ms on average")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
