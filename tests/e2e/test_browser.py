@@ -227,7 +227,9 @@ def test_cancel_a_scheduled_task_from_the_list(page: WebDriver) -> None:
     shot(page, "tasks")
     page.find_element(By.CSS_SELECTOR, f"{row} [data-action=cancel]").click()
     until(page, lambda d: text(d, f"{row} .badge") == "CANCELLED", 30, "CANCELLED")
-    assert f"Cancel requested for {task_id}" in text(page, "#flash")
+    # The badge may turn first (the SSE stream), the message when the cancel's answer arrives.
+    until(page, lambda d: f"Cancel requested for {task_id}" in text(d, "#flash"), 30,
+          "the cancel message")
     page.execute_script("document.querySelector('#run-at').value = '';")
 
 
