@@ -40,8 +40,14 @@ if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]
 fi
 echo "bootstrap: creating the virtualenv in .venv (pinned by requirements.lock)"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-.venv/bin/python -m pip install -q -c requirements.lock -e '.[api,worker,dev]' 2>&1 \
-  | grep -v '^WARNING: Location' || true
+# pip's own chatter (and setuptools' editable-build notices) goes to a log, shown on failure.
+log=.venv/install.log
+if ! { .venv/bin/python -m pip install -q --upgrade pip \
+       && .venv/bin/python -m pip install -q -c requirements.lock -e '.[api,worker,dev]'; } \
+     > "$log" 2>&1; then
+  cat "$log" >&2
+  echo "bootstrap: pip install failed (log above, also in $log)" >&2
+  exit 1
+fi
 .venv/bin/python -c 'import finq_api.main, finq_worker.app' >/dev/null
 echo "$want" > "$stamp"
