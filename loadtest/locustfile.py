@@ -386,6 +386,9 @@ def _registered_types(environment: Environment) -> set[str] | None:
         return None
 
 
+_UI_TIMERS: list[gevent.Greenlet] = []
+
+
 @events.test_start.add_listener
 def _on_test_start(environment: Environment, **_: Any) -> None:
     global STATE
@@ -396,6 +399,19 @@ def _on_test_start(environment: Environment, **_: Any) -> None:
     except SystemExit:
         STATE = previous
         raise
+    # Bounded in time in the web UI too, even when a run is started without a run time:
+    # --run-time (the script's DURATION) stops it.
+    options = environment.parsed_options
+    if (options is not None and not options.headless and options.run_time
+            and environment.runner is not None):
+        _UI_TIMERS.append(gevent.spawn_later(options.run_time, environment.runner.stop))
+
+
+def _cancel_ui_timers() -> None:
+    for timer in _UI_TIMERS:
+        if timer is not gevent.getcurrent():
+            timer.kill(block=False)
+    _UI_TIMERS.clear()
 
 
 @events.test_stopping.add_listener
@@ -429,6 +445,7 @@ def _on_test_stop(environment: Environment, **_: Any) -> None:
     if runner is not None and (runner.errors or runner.exceptions):
         problems.append("errors in the locustfile (see the exceptions report)")
     environment.process_exit_code = 1 if problems else 0
+    _cancel_ui_timers()
 
 
 @events.quit.add_listener

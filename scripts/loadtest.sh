@@ -4,8 +4,8 @@
 #   scripts/loadtest.sh          headless, bounded by DURATION (+ GRACE); CSV + HTML report in
 #                                $RUN_DIR/loadtest/; exits non-zero when completed tasks/s <
 #                                MIN_TASKS_PER_SEC or any task failed, was lost or rejected
-#   scripts/loadtest.sh --ui     the Locust web UI on 127.0.0.1:8089, same users; each run it
-#                                starts stops by itself after DURATION
+#   scripts/loadtest.sh --ui     the Locust web UI on 127.0.0.1:8089, same users; every run
+#                                started there stops by itself after DURATION (+ GRACE)
 #
 # Variables (defaults): USERS (24: tasks in flight, 2 per worker process of the default stack),
 # SPAWN_RATE (USERS per second), DURATION (60s), GRACE (30: seconds in-flight tasks may take to
