@@ -136,9 +136,14 @@ def choose_type(driver: WebDriver, name: str) -> None:
     Select(driver.find_element(By.ID, "task-type")).select_by_value(name)
 
 
-def task_id_from_url(driver: WebDriver) -> str:
-    until(driver, lambda d: "#/tasks/" in d.current_url, what="the task page")
-    return str(driver.current_url.rsplit("/", 1)[-1])
+def task_id_from_url(driver: WebDriver, before: str) -> str:
+    """The id of the task page the browser went to after a submit: a page other than `before`
+    (the previous task's page may still be on screen when the click returns), showing its id."""
+    until(driver, lambda d: "#/tasks/" in d.current_url and d.current_url != before,
+          what="the new task's page")
+    task_id = str(driver.current_url.rsplit("/", 1)[-1])
+    until(driver, lambda d: task_id in text(d, "#task-title"), what="the new task's title")
+    return task_id
 
 
 def test_submit_monte_carlo_watch_progress_and_see_the_chart(page: WebDriver) -> None:
@@ -148,8 +153,9 @@ def test_submit_monte_carlo_watch_progress_and_see_the_chart(page: WebDriver) ->
     assert page.find_element(By.CSS_SELECTOR, "label[for=param-paths]").text.startswith("Paths")
     shot(page, "submit", height=2700)
     page.execute_script(WATCH_PROGRESS)
+    before = page.current_url
     page.find_element(By.ID, "submit-button").click()
-    task_id = task_id_from_url(page)
+    task_id = task_id_from_url(page, before)
     until(page, lambda d: any(0 < v < 1 for v in d.execute_script("return window.__progress")),
           60, "the progress bar to move")
     until(page, lambda d: text(d, "#task-status") == "SUCCESS", 120, "SUCCESS")
@@ -195,8 +201,9 @@ def test_upload_a_csv_and_analyse_it(page: WebDriver, tmp_path: Path) -> None:
     select = Select(page.find_element(By.ID, "param-upload_id"))
     assert select.first_selected_option.get_attribute("value") == upload_id
     field(page, "param-weights", "0.5, 0.3, 0.2")
+    before = page.current_url
     page.find_element(By.ID, "submit-button").click()
-    task_id_from_url(page)
+    task_id_from_url(page, before)
     until(page, lambda d: text(d, "#task-status") == "SUCCESS", 60, "SUCCESS")
     until(page, lambda d: not d.find_element(By.ID, "task-chart-card").get_attribute("hidden")
           and d.execute_script("return document.querySelector('#task-chart').naturalWidth")
@@ -218,8 +225,9 @@ def test_cancel_a_scheduled_task_from_the_list(page: WebDriver) -> None:
         "const d = new Date(Date.now() + 3600e3), p = (n) => String(n).padStart(2, '0');"
         "document.querySelector('#run-at').value = `${d.getFullYear()}-${p(d.getMonth() + 1)}"
         "-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;")
+    before = page.current_url
     page.find_element(By.ID, "submit-button").click()
-    task_id = task_id_from_url(page)
+    task_id = task_id_from_url(page, before)
     until(page, lambda d: text(d, "#task-status") == "PENDING", 30, "PENDING")
     go(page, "#/tasks")
     row = f"tr[data-task='{task_id}']"
