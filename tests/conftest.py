@@ -118,7 +118,9 @@ def postgres_url() -> Iterator[str]:
     wait_until(_ready, 30, 0.2, what="throwaway PostgreSQL")
     engine.dispose()
     yield url
-    proc.send_signal(signal.SIGINT)  # fast shutdown
+    # pg_ctl stops the server itself: a signal to `runuser` does not always reach postgres.
+    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "stop", "-m", "fast"],
+                   check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
     try:
         proc.wait(20)
     except subprocess.TimeoutExpired:
