@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_from: str = "finq@localhost"
+    smtp_ca_file: str | None = None
 
     @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
@@ -72,7 +73,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("webhook_secret", "smtp_host", "smtp_username", "smtp_password",
-                     mode="before")
+                     "smtp_ca_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """`SMTP_HOST=` in an env file means "not configured", not the empty host name."""

@@ -99,6 +99,7 @@ def _fire_one(schedule_id: uuid.UUID, now: datetime) -> bool:
                 max_retries=schedule.max_retries, status=TaskStatus.PENDING.value,
                 scheduled_for=run_at, schedule_id=schedule.id, created_at=now,
                 idempotency_key=f"schedule:{schedule.id}:{run_at.isoformat()}",
+                notify=schedule.notify,
             )
             session.add(task)
             session.flush()

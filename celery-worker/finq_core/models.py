@@ -156,6 +156,8 @@ class Schedule(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_run_at: Mapped[datetime | None] = mapped_column()
     next_run_at: Mapped[datetime] = mapped_column()
+    # Copied into every task the schedule creates (see Task.notify).
+    notify: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
 
 class Upload(Base):

@@ -210,16 +210,18 @@ def send_email(settings: Settings, to: str, subject: str, text: str) -> None:
     msg["Subject"] = subject
     msg.set_content(text)
     timeout = settings.notify_timeout_seconds
+    tls = _smtp_tls_context(settings) if settings.smtp_tls != "none" else None
     try:
         smtp: smtplib.SMTP
         if settings.smtp_tls == "ssl":
             smtp = smtplib.SMTP_SSL(settings.smtp_host, settings.smtp_port, timeout=timeout,
-                                    context=ssl.create_default_context())
+                                    context=tls)
         else:
             smtp = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=timeout)
         with smtp:
             if settings.smtp_tls == "starttls":
-                smtp.starttls(context=ssl.create_default_context())
+                # Raises when the server offers no STARTTLS: never falls back to plain text.
+                smtp.starttls(context=tls)
             if settings.smtp_username:
                 smtp.login(settings.smtp_username, settings.smtp_password or "")
             smtp.send_message(msg)
@@ -233,6 +235,16 @@ def send_email(settings: Settings, to: str, subject: str, text: str) -> None:
                              all(c < 500 for c in codes)) from None
     except (OSError, smtplib.SMTPException) as exc:
         raise DeliveryFailed(f"{type(exc).__name__}: {exc}", True) from None
+
+
+def _smtp_tls_context(settings: Settings) -> ssl.SSLContext:
+    """Verifies the server's certificate and host name: against SMTP_CA_FILE when it is set
+    (e.g. a private CA), the system's CAs otherwise."""
+    try:
+        return ssl.create_default_context(cafile=settings.smtp_ca_file)
+    except OSError as exc:  # ssl.SSLError too: a missing or unreadable file is not transient
+        raise DeliveryFailed(f"SMTP_CA_FILE {settings.smtp_ca_file!r} cannot be used: {exc}",
+                             False) from None
 
 
 def _text(value: Any) -> str:

@@ -166,6 +166,9 @@ class ScheduleCreate(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = Priority.NORMAL
     max_retries: int | None = Field(default=None, ge=0, le=10)
+    notify: NotifySpec | None = Field(
+        default=None, description="Notifications for every task the schedule creates, when it "
+        "reaches a final status (the same rules as a task's notify).")
 
 
 class ScheduleOut(BaseModel):
@@ -180,6 +183,7 @@ class ScheduleOut(BaseModel):
     created_at: datetime
     last_run_at: datetime | None
     next_run_at: datetime
+    notify: dict[str, str] | None = None
 
 
 class Token(BaseModel):

@@ -7,8 +7,6 @@ are on loopback) and SMTP_* pointing at the mailbox; the shared `stack` keeps th
 default (false), against which loopback webhooks are refused.
 """
 
-import email
-import email.policy
 import http.server
 import json
 import threading
@@ -16,17 +14,13 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import LocalStack, start_stack, stop_stack
-from tests.helpers import free_port
-
-SMTP_USER = "finq-mailer"
-SMTP_PASSWORD = "mail-secret-123"
+from tests.mailserver import SMTP_PASSWORD, SMTP_USER, Mailbox, smtp_server
 
 
 @dataclass
@@ -89,44 +83,10 @@ def receiver() -> Iterator[Receiver]:
     server.server_close()
 
 
-@dataclass
-class Mailbox:
-    port: int
-    messages: list[tuple[str, list[str], EmailMessage, str | None]] = field(default_factory=list)
-
-    def to(self, address: str) -> list[EmailMessage]:
-        return [m for _, rcpts, m, _ in self.messages if address in rcpts]
-
-
-class _Handler:
-    def __init__(self, box: Mailbox) -> None:
-        self.box = box
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        login = session.auth_data.decode() if isinstance(session.auth_data, bytes) else (
-            session.auth_data)
-        self.box.messages.append((envelope.mail_from, list(envelope.rcpt_tos), msg, login))
-        return "250 OK"
-
-
 @pytest.fixture(scope="session")
 def mailbox() -> Iterator[Mailbox]:
-    from aiosmtpd.controller import Controller
-    from aiosmtpd.smtp import AuthResult, LoginPassword
-
-    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str,
-                     data: Any) -> AuthResult:
-        ok = isinstance(data, LoginPassword) and (data.login.decode(), data.password.decode()) \
-            == (SMTP_USER, SMTP_PASSWORD)
-        return AuthResult(success=ok, handled=False, auth_data=data.login if ok else None)
-
-    box = Mailbox(port=free_port())
-    controller = Controller(_Handler(box), hostname="127.0.0.1", port=box.port,
-                            authenticator=authenticate, auth_require_tls=False)
-    controller.start()
-    yield box
-    controller.stop()
+    with smtp_server(auth_require_tls=False) as box:
+        yield box
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,10 @@ import sqlalchemy as sa
 
 from tests.conftest import LocalStack
 from tests.e2e.client import login, submit, wait_final
-from tests.e2e.conftest import SMTP_USER, Mailbox, Receiver
+from tests.e2e.conftest import Receiver
 from tests.e2e.tasks import QUICK_LOAN
 from tests.helpers import wait_until
+from tests.mailserver import SMTP_USER, Mailbox
 
 pytestmark = pytest.mark.e2e
 
@@ -84,7 +85,7 @@ def test_signed_webhook_retried_after_a_500_and_an_email(
     assert message["From"] == "finq@test.example"
     text = message.get_content()
     assert json.loads(text[text.index("{"):])["id"] == task["id"]
-    assert any(login == SMTP_USER for _, _, _, login in mailbox.messages)
+    assert any(m.login == SMTP_USER for m in mailbox.messages)
 
 
 def test_cancel_and_failure_notify_and_permanent_errors_are_not_retried(
@@ -117,6 +118,29 @@ def test_cancel_and_failure_notify_and_permanent_errors_are_not_retried(
         (1, "retrying", 503), (2, "retrying", 503), (3, "failed", 503)]
     assert all(d["task_status"] == "FAILED" for d in attempts)
     assert len(receiver.at(down_path)) == 3
+
+
+def test_a_schedules_runs_notify_its_targets(admin: httpx.Client, receiver: Receiver) -> None:
+    """A schedule's notify is stored with it and copied into every task it creates."""
+    path = receiver.new_path()
+    notify = {"webhook_url": receiver.base_url + path}
+    resp = admin.post("/api/v1/schedules", json={
+        "name": "notified", "cron": "* * * * * */2", "type": "loan_amortization",
+        "params": QUICK_LOAN, "notify": notify})
+    assert resp.status_code == 201, resp.text
+    schedule = resp.json()
+    try:
+        assert schedule["notify"] == notify
+        listed = {s["id"]: s for s in admin.get("/api/v1/schedules").json()}
+        assert listed[schedule["id"]]["notify"] == notify
+        hook = wait_until(lambda: receiver.at(path), 30, 0.2, what="a scheduled run's webhook")
+    finally:
+        assert admin.delete(f"/api/v1/schedules/{schedule['id']}").status_code == 204
+    sent = hook[0].json()
+    assert sent["status"] == "SUCCESS" and sent["notify"] == notify
+    assert sent["idempotency_key"].startswith(f"schedule:{schedule['id']}:")
+    (d,) = [d for d in settled(admin, sent["id"], 1) if d["status"] in SETTLED]
+    assert (d["channel"], d["status"]) == ("webhook", "delivered")
 
 
 def test_bad_targets_answer_422_naming_the_field(admin: httpx.Client) -> None:
@@ -165,6 +189,17 @@ def test_loopback_and_private_webhooks_are_refused_at_submission(
     assert mail.status_code == 422
     assert mail.json()["detail"][0]["loc"] == ["body", "notify", "email"]
     assert "SMTP_HOST" in mail.json()["detail"][0]["msg"]
+    # A schedule's notify goes through the same checks; nothing is stored when refused.
+    for notify, field, needle in (({"webhook_url": receiver.base_url + "/hook"}, "webhook_url",
+                                   "resolves to 127.0.0.1"),
+                                  ({"email": "a@b.example"}, "email", "SMTP_HOST")):
+        resp = shared_admin.post("/api/v1/schedules", json={
+            "name": "refused", "cron": "* * * * *", "type": "loan_amortization",
+            "params": QUICK_LOAN, "notify": notify})
+        assert resp.status_code == 422, resp.text
+        (err,) = resp.json()["detail"]
+        assert err["loc"] == ["body", "notify", field] and needle in err["msg"], err
+    assert "refused" not in {s["name"] for s in shared_admin.get("/api/v1/schedules").json()}
 
 
 def test_the_target_is_checked_again_at_send_time(

@@ -52,6 +52,7 @@ def test_migrations_create_every_table(engine: Engine) -> None:
     tables = set(inspect(engine).get_table_names())
     assert {"users", "tasks", "task_events", "schedules", "alembic_version", "uploads",
             "task_charts", "task_deliveries"} <= tables
+    assert "notify" in {c["name"] for c in inspect(engine).get_columns("schedules")}
 
 
 def test_defaults_and_aware_timestamps(session: Session) -> None:
