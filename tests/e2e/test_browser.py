@@ -1,7 +1,8 @@
 """The web page in a real headless Chromium (Debian's chromium and chromium-driver), against
 the shared stack through nginx: log in, submit from the form and watch the progress bar,
-see the chart, upload a CSV and analyse it, cancel a scheduled task, retry a failed one, and
-never see another user's tasks or uploads. Every wait is a condition with a deadline.
+see the chart, upload a CSV and analyse it, cancel a scheduled task, retry a failed one,
+delete a finished one, create and delete a schedule, manage accounts as an admin, and never
+see another user's tasks or uploads. Every wait is a condition with a deadline.
 
 The screenshots in docs/screenshots/ (shown in the README) are written by these tests, on
 every run, so they always show the page as it is.
@@ -12,6 +13,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -101,7 +104,11 @@ def page(browser: WebDriver, stack: LocalStack, accounts: dict[str, tuple[str, s
 
 def until(driver: WebDriver, condition: Callable[[WebDriver], Any], timeout: float = 30,
           what: str = "condition") -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition, message=what)
+    # A list re-rendered between finding an element and reading it (a refresh after an
+    # action, an SSE update) leaves a stale reference: look again at the next poll.
+    return WebDriverWait(driver, timeout, poll_frequency=0.05,
+                         ignored_exceptions=(StaleElementReferenceException,)
+                         ).until(condition, message=what)
 
 
 def shot(driver: WebDriver, name: str, height: int | None = None) -> None:
@@ -113,6 +120,50 @@ def shot(driver: WebDriver, name: str, height: int | None = None) -> None:
     driver.save_screenshot(str(SHOTS / f"{name}.png"))
     if height:
         driver.set_window_size(*DESKTOP)
+
+
+def sign_in(driver: WebDriver, username: str, password: str) -> None:
+    """Log in through the form (logging out first when someone is logged in)."""
+    if driver.find_element(By.ID, "logout").is_displayed():
+        driver.find_element(By.ID, "logout").click()
+    until(driver, lambda d: d.find_element(By.ID, "login-username").is_displayed())
+    field(driver, "login-username", username)
+    field(driver, "login-password", password)
+    driver.find_element(By.ID, "login-submit").click()
+    until(driver, lambda d: d.find_element(By.ID, "whoami").text == username, what="logged in")
+
+
+@contextmanager
+def new_tab(driver: WebDriver, url: str) -> Iterator[WebDriver]:
+    """A fresh tab (its own sessionStorage, so its own login) at `url`; closed afterwards,
+    back to the tab that was in front."""
+    first = driver.current_window_handle
+    driver.switch_to.new_window("tab")
+    try:
+        driver.get(url)
+        yield driver
+    finally:
+        driver.close()
+        driver.switch_to.window(first)
+
+
+def confirm(driver: WebDriver, accept: bool = True) -> str:
+    """Answer the page's confirm() dialog; returns its text."""
+    alert = until(driver, lambda d: d.switch_to.alert, 10, "the confirm dialog")
+    message = str(alert.text)
+    if accept:
+        alert.accept()
+    else:
+        alert.dismiss()
+    return message
+
+
+def shot_of(driver: WebDriver, name: str, css: str) -> None:
+    """Screenshot of one element (scrolled into view), e.g. a part of a long form."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    element = driver.find_element(By.CSS_SELECTOR, css)
+    driver.execute_script("arguments[0].scrollIntoView(); document.activeElement.blur();", element)
+    element.screenshot(str(SHOTS / f"{name}.png"))
 
 
 def go(driver: WebDriver, hash_: str) -> None:
@@ -151,7 +202,7 @@ def test_submit_monte_carlo_watch_progress_and_see_the_chart(page: WebDriver) ->
     field(page, "param-paths", MC_PATHS)
     field(page, "param-steps", MC_STEPS)
     assert page.find_element(By.CSS_SELECTOR, "label[for=param-paths]").text.startswith("Paths")
-    shot(page, "submit", height=2700)
+    shot(page, "submit", height=2800)
     page.execute_script(WATCH_PROGRESS)
     before = page.current_url
     page.find_element(By.ID, "submit-button").click()
@@ -289,7 +340,7 @@ def test_readable_on_a_phone_and_usable_with_the_keyboard(page: WebDriver) -> No
     page.set_window_size(390, 844)
     try:
         for hash_, view in (("#/submit", "view-submit"), ("#/tasks", "view-tasks"),
-                            ("#/uploads", "view-uploads")):
+                            ("#/uploads", "view-uploads"), ("#/schedules", "view-schedules")):
             go(page, hash_)
             until(page, lambda d, v=view: d.find_element(By.ID, v).is_displayed())
             overflow = page.execute_script(
@@ -308,6 +359,7 @@ def test_readable_on_a_phone_and_usable_with_the_keyboard(page: WebDriver) -> No
             "return [...document.querySelectorAll('#submit-form *')].filter(e => e.tabIndex >= 0"
             " && !e.disabled && e.offsetParent !== null).map(e => e.id)")
         assert "submit-button" in reachable and "notify-webhook" in reachable
+        assert "repeat" in reachable
     finally:
         page.set_window_size(*DESKTOP)
 
@@ -332,3 +384,189 @@ def test_deliveries_show_on_the_task_page(page: WebDriver, stack: LocalStack,
           30, "the refused delivery")
     row = text(page, "#task-deliveries tbody tr")
     assert "webhook" in row and "CANCELLED" in row and "resolves to 127.0.0.1" in row
+
+
+def test_create_a_schedule_from_the_form_and_delete_it(page: WebDriver,
+                                                      alice_api: httpx.Client) -> None:
+    choose_type(page, "loan_amortization")
+    assert not page.find_element(By.ID, "schedule-cron").is_displayed()
+    Select(page.find_element(By.ID, "repeat")).select_by_value("cron")
+    until(page, lambda d: d.find_element(By.ID, "schedule-cron").is_displayed(), 10, "cron")
+    assert not page.find_element(By.ID, "run-at").is_displayed()
+    assert page.find_element(By.ID, "submit-button").text == "Create schedule"
+    assert "UTC" in text(page, "#schedule-cron-help")
+    # Checked in the page first: no name, a cron of the wrong length.
+    field(page, "schedule-cron", "0 6 * *")
+    page.find_element(By.ID, "submit-button").click()
+    assert text(page, "[data-error-for='schedule.name']") == "required"
+    assert "give 5" in text(page, "[data-error-for='schedule.cron']")
+    # Then by the API, each error beside its field: the cron first, then the notify target
+    # (which proves the page sends notify with the schedule).
+    name = f"nightly-{uuid.uuid4().hex[:6]}"
+    field(page, "schedule-name", name)
+    field(page, "schedule-cron", "61 * * * *")
+    field(page, "notify-webhook", "http://127.0.0.1:9/hook")
+    page.find_element(By.ID, "submit-button").click()
+    until(page, lambda d: "invalid cron" in text(d, "[data-error-for='schedule.cron']"), 30,
+          "the cron error")
+    assert page.find_element(By.ID, "schedule-cron").get_attribute("aria-invalid") == "true"
+    assert page.find_element(By.ID, "schedule-name").get_attribute("aria-invalid") is None
+    shot_of(page, "schedule-form", "fieldset:has(#repeat)")
+    field(page, "schedule-cron", "30 5 * * 1-5")
+    page.find_element(By.ID, "submit-button").click()
+    until(page, lambda d: "resolves to 127.0.0.1" in text(
+        d, "[data-error-for='notify.webhook_url']"), 30, "the webhook error")
+    assert text(page, "[data-error-for='schedule.cron']") == ""
+    page.find_element(By.ID, "notify-webhook").clear()
+    Select(page.find_element(By.ID, "priority")).select_by_value("low")
+    page.find_element(By.ID, "submit-button").click()
+    until(page, lambda d: d.find_element(By.ID, "view-schedules").is_displayed(), 30,
+          "the schedules")
+    until(page, lambda d: f"Schedule “{name}” created" in text(d, "#flash"), 30, "the message")
+    (created,) = [s for s in alice_api.get("/api/v1/schedules").json() if s["name"] == name]
+    assert (created["cron"], created["type"], created["priority"], created["notify"]) == (
+        "30 5 * * 1-5", "loan_amortization", "low", None)
+    assert created["params"]["principal"] == 10000  # the form's example, defaults filled in
+    row_css = f"tr[data-schedule='{created['id']}']"
+    until(page, lambda d: d.find_elements(By.CSS_SELECTOR, row_css), 30, "the row")
+    cells = [c.text for c in page.find_elements(By.CSS_SELECTOR, f"{row_css} td")]
+    assert cells[:4] == [name, "30 5 * * 1-5", "loan_amortization", "low"]
+    assert cells[4] != "—" and cells[5] == "—"  # a next run, no run yet
+    shot(page, "schedules")
+    # Cancelling the confirmation keeps it; accepting deletes it.
+    page.find_element(By.CSS_SELECTOR, f"{row_css} [data-action=delete]").click()
+    assert name in confirm(page, accept=False)
+    assert page.find_elements(By.CSS_SELECTOR, row_css)
+    page.find_element(By.CSS_SELECTOR, f"{row_css} [data-action=delete]").click()
+    confirm(page)
+    until(page, lambda d: not d.find_elements(By.CSS_SELECTOR, row_css), 30, "the row to go")
+    assert f"Deleted the schedule “{name}”" in text(page, "#flash")
+    assert name not in {s["name"] for s in alice_api.get("/api/v1/schedules").json()}
+    # "New schedule" opens the form in schedule mode; back to a one-off task afterwards.
+    assert page.find_element(By.ID, "repeat").get_attribute("value") == "once"  # reset
+    page.find_element(By.ID, "schedule-new").click()
+    until(page, lambda d: d.find_element(By.ID, "schedule-cron").is_displayed(), 30, "the form")
+    assert page.find_element(By.ID, "submit-button").text == "Create schedule"
+    Select(page.find_element(By.ID, "repeat")).select_by_value("once")
+    until(page, lambda d: d.find_element(By.ID, "run-at").is_displayed(), 10, "run at")
+    assert page.find_element(By.ID, "submit-button").text == "Submit"
+
+
+def test_delete_a_finished_task_from_its_page(page: WebDriver, alice_api: httpx.Client) -> None:
+    pending = submit(alice_api, "loan_amortization", QUICK_LOAN, delay_seconds=3600)
+    go(page, f"#/tasks/{pending['id']}")
+    until(page, lambda d: text(d, "#task-status") == "PENDING", 30, "PENDING")
+    assert not page.find_element(By.ID, "task-delete").is_displayed()  # cancel it first
+    alice_api.post(f"/api/v1/tasks/{pending['id']}/cancel")
+
+    task = submit(alice_api, "loan_amortization", QUICK_LOAN)
+    assert wait_final(alice_api, task["id"])["status"] == "SUCCESS"
+    go(page, f"#/tasks/{task['id']}")
+    until(page, lambda d: text(d, "#task-status") == "SUCCESS"
+          and task["id"] in text(d, "#task-title"), 30, "SUCCESS")
+    delete = page.find_element(By.ID, "task-delete")
+    assert delete.is_displayed()
+    delete.click()
+    assert task["id"] in confirm(page, accept=False)
+    assert alice_api.get(f"/api/v1/tasks/{task['id']}").status_code == 200
+    delete.click()
+    confirm(page)
+    until(page, lambda d: d.current_url.endswith("#/tasks"), 30, "back to the list")
+    until(page, lambda d: f"Task {task['id']} deleted." in text(d, "#flash"), 30, "the message")
+    assert alice_api.get(f"/api/v1/tasks/{task['id']}").status_code == 404
+    until(page, lambda d: d.find_element(By.ID, "view-tasks").is_displayed(), 30, "the list")
+    assert not page.find_elements(By.CSS_SELECTOR, f"tr[data-task='{task['id']}']")
+
+    # Refused by the API (here: deleted meanwhile, elsewhere): its reason, and no navigation.
+    gone = submit(alice_api, "loan_amortization", QUICK_LOAN)
+    wait_final(alice_api, gone["id"])
+    go(page, f"#/tasks/{gone['id']}")
+    until(page, lambda d: d.find_element(By.ID, "task-delete").is_displayed()
+          and gone["id"] in text(d, "#task-title"), 30, "the task page")
+    assert alice_api.delete(f"/api/v1/tasks/{gone['id']}").status_code == 204
+    page.find_element(By.ID, "task-delete").click()
+    confirm(page)
+    until(page, lambda d: text(d, "#flash") == "Task not found", 30, "the API's reason")
+    assert page.current_url.endswith(f"#/tasks/{gone['id']}")
+
+
+def test_a_user_does_not_see_accounts(page: WebDriver, alice_api: httpx.Client) -> None:
+    go(page, "#/tasks")
+    until(page, lambda d: d.find_element(By.ID, "view-tasks").is_displayed())
+    assert not page.find_element(By.ID, "nav-accounts").is_displayed()
+    assert page.find_element(By.ID, "nav-schedules").is_displayed()
+    assert not page.find_element(By.ID, "schedules-all-box").is_displayed()
+    go(page, "#/accounts")
+    until(page, lambda d: "admins only" in text(d, "#flash"), 30, "refused")
+    until(page, lambda d: d.current_url.endswith("#/tasks"), 30, "back to the list")
+    assert not page.find_element(By.ID, "view-accounts").is_displayed()
+    assert alice_api.get("/api/v1/users").status_code == 403
+
+
+def test_admin_creates_an_account_that_logs_in_and_then_deletes_it(
+    page: WebDriver, stack: LocalStack, accounts: dict[str, tuple[str, str]],
+) -> None:
+    admin_name, admin_password = stack.admin
+    newcomer, password = f"carol{uuid.uuid4().hex[:6]}", "a long enough password"
+    with new_tab(page, stack.url + "/") as tab:
+        sign_in(tab, admin_name, admin_password)
+        until(tab, lambda d: d.find_element(By.ID, "nav-accounts").is_displayed(), 30, "the link")
+        tab.find_element(By.ID, "nav-accounts").click()
+        until(tab, lambda d: d.find_elements(By.CSS_SELECTOR, f"tr[data-user='{admin_name}']"),
+              30, "the accounts")
+        assert "(you)" in text(tab, f"tr[data-user='{admin_name}']")
+        assert tab.find_elements(By.CSS_SELECTOR, f"tr[data-user='{accounts['alice'][0]}']")
+        # Checked in the page, then by the API: each error beside its field.
+        field(tab, "account-username", "ab")
+        field(tab, "account-password", "short")
+        tab.find_element(By.ID, "account-submit").click()
+        assert "3 to 64" in text(tab, "[data-error-for='account.username']")
+        assert "12 characters" in text(tab, "[data-error-for='account.password']")
+        assert tab.find_element(By.ID, "account-password").get_attribute("aria-invalid") == "true"
+        field(tab, "account-username", accounts["alice"][0])
+        field(tab, "account-password", password)
+        tab.find_element(By.ID, "account-submit").click()
+        until(tab, lambda d: text(d, "[data-error-for='account.username']")
+              == "Username already exists", 30, "the 409 beside the field")
+        assert text(tab, "[data-error-for='account.password']") == ""
+        field(tab, "account-username", newcomer)
+        field(tab, "account-password", password)
+        tab.find_element(By.ID, "account-submit").click()
+        row = f"tr[data-user='{newcomer}']"
+        until(tab, lambda d: d.find_elements(By.CSS_SELECTOR, row), 30, "the new account")
+        assert text(tab, f"{row} td:nth-child(2)") == "user"
+        assert tab.find_element(By.ID, "account-username").get_attribute("value") == ""
+        shot(tab, "accounts")
+        tab.set_window_size(390, 844)
+        try:  # on a phone: no sideways scrolling, and every field labelled
+            assert tab.execute_script(
+                "return document.documentElement.scrollWidth - window.innerWidth") <= 1
+            assert tab.execute_script(
+                "return [...document.querySelectorAll('#account-form input, #account-form select')]"
+                ".filter(e => !e.labels.length).map(e => e.id)") == []
+        finally:
+            tab.set_window_size(*DESKTOP)
+        # An admin cannot delete themselves: the API says so.
+        tab.find_element(By.CSS_SELECTOR, f"tr[data-user='{admin_name}'] [data-action=delete]"
+                         ).click()
+        confirm(tab)
+        until(tab, lambda d: "cannot delete themselves" in text(d, "#flash"), 30, "the 409")
+
+        # The new user logs in, sees their (empty) page and no Accounts link.
+        sign_in(tab, newcomer, password)
+        assert not tab.find_element(By.ID, "nav-accounts").is_displayed()
+        until(tab, lambda d: d.find_element(By.ID, "tasks-empty").is_displayed(), 30, "no tasks")
+
+        sign_in(tab, admin_name, admin_password)
+        go(tab, "#/accounts")
+        until(tab, lambda d: d.find_elements(By.CSS_SELECTOR, row), 30, "the account again")
+        tab.find_element(By.CSS_SELECTOR, f"{row} [data-action=delete]").click()
+        assert newcomer in confirm(tab)
+        until(tab, lambda d: not d.find_elements(By.CSS_SELECTOR, row), 30, "the row to go")
+        assert f"Deleted the account “{newcomer}”" in text(tab, "#flash")
+        tab.find_element(By.ID, "logout").click()
+    refused = httpx.post(stack.url + "/api/v1/auth/token",
+                         data={"username": newcomer, "password": password})
+    assert refused.status_code == 401
+    # The first tab is still alice's.
+    assert text(page, "#whoami") == accounts["alice"][0]

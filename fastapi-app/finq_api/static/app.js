@@ -7,7 +7,10 @@ const FINAL = new Set(["SUCCESS", "FAILED", "CANCELLED"]);
 const $ = (sel) => document.querySelector(sel);
 const SETTLED = new Set(["delivered", "failed", "refused", "skipped"]);
 const state = { types: [], uploads: [], cursors: [null], page: 0, streams: new Map(), taskStream: null,
-                deliveryTimer: null };
+                deliveryTimer: null, me: null };
+const VIEWS = ["login", "submit", "tasks", "task", "uploads", "schedules", "accounts"];
+const USERNAME = /^[A-Za-z0-9_.-]{3,64}$/;
+const TASK_ROUTE = /^#\/tasks\/([0-9a-f-]{36})$/;
 
 function token() { return sessionStorage.getItem("finq-token"); }
 
@@ -39,9 +42,15 @@ function flash(text) {
 }
 
 function show(view) {
-  for (const id of ["login", "submit", "tasks", "task", "uploads"]) $(`#view-${id}`).hidden = id !== view;
+  for (const id of VIEWS) $(`#view-${id}`).hidden = id !== view;
   $("#nav").hidden = view === "login";
+  for (const link of $("#nav").querySelectorAll("a")) {
+    if (link.id === `nav-${view === "task" ? "tasks" : view}`) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
 }
+
+function isAdmin() { return Boolean(state.me && state.me.role === "admin"); }
 
 function fmtTime(iso) { return iso ? new Date(iso).toLocaleString() : "—"; }
 function el(tag, attrs = {}, ...children) {
@@ -70,6 +79,11 @@ async function login(event) {
 
 function logout(message) {
   sessionStorage.removeItem("finq-token");
+  state.me = null;
+  $("#whoami").textContent = "";
+  $("#nav-accounts").hidden = true;
+  // Nothing of this user stays on the page for the next one to log in in this tab.
+  for (const body of document.querySelectorAll("main table tbody")) body.replaceChildren();
   closeStreams();
   flash(message || "");
   location.hash = "#/login";
@@ -179,10 +193,10 @@ function readParams() {
   return { params, problems };
 }
 
-function clearErrors() {
-  for (const p of document.querySelectorAll("[data-error-for]")) { p.hidden = true; p.textContent = ""; }
-  for (const i of document.querySelectorAll("[aria-invalid]")) i.removeAttribute("aria-invalid");
-  $("#submit-error").hidden = true;
+function clearErrors(form = $("#submit-form")) {
+  for (const p of form.querySelectorAll("[data-error-for]")) { p.hidden = true; p.textContent = ""; }
+  for (const i of form.querySelectorAll("[aria-invalid]")) i.removeAttribute("aria-invalid");
+  for (const p of form.querySelectorAll(".error[role=alert]")) p.hidden = true;
 }
 
 function fieldError(name, message) {
@@ -194,35 +208,78 @@ function fieldError(name, message) {
   return false;
 }
 
+// A 422's errors beside their fields (`fieldOf` maps an error's loc to a field name); returns
+// the messages that have no field on the page.
+function showFieldErrors(detail, fieldOf) {
+  const general = [];
+  for (const e of detail) if (!fieldError(String(fieldOf(e.loc)), e.msg)) general.push(`${e.loc.join(".")}: ${e.msg}`);
+  return general;
+}
+
+function formError(box, text) { box.textContent = text; box.hidden = !text; }
+
+// "Repeat: on a cron schedule" turns the submit form into a schedule's form.
+function repeating() { return $("#repeat").value === "cron"; }
+
+function toggleRepeat() {
+  const cron = repeating();
+  $("#repeat-fields").hidden = !cron;
+  $("#run-at-box").hidden = cron;
+  $("#submit-button").textContent = cron ? "Create schedule" : "Submit";
+}
+
+function readSchedule() {
+  const problems = [];
+  const name = $("#schedule-name").value.trim();
+  const cron = $("#schedule-cron").value.trim().split(/\s+/).filter(Boolean);
+  if (!name) problems.push(["schedule.name", "required"]);
+  if (!cron.length) problems.push(["schedule.cron", "required"]);
+  else if (cron.length !== 5 && cron.length !== 6) {
+    problems.push(["schedule.cron", `${cron.length} fields: give 5 (minute hour day month weekday) or 6 (… seconds)`]);
+  }
+  return { name, cron: cron.join(" "), problems };
+}
+
 async function submitTask(event) {
   event.preventDefault();
   clearErrors();
+  const repeat = repeating();
   const { params, problems } = readParams();
+  const schedule = repeat ? readSchedule() : null;
+  if (schedule) problems.push(...schedule.problems);
   for (const [name, msg] of problems) fieldError(name, msg);
   if (problems.length) return;
   const body = { type: $("#task-type").value, params, priority: $("#priority").value };
-  if ($("#run-at").value) body.run_at = new Date($("#run-at").value).toISOString();
+  if (schedule) { body.name = schedule.name; body.cron = schedule.cron; }
+  else if ($("#run-at").value) body.run_at = new Date($("#run-at").value).toISOString();
   const notify = {};
   if ($("#notify-webhook").value.trim()) notify.webhook_url = $("#notify-webhook").value.trim();
   if ($("#notify-email").value.trim()) notify.email = $("#notify-email").value.trim();
   if (Object.keys(notify).length) body.notify = notify;
-  const resp = await api(`${API}/tasks`, { method: "POST", json: body });
-  if (resp.status === 202 || resp.status === 200) {
+  const resp = await api(`${API}/${repeat ? "schedules" : "tasks"}`, { method: "POST", json: body });
+  if (repeat && resp.status === 201) {
+    const created = await resp.json();
+    flash(`Schedule “${created.name}” created; next run ${fmtTime(created.next_run_at)}.`);
+    $("#schedule-name").value = "";
+    $("#repeat").value = "once";  // the next visit submits a single task again
+    toggleRepeat();
+    location.hash = "#/schedules";
+    return;
+  }
+  if (!repeat && (resp.status === 202 || resp.status === 200)) {
     const task = await resp.json();
     flash(`Task ${task.id} submitted.`);
     location.hash = `#/tasks/${task.id}`;
     return;
   }
   if (resp.status === 422) {
-    const detail = (await resp.json()).detail;
-    const general = [];
-    for (const e of detail) {
-      let field = e.loc[1];
-      if (e.loc[0] === "body" && e.loc[1] === "params") field = e.loc[2];
-      else if (e.loc[1] === "notify" && e.loc.length > 2) field = `notify.${e.loc[2]}`;
-      if (!fieldError(String(field), e.msg)) general.push(`${e.loc.join(".")}: ${e.msg}`);
-    }
-    if (general.length) { $("#submit-error").textContent = general.join("; "); $("#submit-error").hidden = false; }
+    const general = showFieldErrors((await resp.json()).detail, (loc) => {
+      if (loc[0] === "body" && loc[1] === "params") return loc[2];
+      if (loc[1] === "notify" && loc.length > 2) return `notify.${loc[2]}`;
+      if (repeat && (loc[1] === "name" || loc[1] === "cron")) return `schedule.${loc[1]}`;
+      return loc[1];
+    });
+    if (general.length) formError($("#submit-error"), general.join("; "));
     return;
   }
   $("#submit-error").textContent = await errorText(resp);
@@ -261,7 +318,21 @@ function actions(task, refresh) {
       onclick: async () => { const r = await api(`${API}/tasks/${task.id}/retry`, { method: "POST" });
         flash(r.ok ? `Task ${task.id} queued again.` : await errorText(r)); refresh(); } }, "Retry"));
   }
+  if (FINAL.has(task.status)) {
+    box.append(el("button", { type: "button", class: "secondary", "data-action": "delete",
+      "aria-label": `Delete task ${task.id}`,
+      onclick: async () => { if (await deleteTask(task.id) !== null) refresh(); } }, "Delete"));
+  }
   return box;
+}
+
+// Deletes a finished task after asking; true when deleted, false when the API refused (its
+// reason is in the flash), null when the user changed their mind.
+async function deleteTask(id) {
+  if (!window.confirm(`Delete task ${id}? Its record, timeline, result and chart are removed for good.`)) return null;
+  const r = await api(`${API}/tasks/${id}`, { method: "DELETE" });
+  flash(r.ok ? `Task ${id} deleted.` : await errorText(r));
+  return r.ok;
 }
 
 async function loadTasks() {
@@ -339,6 +410,7 @@ async function showTask(id) {
     $("#task-progress-text").textContent = `${Math.round((t.progress ?? 0) * 100)}%${t.progress_message ? ` · ${t.progress_message}` : ""}`;
     $("#task-cancel").hidden = FINAL.has(t.status);
     $("#task-retry").hidden = !(t.status === "FAILED" || t.status === "CANCELLED");
+    $("#task-delete").hidden = !FINAL.has(t.status);
     const err = $("#task-error");
     err.hidden = !t.error;
     err.textContent = t.error ? `${t.error.type}: ${t.error.message}` : "";
@@ -517,13 +589,88 @@ async function showSubmit(query) {
   for (const select of $("#param-fields").querySelectorAll("select")) {
     if (select.dataset.kind === "upload") fillUploadSelect(select, query.get("upload"));
   }
+  if (query.get("repeat") === "cron" && !repeating()) { $("#repeat").value = "cron"; toggleRepeat(); }
+}
+
+// ---- schedules ---------------------------------------------------------------------------------------
+function notifyText(n) { return n ? [n.webhook_url, n.email].filter(Boolean).join(", ") : "—"; }
+
+async function showSchedules() {
+  const all = isAdmin() && $("#schedules-all").checked;
+  const resp = await api(`${API}/schedules${all ? "?all=true" : ""}`);
+  if (!resp.ok) { flash(await errorText(resp)); return; }
+  const items = await resp.json();
+  $("#schedule-table tbody").replaceChildren(...items.map((s) => el("tr", { "data-schedule": s.id },
+    el("td", { class: "wrap" }, s.name, all ? el("span", { class: "muted" }, ` · ${s.owner}`) : ""),
+    el("td", {}, el("code", {}, s.cron)),
+    el("td", {}, s.type),
+    el("td", {}, s.priority),
+    el("td", { title: s.next_run_at }, fmtTime(s.next_run_at)),
+    el("td", { title: s.last_run_at || "" }, fmtTime(s.last_run_at)),
+    el("td", {}, fmtTime(s.created_at)),
+    el("td", { class: "wrap" }, notifyText(s.notify)),
+    el("td", {}, el("button", { type: "button", class: "secondary", "data-action": "delete",
+      "aria-label": `Delete schedule ${s.name}`,
+      onclick: async () => {
+        if (!window.confirm(`Delete the schedule “${s.name}”? The tasks it already created are kept.`)) return;
+        const r = await api(`${API}/schedules/${s.id}`, { method: "DELETE" });
+        flash(r.ok ? `Deleted the schedule “${s.name}”.` : await errorText(r));
+        await showSchedules();
+      } }, "Delete")))));
+  $("#schedules-empty").hidden = items.length > 0;
+}
+
+// ---- accounts (admins) -------------------------------------------------------------------------------
+async function showAccounts() {
+  const resp = await api(`${API}/users`);
+  if (!resp.ok) { flash(await errorText(resp)); return; }
+  const users = await resp.json();
+  $("#account-table tbody").replaceChildren(...users.map((u) => el("tr", { "data-user": u.username },
+    el("td", { class: "wrap" }, u.username, u.username === state.me.username ? el("span", { class: "muted" }, " (you)") : ""),
+    el("td", {}, u.role),
+    el("td", {}, fmtTime(u.created_at)),
+    el("td", {}, el("button", { type: "button", class: "secondary", "data-action": "delete",
+      "aria-label": `Delete account ${u.username}`,
+      onclick: async () => {
+        if (!window.confirm(`Delete the account “${u.username}”? They can no longer log in.`)) return;
+        const r = await api(`${API}/users/${encodeURIComponent(u.username)}`, { method: "DELETE" });
+        flash(r.ok ? `Deleted the account “${u.username}”.` : await errorText(r));
+        await showAccounts();
+      } }, "Delete")))));
+}
+
+async function createAccount(event) {
+  event.preventDefault();
+  const form = $("#account-form");
+  clearErrors(form);
+  const body = { username: $("#account-username").value.trim(), password: $("#account-password").value,
+                 role: $("#account-role").value };
+  const problems = [];
+  if (!USERNAME.test(body.username)) problems.push(["account.username", "3 to 64 letters, digits, “_”, “.” or “-”"]);
+  if (body.password.length < 12) problems.push(["account.password", "at least 12 characters"]);
+  for (const [name, msg] of problems) fieldError(name, msg);
+  if (problems.length) return;
+  const resp = await api(`${API}/users`, { method: "POST", json: body });
+  if (resp.status === 201) {
+    flash(`Created the account “${body.username}” (${body.role}).`);
+    form.reset();
+    await showAccounts();
+    return;
+  }
+  if (resp.status === 409) { fieldError("account.username", await errorText(resp)); return; }
+  if (resp.status === 422) {
+    const general = showFieldErrors((await resp.json()).detail, (loc) => `account.${loc[1]}`);
+    if (general.length) formError($("#account-error"), general.join("; "));
+    return;
+  }
+  formError($("#account-error"), await errorText(resp));
 }
 
 // ---- routing -------------------------------------------------------------------------------------
 async function route() {
   if (!token()) { show("login"); return; }
   const hash = location.hash || "#/tasks";
-  const m = hash.match(/^#\/tasks\/([0-9a-f-]{36})$/);
+  const m = hash.match(TASK_ROUTE);
   if (m) { show("task"); await showTask(m[1]); return; }
   if (hash.startsWith("#/submit")) {
     closeStreams();
@@ -531,6 +678,11 @@ async function route() {
     return;
   }
   if (hash.startsWith("#/uploads")) { closeStreams(); show("uploads"); await showUploads(); return; }
+  if (hash.startsWith("#/schedules")) { closeStreams(); show("schedules"); await showSchedules(); return; }
+  if (hash.startsWith("#/accounts")) {
+    if (!isAdmin()) { flash("Accounts are for admins only."); location.hash = "#/tasks"; return; }
+    closeStreams(); show("accounts"); await showAccounts(); return;
+  }
   show("tasks");
   await loadTasks();
 }
@@ -538,7 +690,9 @@ async function route() {
 async function start() {
   const me = await api(`${API}/auth/me`);
   if (!me.ok) { logout(); return; }
-  $("#whoami").textContent = (await me.json()).username;
+  state.me = await me.json();
+  $("#nav-accounts").hidden = !isAdmin();
+  $("#schedules-all-box").hidden = !isAdmin();
   const resp = await api(`${API}/task-types`);
   state.types = await resp.json();
   await loadUploadList();
@@ -546,8 +700,10 @@ async function start() {
   select.replaceChildren(...state.types.map((t) => el("option", { value: t.name }, `${t.title} (${t.name})`)));
   $("#filter-type").replaceChildren(el("option", { value: "" }, "any"), ...state.types.map((t) => el("option", { value: t.name }, t.name)));
   buildForm();
-  if (!location.hash || location.hash === "#/login") location.hash = "#/tasks";
+  // Replaced, not assigned: a hashchange would route a second time, racing this one.
+  if (!location.hash || location.hash === "#/login") history.replaceState(null, "", "#/tasks");
   await route();
+  $("#whoami").textContent = state.me.username;  // last: the page is ready for this user
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -555,6 +711,13 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#logout").addEventListener("click", () => logout("Logged out."));
   $("#task-type").addEventListener("change", () => { clearErrors(); buildForm(); });
   $("#submit-form").addEventListener("submit", submitTask);
+  $("#repeat").addEventListener("change", () => { clearErrors(); toggleRepeat(); });
+  $("#task-delete").addEventListener("click", async () => {
+    const m = location.hash.match(TASK_ROUTE);
+    if (m && await deleteTask(m[1])) location.hash = "#/tasks";
+  });
+  $("#schedules-all").addEventListener("change", showSchedules);
+  $("#account-form").addEventListener("submit", createAccount);
   $("#upload-form").addEventListener("submit", uploadFile);
   $("#filters").addEventListener("submit", (e) => { e.preventDefault(); state.cursors = [null]; state.page = 0; loadTasks(); });
   $("#page-next").addEventListener("click", () => { state.page += 1; loadTasks(); });
