@@ -95,6 +95,25 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# --- 0. packages: what a fresh Debian host lacks (root only; Debian's own packages) -------------
+need=()
+if ! command -v docker >/dev/null || { ! docker info >/dev/null 2>&1 && ! command -v dockerd >/dev/null; }; then
+  need+=(docker.io)
+fi
+if [ -z "${COMPOSE:-}" ] && ! docker compose version >/dev/null 2>&1 \
+    && ! command -v docker-compose >/dev/null; then need+=(docker-compose); fi
+command -v debootstrap >/dev/null || need+=(debootstrap)
+if [ ${#need[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || die "missing: ${need[*]} (install them, or run as root to have them installed)"
+  log "installing Debian packages: ${need[*]}"
+  apt-get update -q >"$tmp/apt.log" 2>&1 || { tail -n 20 "$tmp/apt.log" >&2; die "apt-get update failed"; }
+  # Install without starting the distribution's services: dockerd is started below, by hand.
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" \
+    >>"$tmp/apt.log" 2>&1 || { rm -f /usr/sbin/policy-rc.d; tail -n 20 "$tmp/apt.log" >&2; die "apt-get install failed"; }
+  rm -f /usr/sbin/policy-rc.d
+fi
+
 # --- 1. Docker engine -------------------------------------------------------------------------
 forward_policy() { iptables -S FORWARD 2>/dev/null | awk '$1 == "-P" { print $3; exit }'; }
 
