@@ -21,10 +21,15 @@ QUEUES = [p.value for p in (Priority.HIGH, Priority.NORMAL, Priority.LOW)]
 # Notifications have their own queue, polled before the others: a delivery is a few
 # milliseconds of I/O and should not wait behind minutes of queued calculations.
 NOTIFY_QUEUE = "notify"
-# Charts are drawn after the result is stored, by a task of their own on the queue polled
-# last: a chart costs more CPU than most calculations, and under load it must not slow them.
+# Charts are drawn when someone first asks for one (GET .../chart.png), by a task of their own:
+# a chart costs 1-5x the CPU of a calculation and most results are read by programs, never
+# looked at, so drawing every one would spend most of the workers on pictures. A person is
+# waiting for a requested chart, so its queue is polled right after `notify`.
 CHART_TASK = "finq.chart"
 CHART_QUEUE = "charts"
+# One quick retry rides over a pooled connection that Redis closed when it restarted; with
+# Redis down a send still fails within a second.
+SEND_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 NOTIFY_CHANNELS = (("webhook", "webhook_url"), ("email", "email"))
 
 
@@ -43,7 +48,7 @@ def visibility_timeout(settings: Settings) -> int:
 def make_celery(settings: Settings) -> Celery:
     app = Celery("finq", broker=settings.redis_url)
     app.conf.update(
-        task_queues=[Queue(name) for name in (NOTIFY_QUEUE, *QUEUES, CHART_QUEUE)],
+        task_queues=[Queue(name) for name in (NOTIFY_QUEUE, CHART_QUEUE, *QUEUES)],
         task_default_queue=Priority.NORMAL.value,
         task_serializer="json",
         accept_content=["json"],
@@ -57,8 +62,8 @@ def make_celery(settings: Settings) -> Celery:
         worker_soft_shutdown_timeout=min(60.0, float(settings.default_task_timeout)),
         worker_enable_soft_shutdown_on_idle=True,
         worker_max_memory_per_child=1_500_000,  # KiB: recycle a child that grew past 1.5 GB
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=False,  # 10% of a submit's CPU; Flower learns of tasks when received
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options={
@@ -87,11 +92,8 @@ def enqueue(task_id: str, priority: str, request_id: str | None = None,
         queue=priority,
         eta=eta,
         headers={"request_id": request_id} if request_id else None,
-        # One quick retry rides over a pooled connection that Redis closed when it restarted;
-        # with Redis down the call still fails within a second.
         retry=True,
-        retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2,
-                      "interval_max": 0.5},
+        retry_policy=SEND_RETRY,
     )
 
 
@@ -105,13 +107,11 @@ def enqueue_notifications(task_id: str, status: str, spec: dict[str, Any]) -> No
                 args=[task_id, channel, status, uuid.uuid4().hex],
                 queue=NOTIFY_QUEUE,
                 retry=True,
-                retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2,
-                              "interval_max": 0.5},
+                retry_policy=SEND_RETRY,
             )
 
 
 def enqueue_chart(task_id: str) -> None:
     """Queue the drawing of a successful task's chart; raises when Redis is down."""
     celery_app.send_task(CHART_TASK, args=[task_id], queue=CHART_QUEUE, retry=True,
-                         retry_policy={"max_retries": 2, "interval_start": 0,
-                                       "interval_step": 0.2, "interval_max": 0.5})
+                         retry_policy=SEND_RETRY)

@@ -10,6 +10,8 @@ import redis
 from finq_core.config import get_settings
 
 CANCEL_TTL_SECONDS = 24 * 3600
+# A chart asked for is queued once; if its drawing was lost, a request after this asks again.
+CHART_REQUEST_TTL_SECONDS = 60
 
 
 def channel(task_id: str) -> str:
@@ -59,3 +61,14 @@ def clear_cancel(task_id: str) -> None:
 
 def cancel_requested(task_id: str) -> bool:
     return bool(get_redis().exists(cancel_key(task_id)))
+
+
+def request_chart(task_id: str) -> bool:
+    """True for the one request that should queue the drawing of this chart."""
+    return bool(get_redis().set(f"finq:chart-requested:{task_id}", "1", nx=True,
+                                ex=CHART_REQUEST_TTL_SECONDS))
+
+
+def forget_chart_request(task_id: str) -> None:
+    with contextlib.suppress(redis.RedisError):
+        get_redis().delete(f"finq:chart-requested:{task_id}")

@@ -5,11 +5,11 @@ made idempotent); validation and calculation errors fail at once with their mess
 infrastructure errors are retried by the caller with backoff; anything else fails the task
 alone, with its type and message recorded and the traceback kept in the worker's log.
 
-A successful result gets a chart (finq_worker.charts) drawn afterwards by a `finq.chart` task
-on the queue polled last: drawing costs more CPU than most calculations, so under load it
-waits until the calculations are done, and a chart that fails to render is logged and left
-out, never failing the task. A type that reads an upload gets its table here, looked up by id
-*and* the task's owner.
+A successful result's chart (finq_worker.charts) is drawn by a `finq.chart` task when someone
+first asks for it: drawing costs 1-5x the CPU of the calculation, so it is spent only on the
+charts people look at. A chart that fails to render is logged and remembered as "none" (an
+empty PNG), never failing the task. A type that reads an upload gets its table here, looked up
+by id *and* the task's owner.
 """
 
 import logging
@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from finq_core import broker, events, metrics
+from finq_core import events, metrics
 from finq_core.config import get_settings
 from finq_core.db import session_scope
-from finq_core.models import FINAL_STATUSES, TaskChart, TaskStatus
-from finq_core.store import get_task, notify, transition
+from finq_core.models import Task, TaskChart, TaskStatus
+from finq_core.store import claim_running, get_task, notify, transition
 from finq_core.timeutil import utcnow
 from finq_core.uploads import find_upload, upload_table
 from finq_engine import CalculationError, Cancelled, PriceTable, TaskType, get_task_type
@@ -50,39 +52,38 @@ def claim(task_id: uuid.UUID, worker: str) -> Claim | None:
     """Mark the task RUNNING; None when it is gone, final, or cancelled meanwhile.
 
     RUNNING is claimable too: a message redelivered after its worker died finds the record
-    still RUNNING and must take it over.
+    still RUNNING and must take it over. One write transaction (UPDATE ... RETURNING and the
+    event); the record is read separately only to explain a refusal in the log.
     """
+    cancelled, row = False, None
     with session_scope() as session:
-        task = get_task(session, task_id)
-        if task is None:
-            log.warning("task %s has no record; dropping the message", task_id)
-            return None
-        if task.status in FINAL_STATUSES:
-            log.info("task %s is already %s; not running it again", task_id, task.status)
-            return None
         if events.cancel_requested(str(task_id)):
-            transition(session, task_id, RUNNABLE, TaskStatus.CANCELLED, "cancelled before start")
-            notify(task_id, TaskStatus.CANCELLED.value)
-            return None
-        # A manual retry counts its attempt when asked (started_at cleared); every other start
-        # (first run, a transient retry, a redelivery after a lost worker) counts here.
-        counted = task.attempts > 0 and task.started_at is None
-        attempts = task.attempts if counted else task.attempts + 1
-        ok = transition(
-            session, task_id, RUNNABLE, TaskStatus.RUNNING, f"attempt {attempts} on {worker}",
-            attempts=attempts, worker=worker, started_at=utcnow(), progress=0.0,
-            progress_message=None, error=None,
-        )
-        if not ok:
-            return None
-        info = Claim(task.type, dict(task.params), attempts, task.max_retries, task.priority,
-                     task.owner)
-        waited_since = task.scheduled_for or task.created_at
+            cancelled = transition(session, task_id, RUNNABLE, TaskStatus.CANCELLED,
+                                   "cancelled before start")
+        else:
+            row = claim_running(session, task_id, RUNNABLE, worker)
+        if not cancelled and row is None:
+            _log_refusal(session, task_id)
+    if cancelled:
+        notify(task_id, TaskStatus.CANCELLED.value)
+    if row is None:
+        return None
+    info = Claim(row.type, dict(row.params), row.attempts, row.max_retries, row.priority,
+                 row.owner)
+    waited_since = row.scheduled_for or row.created_at
     metrics.tasks_started.labels(info.type, info.priority).inc()
     metrics.task_queue_wait.labels(info.type, info.priority).observe(
         max(0.0, (utcnow() - waited_since).total_seconds()))
     notify(task_id, TaskStatus.RUNNING.value, progress=0.0)
     return info
+
+
+def _log_refusal(session: Session, task_id: uuid.UUID) -> None:
+    status = session.scalar(select(Task.status).where(Task.id == task_id))
+    if status is None:
+        log.warning("task %s has no record; dropping the message", task_id)
+    else:
+        log.info("task %s is already %s; not running it again", task_id, status)
 
 
 def finish(task_id: uuid.UUID, status: TaskStatus, message: str | None = None,
@@ -154,18 +155,15 @@ def execute(task_id: uuid.UUID, claim_info: Claim) -> None:
         return
     seconds = time.perf_counter() - started
     metrics.task_runtime.labels(claim_info.type).observe(seconds)
-    if finish(task_id, TaskStatus.SUCCESS, claim_info=claim_info, result=result, progress=1.0):
-        try:
-            broker.enqueue_chart(str(task_id))
-        except Exception as exc:  # the result is safe; only the picture is missing
-            log.warning("chart of %s not queued: %s", task_id, exc)
+    finish(task_id, TaskStatus.SUCCESS, claim_info=claim_info, result=result, progress=1.0)
     log.info("task succeeded", extra={"task_id": str(task_id), "type": claim_info.type,
                                       "seconds": round(seconds, 4)})
 
 
 def draw_chart(task_id: uuid.UUID) -> bool:
     """Render and store the chart of a successful task (the `finq.chart` task). Idempotent:
-    a task already drawn, or no longer SUCCESS, is left alone. A failure to draw is logged."""
+    a task already drawn, or no longer SUCCESS, is left alone. A chart that cannot be drawn is
+    stored empty, so the API answers "no chart" instead of asking for it again and again."""
     with session_scope() as session:
         task = get_task(session, task_id)
         if task is None or task.status != TaskStatus.SUCCESS or task.result is None:
@@ -181,12 +179,10 @@ def draw_chart(task_id: uuid.UUID) -> bool:
         table = load_upload(task_type, claim_info)
     png = charts.render_safely(claim_info.type, claim_info.params, result, table,
                                context=(str(task_id),))
-    if png is None:
-        return False
     with session_scope() as session:
         if get_task(session, task_id) is not None:
-            session.merge(TaskChart(task_id=task_id, png=png, created_at=utcnow()))
-    return True
+            session.merge(TaskChart(task_id=task_id, png=png or b"", created_at=utcnow()))
+    return png is not None
 
 
 def load_upload(task_type: TaskType, claim_info: Claim) -> PriceTable | None:

@@ -99,8 +99,8 @@ def _public_message(exc: BaseException) -> str:
 
 @celery_app.task(name=CHART_TASK)
 def draw_chart(task_id: str) -> None:
-    """Draw a successful task's chart (queued by the runner after SUCCESS). Never raises: a
-    missing chart is a cosmetic loss, logged by the runner."""
+    """Draw a successful task's chart (queued by the API when the chart is first asked for).
+    Never raises: a missing chart is a cosmetic loss, logged by the runner."""
     try:
         runner.draw_chart(uuid.UUID(task_id))
     except Exception:

@@ -20,10 +20,13 @@ from tests.helpers import wait_until
 
 
 def wait_chart(client: httpx.Client, task_id: str) -> httpx.Response:
-    """Charts are drawn just after SUCCESS, on the workers' last queue."""
+    """A chart is drawn when first asked for: 202 (with Retry-After) until a worker stored it."""
 
     def probe() -> httpx.Response | None:
         resp = client.get(f"/api/v1/tasks/{task_id}/chart.png")
+        assert resp.status_code in (200, 202), resp.text
+        if resp.status_code == 202:
+            assert resp.headers["retry-after"] == "1"
         return resp if resp.status_code == 200 else None
 
     return wait_until(probe, 30, 0.1, what=f"the chart of {task_id}")
@@ -194,6 +197,9 @@ def test_every_type_gets_a_chart_and_deleting_the_task_removes_it(alice: httpx.C
            if name != "csv_portfolio_analytics"}
     for name, task_id in ids.items():
         assert wait_final(alice, task_id)["status"] == "SUCCESS", name
+        # Nothing is drawn until someone asks: the first request queues the drawing.
+        first = alice.get(f"/api/v1/tasks/{task_id}/chart.png")
+        assert first.status_code == 202, (name, first.status_code)
         chart = wait_chart(alice, task_id)
         assert chart.content.startswith(b"\x89PNG"), name
     mc = alice.get(f"/api/v1/tasks/{ids['monte_carlo_option']}").json()["result"]

@@ -5,11 +5,11 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from finq_core import broker
 from finq_core.db import session_scope
-from finq_core.models import Task, TaskEvent, TaskStatus
+from finq_core.models import Task, TaskChart, TaskEvent, TaskStatus
 from finq_core.store import add_event
 from tests.helpers import wait_until
 
@@ -81,3 +81,31 @@ def test_a_final_record_is_never_recomputed(celery_worker: subprocess.Popen[byte
     again = outcome(tid)
     assert again.finished_at == first.finished_at and again.attempts == first.attempts
     assert history(tid).count("SUCCESS") == 1
+
+
+def stored_chart(task_id: uuid.UUID) -> bytes:
+    def probe() -> tuple[bytes] | None:  # a tuple: an empty PNG is an answer too
+        with session_scope() as s:
+            chart = s.get(TaskChart, task_id)
+            return (chart.png,) if chart is not None else None
+
+    return wait_until(probe, 30, 0.05, what=f"the chart of {task_id}")[0]
+
+
+def test_charts_are_drawn_when_asked_for_and_a_failure_is_remembered(
+    celery_worker: subprocess.Popen[bytes],
+) -> None:
+    tid = submit("loan_amortization", {"principal": 1000, "annual_rate": 0.05, "years": 2})
+    assert outcome(tid).status == TaskStatus.SUCCESS
+    with session_scope() as s:
+        assert s.get(TaskChart, tid) is None, "a chart was drawn nobody asked for"
+    broker.enqueue_chart(str(tid))
+    assert stored_chart(tid).startswith(b"\x89PNG\r\n\x1a\n")
+    # A result the renderer cannot draw is stored as "no chart" (empty), never retried forever.
+    broken = submit("loan_amortization", {"principal": 1000, "annual_rate": 0.05, "years": 1})
+    assert outcome(broken).status == TaskStatus.SUCCESS
+    with session_scope() as s:
+        s.execute(update(Task).where(Task.id == broken).values(result={"unexpected": True}))
+    broker.enqueue_chart(str(broken))
+    assert stored_chart(broken) == b""
+    assert celery_worker.poll() is None, "the worker died"

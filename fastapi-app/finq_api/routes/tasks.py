@@ -292,16 +292,40 @@ def get_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Any:
 
 @router.get("/{task_id}/chart.png", response_class=Response,
             responses={200: {"content": {"image/png": {}}, "description": "The chart"},
-                       404: {"description": "No such task, not yours, or no chart"}})
+                       202: {"description": "Being drawn: ask again after Retry-After seconds"},
+                       404: {"description": "No such task, not yours, not successful, or no "
+                                            "chart could be drawn for its result"},
+                       503: {"description": "The queue (Redis) is unavailable"}})
 def task_chart(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
-    """The PNG chart the worker drew for a successful task."""
-    find_owned(session, task_id, user)
+    """The PNG chart of a successful task, drawn by a worker the first time it is asked for.
+
+    Until it exists this answers 202 with `Retry-After`: a chart costs more CPU than most
+    calculations, so it is drawn only for the results someone looks at. Concurrent requests
+    queue one drawing (a Redis flag), and the chart is stored for every later request.
+    """
+    task = find_owned(session, task_id, user)
     chart = session.get(TaskChart, task_id)
-    if chart is None:
-        raise HTTPException(status_code=404, detail="This task has no chart")
-    # private: a shared cache must never hand one user's chart to another.
-    return Response(content=chart.png, media_type="image/png",
-                    headers={"Cache-Control": "private, max-age=3600"})
+    if chart is not None:
+        if not chart.png:
+            raise HTTPException(status_code=404, detail="No chart could be drawn for this result")
+        # private: a shared cache must never hand one user's chart to another.
+        return Response(content=chart.png, media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=3600"})
+    if task.status != TaskStatus.SUCCESS:
+        raise HTTPException(status_code=404, detail="Only a successful task has a chart")
+    try:
+        if events.request_chart(str(task_id)):
+            try:
+                broker.enqueue_chart(str(task_id))
+            except Exception:
+                events.forget_chart_request(str(task_id))
+                raise
+    except Exception as exc:
+        log.warning("chart of %s could not be queued: %s", task_id, exc)
+        raise QueueUnavailable() from None
+    return JSONResponse(status_code=status.HTTP_202_ACCEPTED,
+                        content={"detail": "The chart is being drawn; ask again in a moment"},
+                        headers={"Retry-After": "1", "Cache-Control": "no-store"})
 
 
 @router.get("/{task_id}/history", response_model=list[TaskEventOut])

@@ -433,17 +433,18 @@ async function showTask(id) {
       if (Array.isArray(v) && v.length && typeof v[0] === "object" && v[0] !== null && !Array.isArray(v[0])) parts.push(rowsTable(k, v));
     }
     box.replaceChildren(...parts);
-    // The chart is drawn just after the result (on the workers' last queue): ask again with
-    // a growing pause until it exists, for as long as this task is on screen.
+    // A worker draws the chart when it is first asked for (202 until then): ask again with a
+    // growing pause until it exists, for as long as this task is on screen. 404: none.
+    if (t.status !== "SUCCESS") return;
     for (let attempt = 0, pause = 300; attempt < 40; attempt += 1, pause = Math.min(pause * 1.5, 5000)) {
       if (location.hash !== `#/tasks/${id}`) return;
       const chart = await api(`${API}/tasks/${id}/chart.png`);
-      if (chart.ok) {
+      if (chart.status === 200) {
         $("#task-chart").src = URL.createObjectURL(await chart.blob());
         $("#task-chart-card").hidden = false;
         return;
       }
-      if (chart.status !== 404 || t.status !== "SUCCESS") return;
+      if (chart.status !== 202) return;
       await new Promise((resolve) => { setTimeout(resolve, pause); });
     }
   };
