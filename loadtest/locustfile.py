@@ -18,8 +18,9 @@ non-zero when any task failed, was lost or rejected, or completed tasks/s fell b
 `--finq-min-tasks-per-sec` (MIN_TASKS_PER_SEC).
 
 Credentials: FINQ_USERNAME / FINQ_PASSWORD, else the admin account of the stack in
-$RUN_DIR/stack.json (`make run` writes it). All users share one token (same account: one
-password hash on the server instead of one per user; logged in again on a 401).
+$RUN_DIR/stack.json (`make run` writes it). With an admin, the run creates LOADTEST_ACCOUNTS
+(8) throwaway accounts and deletes them at the end, users taking turns on them (see Accounts),
+so the stack keeps its rate limits on; a 429 is reported as throttled.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ import logging
 import math
 import os
 import random
+import secrets
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,13 +96,13 @@ MIX: tuple[Mix, ...] = (
     Mix("black_scholes",         15,    0.3, "price + Greeks of a 500-strike ladder",
         {"spot": 100.0, "strike": _ladder(50, 150, 500), "maturity": 0.5, "rate": 0.03,
          "volatility": 0.22, "dividend_yield": 0.01, "option_type": "call"}),
-    Mix("portfolio_var",         10,  150.0, "Monte Carlo VaR/CVaR, 40 assets, 250k scenarios",
+    Mix("portfolio_var",         10,  120.0, "Monte Carlo VaR/CVaR, 40 assets, 250k scenarios",
         {"weights": [1 / 40] * 40, "portfolio_value": 25_000_000, "confidence": 0.99,
          "horizon_days": 10, "method": "monte_carlo", "expected_returns": [0.0002] * 40,
          "covariance": _covariance(40), "simulations": 250_000, "seed": 1}),
-    Mix("monte_carlo_option",    15,  600.0, "arithmetic Asian call, 250k paths x 252 steps",
+    Mix("monte_carlo_option",    15,  600.0, "arithmetic Asian call, 375k paths x 252 steps",
         {"spot": 100, "strike": 105, "maturity": 1, "rate": 0.03, "volatility": 0.2,
-         "option_type": "call", "style": "asian_arithmetic", "paths": 250_000, "steps": 252,
+         "option_type": "call", "style": "asian_arithmetic", "paths": 375_000, "steps": 252,
          "seed": 1}),
 )
 
@@ -186,12 +190,25 @@ class RunState:
 STATE = RunState()
 
 
-class Auth:
-    """One bearer token for every user of this process, fetched once and again on a 401."""
+class Accounts:
+    """The accounts the simulated users submit as.
+
+    With admin credentials (the stack's admin, or FINQ_USERNAME/FINQ_PASSWORD of an admin),
+    LOADTEST_ACCOUNTS throwaway accounts (default 8) are created when a test starts and deleted
+    when it stops, and the users take turns on them: the server's per-account limits
+    (RATE_LIMIT_SUBMIT, RATE_LIMIT_GLOBAL) then apply to a few users each, as to real people,
+    and the stack runs with its limits on. 8 accounts + the admin's login stay within the
+    default login limit (10/minute per address; a 429 there is waited out). With an ordinary
+    account, every user shares it. One token per account, fetched once and again on a 401.
+    """
 
     def __init__(self) -> None:
-        self.token: str | None = None
-        self._lock = Semaphore()
+        self.accounts: list[tuple[str, str]] = []
+        self.created: list[str] = []
+        self.admin_token: str | None = None
+        self.tokens: dict[str, str] = {}
+        self._locks: dict[str, Semaphore] = {}
+        self._next = 0
 
     @staticmethod
     def credentials() -> tuple[str, str]:
@@ -201,17 +218,55 @@ class Auth:
         info = stack_info()
         if info.get("ADMIN_USERNAME") and info.get("ADMIN_PASSWORD"):
             return info["ADMIN_USERNAME"], info["ADMIN_PASSWORD"]
-        raise StopUser("no credentials: set FINQ_USERNAME/FINQ_PASSWORD or RUN_DIR")
+        raise SystemExit("no credentials: set FINQ_USERNAME/FINQ_PASSWORD or RUN_DIR")
 
-    def get(self, user: FastHttpUser, stale: str | None = None) -> str:
-        with self._lock:
-            if self.token is None or self.token == stale:
-                self.token = self._login(user)
-            return self.token
+    def setup(self, host: str, count: int) -> None:
+        """Create the run's accounts (admin only); otherwise use the given account."""
+        name, password = self.credentials()
+        self.accounts = [(name, password)]
+        self.tokens.clear()
+        if count <= 0:
+            return
+        self.admin_token = _login_direct(host, name, password)
+        self.tokens[name] = self.admin_token
+        run = secrets.token_hex(3)
+        made: list[tuple[str, str]] = []
+        for i in range(count):
+            account = (f"locust-{run}-{i + 1}", secrets.token_urlsafe(18))
+            status = _call(host, "POST", "/api/v1/users", self.admin_token,
+                           {"username": account[0], "password": account[1], "role": "user"})
+            if status == 403:
+                log.info("%s is not an admin: every user submits as %s", name, name)
+                return
+            if status != 201:
+                raise SystemExit(f"could not create load-test account {account[0]}: {status}")
+            made.append(account)
+            self.created.append(account[0])
+        self.accounts = made
+        log.info("%d load-test accounts created (locust-%s-*), deleted at the end", count, run)
+
+    def teardown(self, host: str) -> None:
+        for name in self.created:
+            if self.admin_token is not None:
+                _call(host, "DELETE", f"/api/v1/users/{name}", self.admin_token)
+        self.created.clear()
+
+    def pick(self) -> str:
+        """The account of the next user (round robin)."""
+        name = self.accounts[self._next % len(self.accounts)][0]
+        self._next += 1
+        return name
+
+    def token(self, user: FastHttpUser, name: str, stale: str | None = None) -> str:
+        lock = self._locks.setdefault(name, Semaphore())
+        with lock:
+            if self.tokens.get(name) is None or self.tokens.get(name) == stale:
+                password = dict(self.accounts)[name]
+                self.tokens[name] = self._login(user, name, password)
+            return self.tokens[name]
 
     @staticmethod
-    def _login(user: FastHttpUser) -> str:
-        name, password = Auth.credentials()
+    def _login(user: FastHttpUser, name: str, password: str) -> str:
         body = urllib.parse.urlencode({"username": name, "password": password})
         for _ in range(10):
             with user.client.post("/api/v1/auth/token", data=body, catch_response=True,
@@ -220,7 +275,10 @@ class Auth:
                 if resp.status_code == 200:
                     token: str = resp.json()["access_token"]
                     return token
-                resp.failure(f"login answered {resp.status_code}")
+                if resp.status_code == 429:
+                    resp.success()  # the login limit doing its job: wait it out
+                else:
+                    resp.failure(f"login answered {resp.status_code}")
                 retry = float((resp.headers or {}).get("Retry-After") or 2)
             if resp.status_code not in (429, 502, 503):
                 break
@@ -228,7 +286,35 @@ class Auth:
         raise StopUser("could not log in")
 
 
-AUTH = Auth()
+def _call(host: str, method: str, path: str, token: str,
+          body: dict[str, Any] | None = None) -> int:
+    """One request outside Locust's statistics (account set-up); the HTTP status."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(host + path, data=data, method=method, headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def _login_direct(host: str, name: str, password: str) -> str:
+    body = urllib.parse.urlencode({"username": name, "password": password}).encode()
+    for _ in range(10):
+        try:
+            with urllib.request.urlopen(host + "/api/v1/auth/token", data=body,
+                                        timeout=30) as resp:
+                token: str = json.load(resp)["access_token"]
+                return token
+        except urllib.error.HTTPError as exc:
+            if exc.code != 429:
+                raise SystemExit(f"could not log in as {name}: {exc.code}") from None
+            time.sleep(min(float(exc.headers.get("Retry-After") or 2), 30.0))
+    raise SystemExit(f"could not log in as {name}: rate limited")
+
+
+ACCOUNTS = Accounts()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +326,8 @@ class FinqUser(FastHttpUser):
     network_timeout = 90.0  # SSE sends a heartbeat every 15 s while a task runs
 
     def on_start(self) -> None:
-        self.client.auth_header = f"Bearer {AUTH.get(self)}"
+        self.account = ACCOUNTS.pick()
+        self.client.auth_header = f"Bearer {ACCOUNTS.token(self, self.account)}"
 
     @task
     def submit_and_follow(self) -> None:
@@ -284,7 +371,8 @@ class FinqUser(FastHttpUser):
     def _rejected(self, status_code: int, headers: Any) -> None:
         STATE.rejected[str(status_code)] = STATE.rejected.get(str(status_code), 0) + 1
         if status_code == 401:
-            self.client.auth_header = f"Bearer {AUTH.get(self, stale=self._token())}"
+            self.client.auth_header = (
+                f"Bearer {ACCOUNTS.token(self, self.account, stale=self._token())}")
         elif status_code in (429, 503):
             gevent.sleep(min(float(headers.get("Retry-After") or 1), 10.0))
 
@@ -320,7 +408,8 @@ class FinqUser(FastHttpUser):
                         return str(status)
                 elif resp.status_code == 401:
                     resp.failure("401")
-                    self.client.auth_header = f"Bearer {AUTH.get(self, stale=self._token())}"
+                    self.client.auth_header = (
+                        f"Bearer {ACCOUNTS.token(self, self.account, stale=self._token())}")
                 else:
                     resp.failure(f"{resp.status_code}")
             gevent.sleep(delay)
@@ -375,8 +464,6 @@ def _select_mix(environment: Environment) -> None:
 
 
 def _registered_types(environment: Environment) -> set[str] | None:
-    import urllib.request
-
     host = environment.host or FinqUser.host or ""
     try:
         with urllib.request.urlopen(f"{host}/api/v1/task-types", timeout=10) as resp:
@@ -396,6 +483,9 @@ def _on_test_start(environment: Environment, **_: Any) -> None:
     STATE = RunState()
     try:
         _select_mix(environment)
+        users = getattr(environment.parsed_options, "num_users", None) or 8
+        ACCOUNTS.setup(environment.host or FinqUser.host or "",
+                       min(int(os.environ.get("LOADTEST_ACCOUNTS", "8")), users))
     except SystemExit:
         STATE = previous
         raise
@@ -431,6 +521,7 @@ def _on_test_stop(environment: Environment, **_: Any) -> None:
             response_length=0, exception=TaskLost(f"{type_} {task_id} never finished"),
             context={"task_id": task_id})
     STATE.outstanding.clear()
+    ACCOUNTS.teardown(environment.host or FinqUser.host or "")
     summary = summarize(STATE, environment)
     path = _summary_path(environment)
     if path is not None:
@@ -499,9 +590,10 @@ def summarize(state: RunState, environment: Environment | None) -> dict[str, Any
         summary["problems"].append(f"{len(state.failed)} task(s) failed")
     if state.lost:
         summary["problems"].append(f"{len(state.lost)} task(s) lost")
-    if state.rejected:
-        summary["problems"].append(f"{sum(state.rejected.values())} submission(s) rejected "
-                                   f"{state.rejected}")
+    refused = {code: n for code, n in state.rejected.items() if code != "429"}
+    summary["throttled"] = state.rejected.get("429", 0)
+    if refused:
+        summary["problems"].append(f"{sum(refused.values())} submission(s) rejected {refused}")
     if minimum and rate < minimum:
         summary["problems"].append(f"{rate:.2f} completed tasks/s < {minimum:g}")
     if not state.done:
@@ -532,5 +624,6 @@ def render_summary(s: dict[str, Any]) -> str:
     lines.append(f"{'all':<22}{s['completed']:>7}{s['failed']:>8}{s['lost']:>6}"
                  f"{ms(s['p50_ms']):>9}{ms(s['p95_ms']):>9}{ms(s['p99_ms']):>9}")
     lines.append(f"completed tasks/s: {s['tasks_per_sec']:.2f} over {s['window_s']:.1f} s "
-                 f"(first submit to stop); submitted {s['submitted']}, rejected {s['rejected']}")
+                 f"(first submit to stop); submitted {s['submitted']}, rejected {s['rejected']}"
+                 f" (of which throttled by the rate limits, 429: {s.get('throttled', 0)})")
     return "\n".join(lines)

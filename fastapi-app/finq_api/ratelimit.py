@@ -1,6 +1,7 @@
 """Rate limits counted in Redis with the `limits` library, so every replica shares one count.
 
-Three limits: per client address on everything under /api (RATE_LIMIT_GLOBAL), per address on
+Three limits: per account (or per client address without a valid token) on everything under
+/api (RATE_LIMIT_GLOBAL), per address on
 the token route (RATE_LIMIT_LOGIN, against password guessing) and per user on task submission
 (RATE_LIMIT_SUBMIT). When Redis is unreachable the login limit fails closed (no guessing while
 we cannot count) and the others fail open (the service stays usable); both are logged.
@@ -19,6 +20,7 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 
 from finq_api.clientip import client_ip
 from finq_api.deps import CurrentUser
+from finq_api.security import InvalidToken, decode_access_token
 from finq_core import metrics
 from finq_core.config import get_settings
 
@@ -73,8 +75,26 @@ def check(request: Request, spec: str, scope: str, key: str, fail_closed: bool) 
                             headers={**headers, "Retry-After": str(retry_after)})
 
 
+def global_key(request: Request) -> str:
+    """Whom the global limit counts: the account of a request with a valid token, else its
+    address. Per account, people behind one NAT or proxy do not share a budget, and one
+    account cannot escape its budget by changing address; per address, unauthenticated
+    traffic (bad tokens included) is still counted. The signature is checked here (no
+    database): a forged token counts against its address."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        token = request.query_params.get("access_token", "")
+    if token:
+        try:
+            return f"user:{decode_access_token(token.strip(), get_settings())}"
+        except InvalidToken:
+            pass
+    return f"ip:{client_ip(request)}"
+
+
 def global_limit(request: Request) -> None:
-    check(request, get_settings().rate_limit_global, "global", client_ip(request), False)
+    check(request, get_settings().rate_limit_global, "global", global_key(request), False)
 
 
 def login_limit(request: Request) -> None:
