@@ -3,7 +3,7 @@
 import os
 
 bind = os.environ.get("API_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+workers = int(os.environ.get("GUNICORN_WORKERS", "1"))
 worker_class = "uvicorn.workers.UvicornWorker"
 # nginx keeps connections to us open; hold them a little longer than nginx does so that
 # nginx, not gunicorn, closes an idle keepalive connection (avoids a race that yields 502).

@@ -692,7 +692,8 @@ def measure_noop(stack: BenchStack, meter: CpuMeter, n: int, timeout: float
 
 
 def calibrate(cpu: int | None = None) -> dict[str, Any]:
-    cmd = [sys.executable, str(ROOT / "loadtest" / "calibrate.py"), "--json"]
+    """CPU per task of the mix; without charts: they are drawn only when someone asks."""
+    cmd = [sys.executable, str(ROOT / "loadtest" / "calibrate.py"), "--json", "--no-charts"]
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True,
@@ -903,9 +904,9 @@ stops it. Everything below comes from one run; throughputs are medians of repeat
   (16 keep-alive connections through nginx, bearer token, a minimal asyncio HTTP client so
   that the load generator costs little CPU), rate = tasks that ended SUCCESS / (first submit ..
   last `finished_at` in the database). Submitting and running share the machine, as in
-  production. Work a task leaves behind (its chart, drawn by a follow-up task on the `charts`
-  queue) is waited for too: "until every queue drained" rates count it, and the CPU of every
-  phase is sampled until then.
+  production. Work a task leaves behind is waited for too (every queue drained), and the CPU
+  of every phase is sampled until then. No chart is drawn: nobody asks for one here (a chart
+  is drawn when first requested, docs/api.md).
 - (1) bare ceiling: `scripts/bench_noop.py` builds a Celery app with `make_celery` (finq's exact
   configuration) and a task that only INCRs a counter; as many workers as the stack has are
   started with finq-service's flags on another database of the stack's redis-server, and N
@@ -1019,7 +1020,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
     try:
         log(f"starting a fresh stack: {args.api_replicas} API replicas x "
-            f"{os.environ.get('GUNICORN_WORKERS', '2')} gunicorn workers, {max_workers} worker "
+            f"{os.environ.get('GUNICORN_WORKERS', '1')} gunicorn workers, {max_workers} worker "
             f"replicas x {os.environ.get('WORKER_CONCURRENCY', '4')} processes")
         stack.up()
         stack.set_workers(args.workers)
@@ -1174,7 +1175,7 @@ def main() -> int:
                 f"FastAPI {ver['fastapi']}, uvicorn {ver['uvicorn']}, gunicorn "
                 f"{ver['gunicorn']}, NumPy {ver['numpy']}, SQLite {ver['sqlite']}")
     config_line = (f"{args.api_replicas} API replicas x GUNICORN_WORKERS="
-                   f"{os.environ.get('GUNICORN_WORKERS', '2')}, {args.workers} worker replicas "
+                   f"{os.environ.get('GUNICORN_WORKERS', '1')}, {args.workers} worker replicas "
                    f"x WORKER_CONCURRENCY={os.environ.get('WORKER_CONCURRENCY', '4')}, "
                    f"LOG_LEVEL={os.environ.get('LOG_LEVEL', 'INFO')}, SQLite; load average "
                    f"{load0[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
@@ -1223,12 +1224,11 @@ def main() -> int:
             "![completed tasks/s by worker replicas](scaling.png)" if scaling else "", "",
             "Mix (loadtest/locustfile.py), CPU per task measured alone on one core in this run:",
             "",
-            "| type | weight | size | CPU ms | chart ms |", "|---|---|---|---|---|",
+            "| type | weight | size | CPU ms |", "|---|---|---|---|",
             *(f"| {r['type']} | {r['weight']} | {r['size']} | "
-              + (f"{r['cpu_ms']:.2f}" if r["cpu_ms"] is not None else "n/a") + " | "
-              + (f"{r['chart_ms']:.0f}" if r.get("chart_ms") is not None else "-") + " |"
+              + (f"{r['cpu_ms']:.2f}" if r["cpu_ms"] is not None else "n/a") + " |"
               for r in cal["rows"]),
-            f"| **weighted mean** | | | **{mean_ms:.1f}** | **{chart_ms:.0f}** |", "",
+            f"| **weighted mean** | | | **{mean_ms:.1f}** |", "",
             "What each figure is made of (CPU seconds by process role, as a share of wall time"
             " x cores):", "", *limits, "",
             "Profiles (py-spy, 100 Hz, an extra batch of each kind):", "", *prof_lines,

@@ -114,7 +114,7 @@ class Stack:
             "MAX_BODY_BYTES": env.get("MAX_BODY_BYTES", "16777216"),
             "NGINX_RATE_PER_IP": env.get("NGINX_RATE_PER_IP", "300r/s"),
             "WORKER_CONCURRENCY": env.get("WORKER_CONCURRENCY", "4"),
-            "GUNICORN_WORKERS": env.get("GUNICORN_WORKERS", "2"),
+            "GUNICORN_WORKERS": env.get("GUNICORN_WORKERS", "1"),
             # Signs webhook notifications; generated once per runtime folder like the others.
             "WEBHOOK_SECRET": env.get("WEBHOOK_SECRET") or _secret(rd, "webhook_secret", 48),
         }
@@ -122,7 +122,8 @@ class Stack:
         for key in ("ACCESS_TOKEN_EXPIRE_MINUTES", "LOG_JSON", "DEFAULT_TASK_TIMEOUT",
                     "MAX_RETRY_ATTEMPTS", "RESULT_TTL_DAYS", "PROGRESS_INTERVAL_SECONDS",
                     "CORS_ORIGINS", "TRUSTED_PROXIES", "RATE_LIMIT_SUBMIT", "RATE_LIMIT_LOGIN",
-                    "RATE_LIMIT_GLOBAL", "RATE_LIMIT_ENABLED", *self.NOTIFY_AND_UPLOAD_ENV):
+                    "RATE_LIMIT_GLOBAL", "RATE_LIMIT_ENABLED", "TASK_EVENTS", "WORKER_QUEUES",
+                    *self.NOTIFY_AND_UPLOAD_ENV):
             if key in env:
                 s[key] = env[key]
         return s
@@ -130,15 +131,15 @@ class Stack:
     NOTIFY_AND_UPLOAD_ENV = ("UPLOAD_MAX_BYTES", "UPLOAD_MAX_ASSETS", "UPLOAD_MAX_ROWS",
                              "WEBHOOK_ALLOW_PRIVATE", "NOTIFY_TIMEOUT_SECONDS",
                              "NOTIFY_MAX_ATTEMPTS", "SMTP_HOST", "SMTP_PORT", "SMTP_TLS",
-                             "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_FROM")
+                             "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_FROM", "SMTP_CA_FILE")
     SERVICE_ENV = ("APP_ENV", "APP_SECRET_KEY", "ADMIN_USERNAME", "ADMIN_PASSWORD",
                    "DATABASE_URL", "REDIS_URL", "FLOWER_BASIC_AUTH", "LOG_LEVEL",
                    "MAX_BODY_BYTES", "WORKER_CONCURRENCY", "GUNICORN_WORKERS",
                    "ACCESS_TOKEN_EXPIRE_MINUTES", "LOG_JSON", "DEFAULT_TASK_TIMEOUT",
                    "MAX_RETRY_ATTEMPTS", "RESULT_TTL_DAYS", "PROGRESS_INTERVAL_SECONDS",
                    "CORS_ORIGINS", "TRUSTED_PROXIES", "RATE_LIMIT_SUBMIT", "RATE_LIMIT_LOGIN",
-                   "RATE_LIMIT_GLOBAL", "RATE_LIMIT_ENABLED", "WEBHOOK_SECRET",
-                   *NOTIFY_AND_UPLOAD_ENV)
+                   "RATE_LIMIT_GLOBAL", "RATE_LIMIT_ENABLED", "WEBHOOK_SECRET", "TASK_EVENTS",
+                   "WORKER_QUEUES", *NOTIFY_AND_UPLOAD_ENV)
 
     def service_env(self, s: dict[str, str]) -> dict[str, str]:
         env = {k: s[k] for k in self.SERVICE_ENV if k in s}

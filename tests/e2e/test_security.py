@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import ROOT, STACK_ENV_DROP, VENV_BIN, LocalStack, start_stack, stop_stack
 from tests.e2e.client import submit, wait_final
 from tests.e2e.tasks import QUICK_LOAN
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -226,6 +227,19 @@ def test_flower_needs_its_password_and_hides_metrics(secure: LocalStack) -> None
     assert httpx.get(secure.url + "/flower/", auth=secure.flower_auth).status_code == 200
     assert httpx.get(secure.url + "/flower/metrics", auth=secure.flower_auth
                      ).status_code == 404
+
+
+def test_flower_shows_the_workers_without_task_events(secure: LocalStack) -> None:
+    """Task events are off by default (TASK_EVENTS): Flower still lists every worker."""
+    def workers() -> dict[str, object] | None:
+        resp = httpx.get(secure.url + "/flower/api/workers", params={"refresh": "1"},
+                         auth=secure.flower_auth, timeout=20)
+        assert resp.status_code == 200, resp.text
+        found = {name: info for name, info in resp.json().items() if name.startswith("worker")}
+        return found or None
+
+    found = wait_until(workers, 60, 1.0, what="Flower to list the workers")
+    assert all(isinstance(info, dict) and info.get("stats") for info in found.values())
 
 
 def test_production_refuses_to_start_without_a_real_secret(tmp_path: Path) -> None:

@@ -1,20 +1,22 @@
 """Server-Sent Events of one task's changes (`GET /api/v1/tasks/{id}/events`).
 
 Any replica can serve a stream: the worker and the API publish every change on a Redis
-channel. The stream subscribes first, then sends the current record, so no change can fall
-between the two; it re-reads the record every few seconds in case a message was lost, and
-ends when the task reaches a final status.
+channel. The stream subscribes first (on a connection borrowed from the process's pool), then
+sends the current record, so no change can fall between the two; it re-reads the record every
+few seconds in case a message was lost, and ends when the task reaches a final status.
 """
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from functools import lru_cache
 from typing import Any
 
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -43,22 +45,43 @@ def _frame(payload: dict[str, Any], seq: int) -> bytes:
     return f"id: {seq}\nevent: task\ndata: {json.dumps(payload)}\n\n".encode()
 
 
+@lru_cache
+def _redis() -> aioredis.Redis:
+    """One client (connection pool) per API process: a stream borrows a connection for its
+    subscription and gives it back, instead of connecting to Redis anew for every stream."""
+    return aioredis.from_url(get_settings().redis_url, decode_responses=True)
+
+
 @router.get("/{task_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}},
-                             "description": "`event: task` frames until a final status"}})
+                             "description": "`event: task` frames until a final status"},
+                       503: {"description": "Live updates unavailable (Redis)"}})
 async def task_events(task_id: uuid.UUID, request: Request, user: StreamUser
                       ) -> StreamingResponse:
     """Status and progress of a task as Server-Sent Events, until it ends."""
-    first = await run_in_threadpool(_snapshot, task_id, user)  # 404 before streaming starts
+    pubsub = _redis().pubsub()
+
+    async def close() -> None:
+        with contextlib.suppress(Exception):  # closing a broken connection may fail
+            await asyncio.shield(pubsub.aclose())
+
+    try:
+        # Subscribe first, then read the record (404 before streaming starts): no change can
+        # fall between the two.
+        await pubsub.subscribe(events.channel(str(task_id)))
+        first = await run_in_threadpool(_snapshot, task_id, user)
+    except (aioredis.RedisError, OSError):
+        await close()
+        raise HTTPException(status_code=503, detail="Live updates are unavailable (Redis); "
+                            "poll GET /api/v1/tasks/{id} meanwhile",
+                            headers={"Retry-After": "5"}) from None
+    except BaseException:
+        await close()
+        raise
 
     async def stream() -> AsyncIterator[bytes]:
-        client = aioredis.from_url(get_settings().redis_url, decode_responses=True)
-        pubsub = client.pubsub()
-        seq = 0
+        last, seq = first, 1
         try:
-            await pubsub.subscribe(events.channel(str(task_id)))
-            last = await run_in_threadpool(_snapshot, task_id, user)
-            seq += 1
             yield _frame(last, seq)
             started = last_sync = last_beat = time.monotonic()
             while last["status"] not in FINAL_STATUSES:
@@ -85,12 +108,7 @@ async def task_events(task_id: uuid.UUID, request: Request, user: StreamUser
             # Redis went away: end the stream; the client reconnects and gets a snapshot.
             return
         finally:
-            try:
-                await asyncio.shield(pubsub.aclose())
-                await asyncio.shield(client.aclose())
-            except Exception:  # noqa: S110 - closing a broken connection may fail
-                pass
+            await close()
 
-    del first
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
