@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import LocalStack
 from tests.e2e.client import login, submit, wait_final
-from tests.e2e.tasks import ENDLESS_MC, LONG_MC, ONE_SECOND_MC, QUICK_LOAN
+from tests.e2e.tasks import ENDLESS_MC, LONG_MC, QUICK_LOAN, monte_carlo
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -155,7 +155,9 @@ def test_listing_filters_and_cursor_pagination(stack: LocalStack, admin: httpx.C
 
 
 def test_events_stream_status_and_progress(stack: LocalStack, admin: httpx.Client) -> None:
-    task = submit(admin, "monte_carlo_option", ONE_SECOND_MC)
+    # Progress is written at most every PROGRESS_INTERVAL_SECONDS (0.25 s) and not at all for
+    # a task shorter than that: this one runs ~1 s on a fast core, several intervals.
+    task = submit(admin, "monte_carlo_option", monte_carlo(600_000))
     frames: list[dict[str, Any]] = []
     import json
 
