@@ -8,7 +8,7 @@ WORKER_REPLICAS ?= 3
 export RUN_DIR
 
 .PHONY: help install run stop status logs test test-unit test-integration test-e2e \
-        test-compose lint format user migrate bench-finance bench loadtest loadtest-ui \
+        test-compose lint format user migrate bench-finance bench dashboard-preview loadtest loadtest-ui \
         audit lock clean
 
 help: ## list the targets
@@ -63,6 +63,9 @@ bench-finance: install ## time each calculation on one core
 
 bench: install ## benchmark the full stack (see docs/performance.md)
 	@$(PY) scripts/bench_stack.py
+
+dashboard-preview: install ## draw the Grafana dashboard's panels from a real Prometheus (docs/screenshots/dashboard.png)
+	@$(PY) scripts/monitoring/dashboard_preview.py
 
 loadtest: install ## headless Locust against the running stack (USERS, DURATION, MIN_TASKS_PER_SEC)
 	@scripts/loadtest.sh

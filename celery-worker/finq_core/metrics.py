@@ -8,7 +8,7 @@ replaced nor double count across processes; Prometheus sums across replicas.
 """
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -46,6 +46,24 @@ worker_busy = Gauge("finq_worker_busy_slots", "Pool processes running a task",
                     multiprocess_mode="livesum")
 worker_slots = Gauge("finq_worker_pool_slots", "Pool processes alive",
                      multiprocess_mode="livesum")
+
+
+def zero_task_counters(types: Iterable[str], api: bool) -> None:
+    """Create every (type, priority[, outcome]) series at 0 when a process starts.
+
+    A series that first appears with value 3 has no rate() in Prometheus: the first failures of
+    a type would be invisible to the dashboard and to the error-rate alert. The API process
+    owns the submission counter, workers the run counters."""
+    priorities = ("high", "normal", "low")
+    for type_ in types:
+        for priority in priorities:
+            if api:
+                tasks_submitted.labels(type_, priority)
+                continue
+            tasks_started.labels(type_, priority)
+            tasks_retried.labels(type_, priority)
+            for outcome in ("success", "failed", "cancelled"):
+                tasks_finished.labels(type_, priority, outcome)
 
 
 class QueueCollector(Collector):

@@ -25,6 +25,7 @@ from finq_core.broker import celery_app  # noqa: E402
 from finq_core.config import get_settings  # noqa: E402
 from finq_core.db import reset_engine  # noqa: E402
 from finq_core.logs import configure_logging  # noqa: E402
+from finq_engine import TASK_TYPES  # noqa: E402
 from finq_worker import charts, notifications, tasks  # noqa: E402,F401  (registers tasks)
 
 app = celery_app
@@ -41,6 +42,7 @@ def _after_fork(**_: Any) -> None:
     reset_engine()
     events.get_redis.cache_clear()
     metrics.worker_slots.set(1)
+    metrics.zero_task_counters(TASK_TYPES, api=False)
 
 
 @worker_process_shutdown.connect

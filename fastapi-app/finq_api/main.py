@@ -30,6 +30,7 @@ from finq_api.routes import (
     users,
 )
 from finq_api.security import hash_password
+from finq_core import metrics
 from finq_core.config import Settings, get_settings
 from finq_core.db import session_scope
 from finq_core.logs import configure_logging
@@ -62,6 +63,7 @@ def ensure_admin(settings: Settings) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     ensure_admin(get_settings())
+    metrics.zero_task_counters(TASK_TYPES, api=True)
     yield
 
 
