@@ -17,6 +17,7 @@ from fastapi import Depends, HTTPException, Request
 from limits import RateLimitItem, parse
 from limits.storage import RedisStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
+from starlette.concurrency import run_in_threadpool
 
 from finq_api.clientip import client_ip
 from finq_api.deps import CurrentUser
@@ -93,16 +94,27 @@ def global_key(request: Request) -> str:
     return f"ip:{client_ip(request)}"
 
 
-def global_limit(request: Request) -> None:
-    check(request, get_settings().rate_limit_global, "global", global_key(request), False)
+# Async dependencies that hop to the thread pool only when there is blocking work (Redis):
+# a plain `def` dependency costs a thread hop on every request, limits on or off.
+async def global_limit(request: Request) -> None:
+    settings = get_settings()
+    if settings.rate_limit_enabled:
+        await run_in_threadpool(check, request, settings.rate_limit_global, "global",
+                                global_key(request), False)
 
 
-def login_limit(request: Request) -> None:
-    check(request, get_settings().rate_limit_login, "login", client_ip(request), True)
+async def login_limit(request: Request) -> None:
+    settings = get_settings()
+    if settings.rate_limit_enabled:
+        await run_in_threadpool(check, request, settings.rate_limit_login, "login",
+                                client_ip(request), True)
 
 
-def submit_limit(request: Request, user: CurrentUser) -> None:
-    check(request, get_settings().rate_limit_submit, "submit", user.username, False)
+async def submit_limit(request: Request, user: CurrentUser) -> None:
+    settings = get_settings()
+    if settings.rate_limit_enabled:
+        await run_in_threadpool(check, request, settings.rate_limit_submit, "submit",
+                                user.username, False)
 
 
 GlobalLimit = Annotated[None, Depends(global_limit)]

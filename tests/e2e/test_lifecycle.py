@@ -207,7 +207,10 @@ def test_high_priority_overtakes_queued_normal_tasks(stack: LocalStack,
     high_at = started(high)
     normal_at = [started(t) for t in normals]
     assert sum(t < high_at for t in normal_at) <= 4  # at most one reserved per process
-    assert started(low) >= max(normal_at)
+    # The low task leaves its queue after every normal one; a normal message that another
+    # process took just before may still be claimed (started) a moment after it.
+    low_at = started(low)
+    assert sum(t > low_at for t in normal_at) <= 3
 
 
 def test_schedule_fires_on_time_and_survives_a_beat_restart(stack: LocalStack,

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import Table, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -39,7 +39,7 @@ from finq_core.models import (
     User,
 )
 from finq_core.notify import TargetRefused, check_email, check_webhook_url
-from finq_core.store import add_event, deliveries, notify, task_view, transition
+from finq_core.store import deliveries, notify, task_view, transition
 from finq_core.timeutil import utcnow
 from finq_core.uploads import find_upload
 from finq_engine import get_task_type
@@ -47,6 +47,8 @@ from finq_engine import get_task_type
 log = logging.getLogger("finq.api")
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
+TASKS: Table = Task.__table__  # type: ignore[assignment]
+EVENTS: Table = TaskEvent.__table__  # type: ignore[assignment]
 # A task due within this margin is enqueued at once; later ones wait for the dispatcher.
 DISPATCH_NOW_MARGIN = timedelta(seconds=1)
 ACTIVE = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING)
@@ -146,7 +148,8 @@ def _enqueue(session: Session, task: Task) -> bool:
         log.error("enqueue of %s failed: %s", task.id, exc)
         return False
     task.enqueued_at = utcnow()
-    session.execute(update(Task).where(Task.id == task.id).values(enqueued_at=task.enqueued_at))
+    session.execute(update(TASKS).where(TASKS.c.id == task.id)
+                    .values(enqueued_at=task.enqueued_at))
     session.commit()
     return True
 
@@ -188,7 +191,7 @@ def submit_task(
     now = utcnow()
     run_at = body.run_at or (now + timedelta(seconds=body.delay_seconds)
                              if body.delay_seconds else None)
-    task = Task(
+    values: dict[str, Any] = dict(
         id=uuid.uuid4(), owner=user.username, type=body.type, params=params,
         status=TaskStatus.PENDING.value, priority=body.priority.value,
         max_retries=(body.max_retries if body.max_retries is not None
@@ -196,10 +199,13 @@ def submit_task(
         created_at=now, scheduled_for=run_at, idempotency_key=idempotency_key,
         request_id=request_id_var.get(), attempts=0, progress=0.0, notify=notify_spec,
     )
-    session.add(task)
-    add_event(session, task.id, TaskStatus.PENDING.value,
-              f"scheduled for {run_at.isoformat()}" if run_at else "queued", at=now)
+    task = Task(**values)  # the response's view; the rows are written with Core statements
     try:
+        # Core inserts: the ORM's unit of work cost ~1 ms per submit for two plain rows.
+        session.execute(insert(TASKS).values(**values))
+        session.execute(insert(EVENTS).values(
+            task_id=task.id, status=TaskStatus.PENDING.value, at=now,
+            message=f"scheduled for {run_at.isoformat()}" if run_at else "queued"))
         session.commit()
     except IntegrityError:
         session.rollback()
