@@ -227,7 +227,10 @@ class Accounts:
         self.tokens.clear()
         if count <= 0:
             return
-        self.admin_token = _login_direct(host, name, password)
+        try:
+            self.admin_token = login(host, name, password)
+        except LoginFailed as exc:
+            raise SystemExit(str(exc)) from None
         self.tokens[name] = self.admin_token
         run = secrets.token_hex(3)
         made: list[tuple[str, str]] = []
@@ -262,28 +265,11 @@ class Accounts:
         with lock:
             if self.tokens.get(name) is None or self.tokens.get(name) == stale:
                 password = dict(self.accounts)[name]
-                self.tokens[name] = self._login(user, name, password)
+                try:
+                    self.tokens[name] = login(user.host or FinqUser.host or "", name, password)
+                except LoginFailed as exc:
+                    raise StopUser(str(exc)) from None
             return self.tokens[name]
-
-    @staticmethod
-    def _login(user: FastHttpUser, name: str, password: str) -> str:
-        body = urllib.parse.urlencode({"username": name, "password": password})
-        for _ in range(10):
-            with user.client.post("/api/v1/auth/token", data=body, catch_response=True,
-                                  headers={"Content-Type": "application/x-www-form-urlencoded"},
-                                  name="POST /api/v1/auth/token") as resp:
-                if resp.status_code == 200:
-                    token: str = resp.json()["access_token"]
-                    return token
-                if resp.status_code == 429:
-                    resp.success()  # the login limit doing its job: wait it out
-                else:
-                    resp.failure(f"login answered {resp.status_code}")
-                retry = float((resp.headers or {}).get("Retry-After") or 2)
-            if resp.status_code not in (429, 502, 503):
-                break
-            gevent.sleep(min(retry, 30.0))
-        raise StopUser("could not log in")
 
 
 def _call(host: str, method: str, path: str, token: str,
@@ -299,7 +285,13 @@ def _call(host: str, method: str, path: str, token: str,
         return int(exc.code)
 
 
-def _login_direct(host: str, name: str, password: str) -> str:
+class LoginFailed(Exception):  # noqa: N818 - shown to the user as "could not log in ..."
+    pass
+
+
+def login(host: str, name: str, password: str) -> str:
+    """A bearer token; the login limit (429) and a restarting replica (502/503) are waited
+    out, up to ten tries. Outside Locust's statistics: a login is set-up, not load."""
     body = urllib.parse.urlencode({"username": name, "password": password}).encode()
     for _ in range(10):
         try:
@@ -308,10 +300,10 @@ def _login_direct(host: str, name: str, password: str) -> str:
                 token: str = json.load(resp)["access_token"]
                 return token
         except urllib.error.HTTPError as exc:
-            if exc.code != 429:
-                raise SystemExit(f"could not log in as {name}: {exc.code}") from None
+            if exc.code not in (429, 502, 503):
+                raise LoginFailed(f"could not log in as {name}: {exc.code}") from None
             time.sleep(min(float(exc.headers.get("Retry-After") or 2), 30.0))
-    raise SystemExit(f"could not log in as {name}: rate limited")
+    raise LoginFailed(f"could not log in as {name}: still refused after ten tries")
 
 
 ACCOUNTS = Accounts()

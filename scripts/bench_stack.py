@@ -858,7 +858,7 @@ def versions() -> dict[str, str]:
 
 
 def draw_chart(points: list[tuple[int, float, float]], ideal: float, hw_ideal: float,
-               path: Path, title: str, with_charts: float | None = None) -> None:
+               path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -877,9 +877,6 @@ def draw_chart(points: list[tuple[int, float, float]], ideal: float, hw_ideal: f
                label=f"calculations alone, side by side: {hw_ideal:.1f}/s")
     ax.axhline(TARGETS["mix_tasks_per_sec"], color="#d62728", ls="-.", lw=1,
                label=f"target {TARGETS['mix_tasks_per_sec']:g}/s")
-    if with_charts:
-        ax.axhline(with_charts, color="#7f7f7f", ls="--", lw=1,
-                   label=f"ideal counting the result charts: {with_charts:.1f}/s")
     ax.set_xticks(xs)
     ax.set_xlabel(f"worker replicas (x {os.environ.get('WORKER_CONCURRENCY', '4')} processes)")
     ax.set_ylabel("completed tasks / s")
@@ -1002,10 +999,9 @@ def main() -> int:
     for r in cal["rows"]:
         log(f"  {r['type']:<20} weight {r['weight']:>3}  "
             + (f"{r['cpu_ms']:8.2f} ms" if r["cpu_ms"] is not None else f"  {r.get('error')}"))
-    chart_ms = float(cal.get("mean_chart_ms") or 0.0)
     log(f"  weighted mean {mean_ms:.1f} ms alone; {statistics.mean(par_means):.1f} ms with "
         f"every core busy (x{1 / side_by_side:.2f})"
-        + (f"; the worker's chart of a result adds {chart_ms:.0f} ms" if chart_ms else ""))
+)
 
     stack = BenchStack(BENCH_DIR / "stack", args.api_replicas, max_workers)
     meter = CpuMeter(stack.roots)
@@ -1041,7 +1037,7 @@ def main() -> int:
         # (2) light tasks through the whole stack --------------------------------------------
         light_body = json.dumps({"type": LIGHT_TYPE, "params": LIGHT_PARAMS}).encode()
         probe = run_batch(stack, meter, token, [light_body] * 40, args.concurrency, 300)
-        # Sized on what the stack sustains, follow-up work (charts) included.
+        # Sized on what the stack sustains, follow-up work included.
         n_light = int(min(3000, max(60, probe.drained_rate * target_s)))
         log(f"(2) probe: {probe.rate:.0f} tasks/s ({probe.drained_rate:.0f}/s until every "
             f"queue drained); batches of {n_light}")
@@ -1058,8 +1054,8 @@ def main() -> int:
                                               args.concurrency, py_spy, Path(tmp), "light"))
 
         # (3) the CPU-bound mix -------------------------------------------------------------
-        # Sized on what a worker spends per task: the calculation and, if any, its chart.
-        per_task_s = (mean_ms + (cal.get("mean_chart_ms") or 0.0)) / 1000.0
+        # Sized on what a worker spends per task.
+        per_task_s = mean_ms / 1000.0
         n_mix = max(20, round(target_s * cores() / per_task_s * 0.8))
         bodies, alone_s = mix_bodies(cal["rows"], n_mix)
         mix: list[Batch] = []
@@ -1127,8 +1123,6 @@ def main() -> int:
     mix_rates = [b.rate for b in mix]
     mix_med = statistics.median(mix_rates)
     effs = [alone_s / (b.wall * cores()) for b in mix]
-    with_charts_s = alone_s + chart_ms / 1000.0 * n_mix
-    chart_effs = [with_charts_s / (b.drained * cores()) for b in mix]
     own_effs = [alone_s / b.cpu.ours for b in mix]
     eff_med = statistics.median(effs)
     ideal = cores() * 1000.0 / mean_ms
@@ -1153,9 +1147,7 @@ def main() -> int:
          f" (>= 12/s, none failed/lost)"),
         ("3", "efficiency = sum(CPU alone) / (wall x cores)",
          f"{eff_med:.2f} (runs: {', '.join(f'{e:.2f}' for e in effs)}); own-CPU "
-         f"{statistics.median(own_effs):.2f}; side-by-side ceiling {side_by_side:.2f}"
-         + (f"; counting the charts as useful work (until they are drawn): "
-            f"{statistics.median(chart_effs):.2f}" if chart_ms else ""),
+         f"{statistics.median(own_effs):.2f}; side-by-side ceiling {side_by_side:.2f}",
          f"{ok(eff_med >= TARGETS['efficiency'])} (>= 0.85)"),
         *(("4", f"submit latency, {rate:.0f} req/s offered (open loop), workers stopped",
            f"p50 {d['p50']:.1f} ms, p95 {d['p95']:.1f} ms, p99 {d['p99']:.1f} ms (max "
@@ -1213,8 +1205,7 @@ def main() -> int:
         draw_chart([(k, b.rate, results["scaling_alone_s"][k] / (b.wall * cores()))
                     for k, b in scaling], ideal, hw_ideal, CHART,
                    f"finq mix on {cores()} cores: completed tasks/s by worker replicas "
-                   f"(mean task {mean_ms:.0f} ms)",
-                   cores() * 1000.0 / (mean_ms + chart_ms) if chart_ms else None)
+                   f"(mean task {mean_ms:.0f} ms)")
         log(f"chart written to {CHART.relative_to(ROOT)}")
     if not args.no_docs and not q:
         block = "\n".join([
@@ -1239,13 +1230,13 @@ def main() -> int:
 
 
 def drained_note(batches: list[Batch]) -> str:
-    """When tasks leave work behind (a chart queued after SUCCESS), the rate at which the
+    """When tasks leave work behind (a notification, say), the rate at which the
     stack also finishes that: what it can sustain."""
     done = statistics.median(b.rate for b in batches)
     drained = statistics.median(b.drained_rate for b in batches)
     if drained >= 0.95 * done:
         return ""
-    return f"; {drained:.1f}/s counting until the deferred work (charts) is done too"
+    return f"; {drained:.1f}/s counting until the deferred work is done too"
 
 
 def cpu_per_task(b: Batch) -> str:

@@ -22,6 +22,10 @@ def cancel_key(task_id: str) -> str:
     return f"finq:cancel:{task_id}"
 
 
+def chart_request_key(task_id: str) -> str:
+    return f"finq:chart-requested:{task_id}"
+
+
 @lru_cache
 def get_redis() -> "redis.Redis":
     """One client (with its own connection pool) per process; created lazily after fork."""
@@ -65,10 +69,10 @@ def cancel_requested(task_id: str) -> bool:
 
 def request_chart(task_id: str) -> bool:
     """True for the one request that should queue the drawing of this chart."""
-    return bool(get_redis().set(f"finq:chart-requested:{task_id}", "1", nx=True,
+    return bool(get_redis().set(chart_request_key(task_id), "1", nx=True,
                                 ex=CHART_REQUEST_TTL_SECONDS))
 
 
 def forget_chart_request(task_id: str) -> None:
     with contextlib.suppress(redis.RedisError):
-        get_redis().delete(f"finq:chart-requested:{task_id}")
+        get_redis().delete(chart_request_key(task_id))
