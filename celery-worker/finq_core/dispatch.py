@@ -1,8 +1,10 @@
 """Work of the single beat process: queue due tasks, fire schedules, keep the store tidy.
 
 Every step is safe to repeat and safe after a crash at any point:
-- a task record is created before its message is sent and marked `enqueued_at` after, so a
-  crash in between is repaired by the next pass (the worker's claim makes a duplicate harmless);
+- a record this pass (or a manual retry in the API) queues is committed before its message is
+  sent and marked `enqueued_at` after, so a crash in between is repaired by the next pass (the
+  worker's claim makes a duplicate harmless). A new task submitted for now is not this
+  module's business: the API sends its message, then commits the record already marked;
 - a schedule moves `next_run_at` forward with a conditional update in the same transaction that
   creates the task (whose idempotency key is the schedule id and due time), so a restarted beat
   neither skips a due run nor fires one twice.

@@ -20,7 +20,6 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from finq_core import events, metrics
 from finq_core.config import get_settings
@@ -48,12 +47,34 @@ class Claim:
     owner: str = ""
 
 
+class NoRecord(Exception):  # noqa: N818
+    """The message names a task whose record is not (yet) visible."""
+
+
+# The API sends a new task's message just before it commits the record (one transaction per
+# submission), so an idle worker can get the message a few milliseconds before the record is
+# visible. It looks again after these pauses (75 ms in all) before handing the wait over to
+# the caller (finq_worker.tasks), which retries the message later instead of holding a process.
+RECORD_WAITS = (0.005, 0.01, 0.02, 0.04)
+
+
+def claim_when_visible(task_id: uuid.UUID, worker: str) -> Claim | None:
+    """`claim`, looking again briefly while the task's record is not visible yet."""
+    for pause in RECORD_WAITS:
+        try:
+            return claim(task_id, worker)
+        except NoRecord:
+            time.sleep(pause)
+    return claim(task_id, worker)
+
+
 def claim(task_id: uuid.UUID, worker: str) -> Claim | None:
-    """Mark the task RUNNING; None when it is gone, final, or cancelled meanwhile.
+    """Mark the task RUNNING; None when it is final, or cancelled meanwhile; `NoRecord` when
+    there is no such record (not committed yet, or never: see `claim_when_visible`).
 
     RUNNING is claimable too: a message redelivered after its worker died finds the record
     still RUNNING and must take it over. One write transaction (UPDATE ... RETURNING and the
-    event); the record is read separately only to explain a refusal in the log.
+    event); the record is read separately only to explain a refusal.
     """
     cancelled, row = False, None
     with session_scope() as session:
@@ -63,7 +84,10 @@ def claim(task_id: uuid.UUID, worker: str) -> Claim | None:
         else:
             row = claim_running(session, task_id, RUNNABLE, worker)
         if not cancelled and row is None:
-            _log_refusal(session, task_id)
+            status = session.scalar(select(Task.status).where(Task.id == task_id))
+            if status is None:
+                raise NoRecord(str(task_id))
+            log.info("task %s is already %s; not running it again", task_id, status)
     if cancelled:
         notify(task_id, TaskStatus.CANCELLED.value)
     if row is None:
@@ -76,14 +100,6 @@ def claim(task_id: uuid.UUID, worker: str) -> Claim | None:
         max(0.0, (utcnow() - waited_since).total_seconds()))
     notify(task_id, TaskStatus.RUNNING.value, progress=0.0)
     return info
-
-
-def _log_refusal(session: Session, task_id: uuid.UUID) -> None:
-    status = session.scalar(select(Task.status).where(Task.id == task_id))
-    if status is None:
-        log.warning("task %s has no record; dropping the message", task_id)
-    else:
-        log.info("task %s is already %s; not running it again", task_id, status)
 
 
 def finish(task_id: uuid.UUID, status: TaskStatus, message: str | None = None,

@@ -19,6 +19,11 @@ from finq_worker import runner
 
 log = logging.getLogger("finq.worker")
 
+# A message whose record never becomes visible (the API's commit failed after it sent the
+# message, or it died in between) is dropped after this many later looks, RECORD_RETRY_SECONDS
+# apart: a minute, longer than any commit waits for SQLite's write lock (30 s busy timeout).
+RECORD_RETRIES = 30
+RECORD_RETRY_SECONDS = 2.0
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OperationalError, PoolTimeoutError,
              ConnectionError)
 BACKOFF_BASE_SECONDS = 1.0
@@ -42,7 +47,13 @@ def run_task(self: CeleryTask, task_id: str) -> None:
     token = request_id_var.set(self.request.get("request_id") or headers.get("request_id"))
     metrics.worker_busy.inc()
     try:
-        claim = runner.claim(tid, worker)
+        try:
+            claim = runner.claim_when_visible(tid, worker)
+        except runner.NoRecord:
+            if self.request.retries >= RECORD_RETRIES:
+                log.warning("task %s has no record; dropping the message", task_id)
+                return
+            raise self.retry(countdown=RECORD_RETRY_SECONDS, max_retries=None) from None
         if claim is None:
             return
         runner.execute(tid, claim)

@@ -137,29 +137,26 @@ def find_owned(session: Session, task_id: uuid.UUID, user: User) -> Task:
     return task
 
 
-def _enqueue(session: Session, task: Task) -> bool:
-    """Send a committed PENDING task to its queue and mark it queued; False if Redis refused.
-    (A crash between the two is repaired by the beat's dispatcher; see finq_core.dispatch.)"""
+def _send(task: Task) -> bool:
+    """Put the task's message on its priority queue; False if Redis refused."""
     try:
         broker.enqueue(str(task.id), task.priority, request_id_var.get())
     except Exception as exc:
         log.error("enqueue of %s failed: %s", task.id, exc)
+        return False
+    return True
+
+
+def _enqueue(session: Session, task: Task) -> bool:
+    """Send a committed PENDING task to its queue and mark it queued; False if Redis refused.
+    (A crash between the two is repaired by the beat's dispatcher; see finq_core.dispatch.)"""
+    if not _send(task):
         return False
     task.enqueued_at = utcnow()
     session.execute(update(TASKS).where(TASKS.c.id == task.id)
                     .values(enqueued_at=task.enqueued_at))
     session.commit()
     return True
-
-
-def _enqueue_or_undo(session: Session, task: Task) -> None:
-    """Queue a just-created task; if Redis refuses, remove the record so that the client's
-    503 means exactly "nothing was created" (a retry with the same key starts afresh)."""
-    if not _enqueue(session, task):
-        session.execute(delete(TaskEvent).where(TaskEvent.task_id == task.id))
-        session.execute(delete(Task).where(Task.id == task.id))
-        session.commit()
-        raise QueueUnavailable()
 
 
 @router.post(
@@ -189,6 +186,7 @@ def submit_task(
     now = utcnow()
     run_at = body.run_at or (now + timedelta(seconds=body.delay_seconds)
                              if body.delay_seconds else None)
+    immediate = run_at is None or run_at <= now + DISPATCH_NOW_MARGIN
     values: dict[str, Any] = dict(
         id=uuid.uuid4(), owner=user.username, type=body.type, params=params,
         status=TaskStatus.PENDING.value, priority=body.priority.value,
@@ -196,8 +194,17 @@ def submit_task(
                      else settings.max_retry_attempts),
         created_at=now, scheduled_for=run_at, idempotency_key=idempotency_key,
         request_id=request_id_var.get(), attempts=0, progress=0.0, notify=notify_spec,
+        enqueued_at=now if immediate else None,
     )
     task = Task(**values)  # the response's view; the rows are written with Core statements
+    # Sent before the record is written, so the record is created already marked queued, in
+    # the one transaction of the submission (the message carries only the id; a worker that
+    # gets it before the commit is visible waits for the record: finq_worker.tasks). Redis
+    # refusing leaves nothing behind, and the client's 503 means "nothing created"; a commit
+    # that fails after the send leaves a message for no record, which the worker drops once it
+    # has waited long enough.
+    if immediate and not _send(task):
+        raise QueueUnavailable()
     try:
         insert_task(session, values,
                     f"scheduled for {run_at.isoformat()}" if run_at else "queued")
@@ -209,8 +216,6 @@ def submit_task(
             raise
         return _existing(existing)
 
-    if run_at is None or run_at <= now + DISPATCH_NOW_MARGIN:
-        _enqueue_or_undo(session, task)
     metrics.tasks_submitted.labels(task.type, task.priority).inc()
     log.info("task submitted", extra={"task_id": str(task.id), "type": task.type,
                                       "priority": task.priority, "owner": task.owner})
