@@ -67,7 +67,7 @@ bench: install ## benchmark the full stack (see docs/performance.md)
 dashboard-preview: install ## draw the Grafana dashboard's panels from a real Prometheus (docs/screenshots/dashboard.png)
 	@$(PY) scripts/monitoring/dashboard_preview.py
 
-loadtest: install ## headless Locust against the running stack (USERS, DURATION, MIN_TASKS_PER_SEC)
+loadtest: install ## headless Locust against the running stack (USERS, DURATION, MIN_TASKS_PER_SEC, MIX_SCALE)
 	@scripts/loadtest.sh
 
 loadtest-ui: install ## Locust web UI on :8089 pointed at nginx

@@ -35,7 +35,7 @@ from typing import Any  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "celery-worker")]
 
-from locustfile import MIX, Mix  # noqa: E402
+from locustfile import MIX, Mix, scale_of, scaled_mix  # noqa: E402
 
 from finq_engine import NullContext, get_task_type  # noqa: E402
 
@@ -96,10 +96,10 @@ def time_entry(entry: Mix, repeats: int, min_seconds: float,
     return row
 
 
-def calibrate(repeats: int = 5, min_seconds: float = 0.3, charts: bool = True
-              ) -> dict[str, Any]:
+def calibrate(repeats: int = 5, min_seconds: float = 0.3, charts: bool = True,
+              mix: tuple[Mix, ...] = MIX) -> dict[str, Any]:
     render = _chart_renderer() if charts else None
-    rows = [time_entry(m, repeats, min_seconds, render) for m in MIX]
+    rows = [time_entry(m, repeats, min_seconds, render) for m in mix]
     timed = [r for r in rows if r["cpu_ms"] is not None]
     weight = sum(r["weight"] for r in timed)
     mean = sum(r["weight"] * r["cpu_ms"] for r in timed) / weight if weight else None
@@ -107,8 +107,8 @@ def calibrate(repeats: int = 5, min_seconds: float = 0.3, charts: bool = True
                   if weight and render else None)
     return {"cpu": sorted(os.sched_getaffinity(0)), "rows": rows, "mean_cpu_ms": mean,
             "mean_chart_ms": chart_mean,
-            "table_mean_cpu_ms": sum(m.weight * m.cpu_ms for m in MIX)
-            / sum(m.weight for m in MIX)}
+            "table_mean_cpu_ms": sum(m.weight * m.cpu_ms for m in mix)
+            / sum(m.weight for m in mix), "scale": scale_of(mix)}
 
 
 def main() -> int:
@@ -121,11 +121,19 @@ def main() -> int:
                         help="repeat a row until it consumed this much CPU (at most 50 runs)")
     parser.add_argument("--no-charts", action="store_true",
                         help="do not time the worker's charts")
+    parser.add_argument("--types", default="", help="comma-separated rows to time (default: all)")
+    parser.add_argument("--scale", default="1",
+                        help="time the mix as the load test sizes it: MIX_SCALE (auto, a "
+                        "factor, or 1: the table's sizes)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     cpu = args.cpu if args.cpu is not None else min(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
-    out = calibrate(args.repeats, args.min_seconds, charts=not args.no_charts)
+    wanted = {t for t in args.types.split(",") if t}
+    mix = tuple(m for m in MIX if not wanted or m.type in wanted)
+    if args.scale != "1":
+        mix = scaled_mix(args.scale, mix)
+    out = calibrate(args.repeats, args.min_seconds, charts=not args.no_charts, mix=mix)
     if args.json:
         print(json.dumps(out))
         return 0

@@ -31,6 +31,8 @@ import math
 import os
 import random
 import secrets
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -106,9 +108,79 @@ MIX: tuple[Mix, ...] = (
          "seed": 1}),
 )
 
+# The size that a row's cost is proportional to. The table's `cpu_ms` was measured on one
+# machine; on a slower or faster CPU the same sizes cost more or less, and "about 100 ms a task"
+# no longer holds. With MIX_SCALE=auto (the default) the load test times these rows on this
+# machine at start-up (loadtest/calibrate.py, one core) and scales each row's size so that it
+# costs its `cpu_ms` here; a number scales them all by that factor; 1 keeps the table as is.
+# The rows below these two are 1-9 ms and stay as they are.
+SCALABLE: dict[str, str] = {"monte_carlo_option": "paths", "portfolio_var": "simulations"}
+SCALE_LIMITS = (0.05, 20.0)
+
 FINAL = frozenset({"SUCCESS", "FAILED", "CANCELLED"})
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("finq.loadtest")
+
+
+def scale_row(entry: Mix, factor: float) -> Mix:
+    """The row with its scalable size multiplied by `factor` (same target `cpu_ms`)."""
+    key = SCALABLE.get(entry.type)
+    if key is None or factor == 1.0:
+        return entry
+    factor = min(max(factor, SCALE_LIMITS[0]), SCALE_LIMITS[1])
+    size = max(1000, int(round(entry.params[key] * factor, -3)))
+    return Mix(entry.type, entry.weight, entry.cpu_ms,
+               f"{entry.size}; {key} x{factor:.2f} = {size:,}", {**entry.params, key: size})
+
+
+def machine_factors(measured_cpu_ms: dict[str, float], mix: tuple[Mix, ...] = MIX
+                    ) -> dict[str, float]:
+    """Per scalable row: table cost / cost measured here, the factor that makes it cost its
+    table `cpu_ms` on this machine (cost is proportional to the size)."""
+    return {m.type: m.cpu_ms / measured_cpu_ms[m.type] for m in mix
+            if m.type in SCALABLE and measured_cpu_ms.get(m.type)}
+
+
+def measure_here(types: list[str]) -> dict[str, float]:
+    """CPU ms of the table's rows of `types` on one core of this machine (calibrate.py in a
+    child process: one BLAS thread, pinned, like a worker pool process)."""
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("calibrate.py")), "--json", "--no-charts",
+         "--repeats", "1", "--min-seconds", "0", "--types", ",".join(types)],
+        check=True, capture_output=True, text=True, timeout=300).stdout
+    return {r["type"]: r["cpu_ms"] for r in json.loads(out)["rows"] if r["cpu_ms"]}
+
+
+def scaled_mix(scale: str, mix: tuple[Mix, ...] = MIX) -> tuple[Mix, ...]:
+    """The mix sized for this machine. `scale` (MIX_SCALE): `auto`, one factor for every
+    scalable row, or `type=factor,...` (what `scale_of` gives back, to size a mix the same way
+    again); 1 keeps the table's sizes."""
+    text = scale.strip().lower()
+    if text == "auto":
+        try:
+            measured = measure_here([m.type for m in mix if m.type in SCALABLE])
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            # Where the engine is not installed (compose's Locust image), say so and go on.
+            log.warning("MIX_SCALE=auto: could not time the mix on this machine (%s); using "
+                        "the table's sizes (set MIX_SCALE to a factor to change them)",
+                        str(exc)[:200])
+            return mix
+        factors = machine_factors(measured, mix)
+    elif "=" in text:
+        factors = {k.strip(): float(v) for k, v in (p.split("=", 1) for p in text.split(","))}
+    else:
+        factors = {m.type: float(text) for m in mix}
+    for type_, factor in factors.items():
+        if not math.isfinite(factor) or factor <= 0:
+            raise ValueError(f"MIX_SCALE: the factor of {type_} must be positive, not {factor}")
+    return tuple(scale_row(m, factors.get(m.type, 1.0)) for m in mix)
+
+
+def scale_of(mix: tuple[Mix, ...]) -> str:
+    """The `type=factor,...` that sizes the table's rows like `mix` (for `scaled_mix`)."""
+    table = {m.type: m for m in MIX}
+    return ",".join(f"{m.type}={m.params[SCALABLE[m.type]] / table[m.type].params[key]:.6g}"
+                    for m in mix if (key := SCALABLE.get(m.type)) and m.type in table)
 
 
 def mean_cpu_ms(mix: tuple[Mix, ...] = MIX) -> float:
@@ -161,6 +233,9 @@ def _options(parser: Any) -> None:
                         help="give up following one task after this many seconds (lost)")
     parser.add_argument("--finq-types", default="", env_var="FINQ_TYPES",
                         help="comma-separated subset of the mix's types (default: all)")
+    parser.add_argument("--finq-mix-scale", default="auto", env_var="MIX_SCALE",
+                        help="size the heavy rows for this machine: auto (time them here at "
+                        "start-up), a factor, or 1 (the table's sizes)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,12 +510,26 @@ def _on_init(environment: Environment, **_: Any) -> None:
                          "override)")
     if not environment.stop_timeout:
         environment.stop_timeout = 30.0  # the grace period: in-flight tasks may finish
+    # Sized once, when Locust starts: timing the rows takes a few seconds, which must not eat
+    # into a run's --run-time (nor happen again at every start in the web UI).
+    global SIZED_MIX
+    options = environment.parsed_options
+    try:
+        SIZED_MIX = scaled_mix(str(options.finq_mix_scale) if options else "auto")
+    except ValueError as exc:
+        raise SystemExit(f"MIX_SCALE: {exc}") from None
+    for m in SIZED_MIX:
+        if m.type in SCALABLE:
+            log.info("mix row %s: %s", m.type, m.size)
+
+
+SIZED_MIX: tuple[Mix, ...] = MIX  # MIX with its heavy rows sized for this machine (_on_init)
 
 
 def _select_mix(environment: Environment) -> None:
     """Restrict the mix to --finq-types and to the types the server registers."""
     wanted = {t for t in (environment.parsed_options.finq_types or "").split(",") if t}
-    mix = tuple(m for m in MIX if not wanted or m.type in wanted)
+    mix = tuple(m for m in SIZED_MIX if not wanted or m.type in wanted)
     registered = _registered_types(environment)
     if registered is not None:
         missing = [m.type for m in mix if m.type not in registered]
@@ -519,10 +608,13 @@ def _on_test_stop(environment: Environment, **_: Any) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("tasks: %s completed (%.2f/s), %s failed, %s lost, %s rejected; latency "
-             "p50 %.0f ms p95 %.0f ms p99 %.0f ms", summary["completed"],
-             summary["tasks_per_sec"], summary["failed"], summary["lost"], summary["rejected"],
-             summary["p50_ms"], summary["p95_ms"], summary["p99_ms"])
+    def num(key: str, spec: str) -> str:  # "-" when nothing finished (no rate, no latency)
+        return "-" if summary[key] is None else format(summary[key], spec)
+
+    log.info("tasks: %s completed (%s/s), %s failed, %s lost, %s rejected; latency "
+             "p50 %s ms p95 %s ms p99 %s ms", summary["completed"], num("tasks_per_sec", ".2f"),
+             summary["failed"], summary["lost"], summary["rejected"], num("p50_ms", ".0f"),
+             num("p95_ms", ".0f"), num("p99_ms", ".0f"))
     problems = summary["problems"]
     runner = environment.runner
     if runner is not None and (runner.errors or runner.exceptions):
@@ -572,7 +664,8 @@ def summarize(state: RunState, environment: Environment | None) -> dict[str, Any
         "rejected": sum(state.rejected.values()), "rejected_by_status": state.rejected,
         "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95),
         "p99_ms": percentile(lat, 99), "max_ms": lat[-1] if lat else math.nan,
-        "mean_cpu_ms_of_mix": mean_cpu_ms(state.mix), "by_type": by_type,
+        "mean_cpu_ms_of_mix": mean_cpu_ms(state.mix), "mix_scale": scale_of(state.mix),
+        "by_type": by_type,
         "failures": [f"{t}: {r}" for t, r in state.failed[:20]],
         "lost_ids": [i for _, i in state.lost[:50]], "problems": [],
     }
@@ -618,4 +711,6 @@ def render_summary(s: dict[str, Any]) -> str:
     lines.append(f"completed tasks/s: {s['tasks_per_sec']:.2f} over {s['window_s']:.1f} s "
                  f"(first submit to stop); submitted {s['submitted']}, rejected {s['rejected']}"
                  f" (of which throttled by the rate limits, 429: {s.get('throttled', 0)})")
+    if s.get("mix_scale"):
+        lines.append(f"mix sized for this machine (MIX_SCALE): {s['mix_scale']}")
     return "\n".join(lines)

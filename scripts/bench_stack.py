@@ -691,9 +691,11 @@ def measure_noop(stack: BenchStack, meter: CpuMeter, n: int, timeout: float
     return n / wall, m["cpu"]
 
 
-def calibrate(cpu: int | None = None) -> dict[str, Any]:
-    """CPU per task of the mix; without charts: they are drawn only when someone asks."""
-    cmd = [sys.executable, str(ROOT / "loadtest" / "calibrate.py"), "--json", "--no-charts"]
+def calibrate(cpu: int | None = None, scale: str = "1") -> dict[str, Any]:
+    """CPU per task of the mix, sized by `scale` (MIX_SCALE, as the load test sizes it);
+    without charts: they are drawn only when someone asks."""
+    cmd = [sys.executable, str(ROOT / "loadtest" / "calibrate.py"), "--json", "--no-charts",
+           "--scale", scale]
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True,
@@ -702,11 +704,11 @@ def calibrate(cpu: int | None = None) -> dict[str, Any]:
     return result
 
 
-def calibrate_parallel() -> list[dict[str, Any]]:
+def calibrate_parallel(scale: str) -> list[dict[str, Any]]:
     """One calibration per core at the same time: what running side by side costs the
     calculations themselves (shared caches, memory bandwidth, frequency)."""
     procs = [subprocess.Popen([sys.executable, str(ROOT / "loadtest" / "calibrate.py"),
-                               "--json", "--no-charts", "--cpu", str(c)],
+                               "--json", "--no-charts", "--scale", scale, "--cpu", str(c)],
                               stdout=subprocess.PIPE, text=True,
                               env={**os.environ, **BLAS_ENV}, cwd=ROOT)
              for c in sorted(os.sched_getaffinity(0))]
@@ -991,8 +993,10 @@ def main() -> int:
         f"SQLite {ver['sqlite']}; load average {load0[0]:.1f}")
 
     log("calibrating the mix on one core, then on every core at once")
-    cal = calibrate(min(os.sched_getaffinity(0)))
-    par = calibrate_parallel()
+    # Sized for this machine as `make loadtest` sizes it (MIX_SCALE, default auto), then timed
+    # again at exactly those sizes side by side.
+    cal = calibrate(min(os.sched_getaffinity(0)), os.environ.get("MIX_SCALE", "auto"))
+    par = calibrate_parallel(cal["scale"] or "1")
     mean_ms = float(cal["mean_cpu_ms"])
     par_means = [float(p["mean_cpu_ms"]) for p in par]
     side_by_side = mean_ms / statistics.mean(par_means)  # <1: slower when run together

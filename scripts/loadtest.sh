@@ -15,6 +15,9 @@
 # LOADTEST_ACCOUNTS (8): with the admin's credentials the run creates that many throwaway
 # accounts (deleted at the end) and the users take turns on them, so the stack keeps its rate
 # limits on (they count per account); 429s are reported as throttled.
+# MIX_SCALE (auto): the two heavy rows of the mix are timed on this machine at start-up and
+# sized so that each costs the CPU the table says (the mean task stays near 100 ms on a slower
+# or faster CPU); a number scales them by that factor, 1 keeps the table's sizes.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,7 +30,8 @@ DURATION="${DURATION:-60s}"
 GRACE="${GRACE:-30}"
 MIN_TASKS_PER_SEC="${MIN_TASKS_PER_SEC:-12}"
 FOLLOW="${FOLLOW:-sse}"
-export RUN_DIR MIN_TASKS_PER_SEC
+MIX_SCALE="${MIX_SCALE:-auto}"
+export RUN_DIR MIN_TASKS_PER_SEC MIX_SCALE
 
 ui=0
 if [[ "${1:-}" == "--ui" ]]; then

@@ -39,6 +39,10 @@ def test_locust_mix_completes_every_task(stack: LocalStack, tmp_path: Path) -> N
     assert summary["lost"] == 0, summary["lost_ids"]
     assert summary["rejected"] == 0, summary["rejected_by_status"]
     assert summary["completed"] == summary["submitted"]
+    # MIX_SCALE=auto (the default) timed the heavy rows here and sized them for this machine.
+    factors = dict(p.split("=") for p in summary["mix_scale"].split(","))
+    assert set(factors) == {"portfolio_var", "monte_carlo_option"}, summary["mix_scale"]
+    assert all(0 < float(f) < 100 for f in factors.values()), summary["mix_scale"]
     assert proc.returncode == 0, output
     # Every finished task is its own Locust entry: request type TASK, "<type> done".
     stats = (tmp_path / "locust_stats.csv").read_text()
