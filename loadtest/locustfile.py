@@ -159,7 +159,7 @@ def scaled_mix(scale: str, mix: tuple[Mix, ...] = MIX) -> tuple[Mix, ...]:
     if text == "auto":
         try:
             measured = measure_here([m.type for m in mix if m.type in SCALABLE])
-        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        except (OSError, subprocess.SubprocessError, ValueError, KeyError) as exc:
             # Where the engine is not installed (compose's Locust image), say so and go on.
             log.warning("MIX_SCALE=auto: could not time the mix on this machine (%s); using "
                         "the table's sizes (set MIX_SCALE to a factor to change them)",
@@ -515,7 +515,7 @@ def _on_init(environment: Environment, **_: Any) -> None:
     global SIZED_MIX
     options = environment.parsed_options
     try:
-        SIZED_MIX = scaled_mix(str(options.finq_mix_scale) if options else "auto")
+        SIZED_MIX = scaled_mix(str(options.finq_mix_scale or "auto") if options else "auto")
     except ValueError as exc:
         raise SystemExit(f"MIX_SCALE: {exc}") from None
     for m in SIZED_MIX:

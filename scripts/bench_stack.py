@@ -995,7 +995,7 @@ def main() -> int:
     log("calibrating the mix on one core, then on every core at once")
     # Sized for this machine as `make loadtest` sizes it (MIX_SCALE, default auto), then timed
     # again at exactly those sizes side by side.
-    cal = calibrate(min(os.sched_getaffinity(0)), os.environ.get("MIX_SCALE", "auto"))
+    cal = calibrate(min(os.sched_getaffinity(0)), os.environ.get("MIX_SCALE") or "auto")
     par = calibrate_parallel(cal["scale"] or "1")
     mean_ms = float(cal["mean_cpu_ms"])
     par_means = [float(p["mean_cpu_ms"]) for p in par]

@@ -34,8 +34,9 @@ from finq_core.store import add_event, notify, transition
 
 log = logging.getLogger("finq.beat")
 
-# A record the API committed but never marked queued (it crashed in between) is repaired
-# after this long; the API marks its own enqueue well within it.
+# A record committed but never marked queued (a manual retry in the API that crashed between
+# its commit and its enqueue) is repaired after this long; the API marks its own enqueue well
+# within it. New submissions are written already marked (the API sends them first).
 ORPHAN_GRACE = timedelta(seconds=30)
 MAX_CATCH_UP = 100  # missed runs fired after a long outage, per schedule and pass
 
@@ -44,7 +45,8 @@ def dispatch_due(now: datetime, limit: int = 500) -> int:
     """Send every due, not yet queued PENDING task to its queue."""
     with session_scope() as session:
         # Unscheduled records waiting unqueued: only those whose PENDING event is older than
-        # the grace period (the API is still between its commit and its enqueue otherwise).
+        # the grace period (a retry in the API is still between its commit and its enqueue
+        # otherwise).
         last_event = (select(func.max(TaskEvent.at)).where(TaskEvent.task_id == Task.id)
                       .correlate(Task).scalar_subquery())
         rows = session.execute(

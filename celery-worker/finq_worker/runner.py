@@ -48,7 +48,10 @@ class Claim:
 
 
 class NoRecord(Exception):  # noqa: N818
-    """The message names a task whose record is not (yet) visible."""
+    """The message names a task whose record this transaction could not claim although it
+    is, or may soon be, runnable: not committed yet, or committed just between the claim's
+    UPDATE and the read that explains it (PostgreSQL's READ COMMITTED gives each statement
+    its own snapshot). Look again later; never drop such a message at once."""
 
 
 # The API sends a new task's message just before it commits the record (one transaction per
@@ -70,7 +73,7 @@ def claim_when_visible(task_id: uuid.UUID, worker: str) -> Claim | None:
 
 def claim(task_id: uuid.UUID, worker: str) -> Claim | None:
     """Mark the task RUNNING; None when it is final, or cancelled meanwhile; `NoRecord` when
-    there is no such record (not committed yet, or never: see `claim_when_visible`).
+    it could not be claimed yet (see `NoRecord` and `claim_when_visible`).
 
     RUNNING is claimable too: a message redelivered after its worker died finds the record
     still RUNNING and must take it over. One write transaction (UPDATE ... RETURNING and the
@@ -85,7 +88,7 @@ def claim(task_id: uuid.UUID, worker: str) -> Claim | None:
             row = claim_running(session, task_id, RUNNABLE, worker)
         if not cancelled and row is None:
             status = session.scalar(select(Task.status).where(Task.id == task_id))
-            if status is None:
+            if status is None or status in RUNNABLE:
                 raise NoRecord(str(task_id))
             log.info("task %s is already %s; not running it again", task_id, status)
     if cancelled:

@@ -6,7 +6,7 @@ import uuid
 
 import redis
 from celery import Task as CeleryTask
-from celery.exceptions import Retry, SoftTimeLimitExceeded
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -21,7 +21,8 @@ log = logging.getLogger("finq.worker")
 
 # A message whose record never becomes visible (the API's commit failed after it sent the
 # message, or it died in between) is dropped after this many later looks, RECORD_RETRY_SECONDS
-# apart: a minute, longer than any commit waits for SQLite's write lock (30 s busy timeout).
+# apart: a minute, twice SQLite's busy timeout (the longest a submission's commit waits for
+# the write lock there); on PostgreSQL a submission's transaction takes milliseconds.
 RECORD_RETRIES = 30
 RECORD_RETRY_SECONDS = 2.0
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OperationalError, PoolTimeoutError,
@@ -53,7 +54,10 @@ def run_task(self: CeleryTask, task_id: str) -> None:
             if self.request.retries >= RECORD_RETRIES:
                 log.warning("task %s has no record; dropping the message", task_id)
                 return
-            raise self.retry(countdown=RECORD_RETRY_SECONDS, max_retries=None) from None
+            try:
+                raise self.retry(countdown=RECORD_RETRY_SECONDS, max_retries=None) from None
+            except Reject as exc:  # the retry could not be sent: put this delivery back
+                raise Reject(exc.reason, requeue=True) from None
         if claim is None:
             return
         runner.execute(tid, claim)
@@ -61,7 +65,7 @@ def run_task(self: CeleryTask, task_id: str) -> None:
         limit = get_settings().default_task_timeout
         runner.finish(tid, TaskStatus.FAILED, claim_info=claim, error={
             "type": "TimeLimitExceeded", "message": f"timed out after {limit} s"})
-    except Retry:
+    except (Retry, Reject):
         raise
     except TRANSIENT as exc:
         attempts = claim.attempts if claim else 0

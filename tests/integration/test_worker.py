@@ -14,6 +14,7 @@ from finq_core import broker
 from finq_core.db import session_scope
 from finq_core.models import Task, TaskChart, TaskEvent, TaskStatus
 from finq_core.store import add_event
+from finq_worker import runner
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -81,6 +82,26 @@ def test_a_message_that_arrives_before_its_record_waits_for_it(
     assert task.status == TaskStatus.SUCCESS, task.error
     assert task.attempts == 1
     assert history(tid) == ["PENDING", "RUNNING", "SUCCESS"]
+
+
+def test_a_claim_that_sees_the_record_only_after_its_update_looks_again(
+    redis_server: str, migrated_db: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On PostgreSQL each statement has its own snapshot: the API's commit can land between
+    the claim's UPDATE (no row yet) and the read after it (PENDING). That is "not visible
+    yet", never "already handled": dropping the message would lose a task the client got a
+    202 for. Simulated here by an UPDATE that matches nothing."""
+    tid = uuid.uuid4()
+    with session_scope() as s:
+        s.add(Task(id=tid, owner="tester", type="loan_amortization",
+                   params={"principal": 1000, "annual_rate": 0.05, "years": 1}))
+        add_event(s, tid, TaskStatus.PENDING.value, "queued")
+    monkeypatch.setattr(runner, "claim_running", lambda *_args: None)
+    with pytest.raises(runner.NoRecord):
+        runner.claim(tid, "testworker@here")
+    with session_scope() as s:  # a final record is refused, not waited for
+        s.execute(update(Task).where(Task.id == tid).values(status=TaskStatus.SUCCESS.value))
+    assert runner.claim(tid, "testworker@here") is None
 
 
 def test_poisoned_tasks_fail_alone_and_the_worker_keeps_going(
