@@ -34,7 +34,17 @@ from finq_worker.context import WorkerContext
 
 log = logging.getLogger("finq.worker")
 
-RUNNABLE = (TaskStatus.PENDING, TaskStatus.RETRYING, TaskStatus.RUNNING)
+QUEUED = (TaskStatus.PENDING, TaskStatus.RETRYING)
+RUNNABLE = (*QUEUED, TaskStatus.RUNNING)
+
+
+def claimable(take_over: bool) -> tuple[TaskStatus, ...]:
+    """The statuses a delivery may claim. A RUNNING record is taken over only by a delivery
+    that continues the run: a message redelivered because its worker died (kombu marks every
+    restored message `redelivered`) or this worker's own retry of it. Any other message for a
+    RUNNING task is a duplicate (say the beat re-sent a task whose "queued" mark a crash lost)
+    and must not start a second run beside the first."""
+    return RUNNABLE if take_over else QUEUED
 
 
 @dataclass
@@ -61,34 +71,38 @@ class NoRecord(Exception):  # noqa: N818
 RECORD_WAITS = (0.005, 0.01, 0.02, 0.04)
 
 
-def claim_when_visible(task_id: uuid.UUID, worker: str) -> Claim | None:
+def claim_when_visible(task_id: uuid.UUID, worker: str, take_over: bool = False
+                       ) -> Claim | None:
     """`claim`, looking again briefly while the task's record is not visible yet."""
     for pause in RECORD_WAITS:
         try:
-            return claim(task_id, worker)
+            return claim(task_id, worker, take_over)
         except NoRecord:
             time.sleep(pause)
-    return claim(task_id, worker)
+    return claim(task_id, worker, take_over)
 
 
-def claim(task_id: uuid.UUID, worker: str) -> Claim | None:
-    """Mark the task RUNNING; None when it is final, or cancelled meanwhile; `NoRecord` when
-    it could not be claimed yet (see `NoRecord` and `claim_when_visible`).
+def claim(task_id: uuid.UUID, worker: str, take_over: bool = False) -> Claim | None:
+    """Mark the task RUNNING; None when it is final, running elsewhere (no `take_over`) or
+    cancelled meanwhile; `NoRecord` when it could not be claimed yet (see `NoRecord` and
+    `claim_when_visible`).
 
-    RUNNING is claimable too: a message redelivered after its worker died finds the record
-    still RUNNING and must take it over. One write transaction (UPDATE ... RETURNING and the
-    event); the record is read separately only to explain a refusal.
+    RUNNING is claimable with `take_over` (see `claimable`): a message redelivered after its
+    worker died finds the record still RUNNING and must take it over. One write transaction
+    (UPDATE ... RETURNING and the event); the record is read separately only to explain a
+    refusal.
     """
     cancelled, row = False, None
+    statuses = claimable(take_over)
     with session_scope() as session:
         if events.cancel_requested(str(task_id)):
-            cancelled = transition(session, task_id, RUNNABLE, TaskStatus.CANCELLED,
+            cancelled = transition(session, task_id, statuses, TaskStatus.CANCELLED,
                                    "cancelled before start")
         else:
-            row = claim_running(session, task_id, RUNNABLE, worker)
+            row = claim_running(session, task_id, statuses, worker)
         if not cancelled and row is None:
             status = session.scalar(select(Task.status).where(Task.id == task_id))
-            if status is None or status in RUNNABLE:
+            if status is None or status in statuses:
                 raise NoRecord(str(task_id))
             log.info("task %s is already %s; not running it again", task_id, status)
     if cancelled:

@@ -49,7 +49,10 @@ def run_task(self: CeleryTask, task_id: str) -> None:
     metrics.worker_busy.inc()
     try:
         try:
-            claim = runner.claim_when_visible(tid, worker)
+            # Continuing a run: redelivered after its worker died, or our own retry of it.
+            take_over = bool((self.request.delivery_info or {}).get("redelivered")
+                             or self.request.retries)
+            claim = runner.claim_when_visible(tid, worker, take_over)
         except runner.NoRecord:
             if self.request.retries >= RECORD_RETRIES:
                 log.warning("task %s has no record; dropping the message", task_id)

@@ -14,6 +14,7 @@ from finq_core import broker
 from finq_core.db import session_scope
 from finq_core.models import Task, TaskChart, TaskEvent, TaskStatus
 from finq_core.store import add_event
+from finq_core.timeutil import utcnow
 from finq_worker import runner
 from tests.helpers import wait_until
 
@@ -102,6 +103,29 @@ def test_a_claim_that_sees_the_record_only_after_its_update_looks_again(
     with session_scope() as s:  # a final record is refused, not waited for
         s.execute(update(Task).where(Task.id == tid).values(status=TaskStatus.SUCCESS.value))
     assert runner.claim(tid, "testworker@here") is None
+
+
+def test_a_running_task_is_taken_over_only_by_a_delivery_that_continues_it(
+    redis_server: str, migrated_db: str,
+) -> None:
+    """A fresh message for a RUNNING task is a duplicate (the beat re-sent a task whose
+    "queued" mark a crash lost): refused, the run goes on alone. A redelivered one (its worker
+    died) takes it over and counts a new attempt."""
+    tid = uuid.uuid4()
+    with session_scope() as s:
+        s.add(Task(id=tid, owner="tester", type="loan_amortization", attempts=1,
+                   status=TaskStatus.RUNNING.value, worker="first@host", started_at=utcnow(),
+                   params={"principal": 1000, "annual_rate": 0.05, "years": 1}))
+        add_event(s, tid, TaskStatus.PENDING.value, "queued")
+    assert runner.claim(tid, "second@host") is None
+    with session_scope() as s:
+        task = s.get(Task, tid)
+        assert task is not None and (task.worker, task.attempts) == ("first@host", 1)
+    taken = runner.claim(tid, "second@host", take_over=True)
+    assert taken is not None and taken.attempts == 2
+    with session_scope() as s:
+        task = s.get(Task, tid)
+        assert task is not None and task.worker == "second@host"
 
 
 def test_poisoned_tasks_fail_alone_and_the_worker_keeps_going(
