@@ -2,6 +2,7 @@
 
     .venv/bin/python loadtest/calibrate.py            a table and the weighted mean
     .venv/bin/python loadtest/calibrate.py --json     the same, machine-readable (bench_stack.py)
+    .venv/bin/python loadtest/calibrate.py --scale auto   the mix as the load test sizes it here
 
 Runs exactly what a worker process runs for a task's calculation (`TaskType.execute`:
 validation, the NumPy calculation, the JSON-safe result) with BLAS/OpenMP threads capped at 1

@@ -499,6 +499,9 @@ def _loopback(host: str) -> bool:
     return urllib.parse.urlsplit(host).hostname in ("127.0.0.1", "localhost", "::1")
 
 
+SIZED_MIX: tuple[Mix, ...] = MIX  # MIX with its heavy rows sized for this machine (_on_init)
+
+
 @events.init.add_listener
 def _on_init(environment: Environment, **_: Any) -> None:
     if not FinqUser.host and not environment.host:
@@ -521,9 +524,6 @@ def _on_init(environment: Environment, **_: Any) -> None:
     for m in SIZED_MIX:
         if m.type in SCALABLE:
             log.info("mix row %s: %s", m.type, m.size)
-
-
-SIZED_MIX: tuple[Mix, ...] = MIX  # MIX with its heavy rows sized for this machine (_on_init)
 
 
 def _select_mix(environment: Environment) -> None:

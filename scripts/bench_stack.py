@@ -9,8 +9,9 @@ and always stops it. All figures come from the same run:
      workers started with finq-service's flags) sent straight into the stack's redis-server;
   2. the full stack with a no-op-sized task (a 1-year loan) submitted over HTTP through nginx
      with a bearer token, recorded in the database and completed by the workers; ratio to (1);
-  3. the CPU-bound mix of loadtest/locustfile.py: completed tasks/s and efficiency = (sum of
-     each task's CPU time measured alone on one core) / (wall time x cores);
+  3. the CPU-bound mix of loadtest/locustfile.py, sized for this machine like the load test
+     (MIX_SCALE, default auto): completed tasks/s and efficiency = (sum of each task's CPU
+     time measured alone on one core) / (wall time x cores);
   4. submit latency through nginx at a fixed offered rate (open loop), workers idle and busy;
   5. scaling: the mix with 1, 2, 3, 4 worker replicas (chart: docs/scaling.png).
 
