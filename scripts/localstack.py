@@ -329,17 +329,15 @@ class Stack:
         raise SystemExit(f"workers not online after {timeout:.0f}s")
 
     def _workers_online(self, s: dict[str, str]) -> int:
-        """Celery workers announce themselves with heartbeats Flower sees; cheaper: count
-        the `_kombu.binding` consumers? We ask redis for connected clients named by celery."""
-        import redis  # the venv has it
+        """Workers with a live heartbeat: the count the API reports (finq_core.presence)."""
+        import redis  # the venv has them
+
+        from finq_core import presence
 
         try:
-            r = redis.Redis(port=int(s["REDIS_PORT"]), socket_timeout=2)
-            clients = r.client_list()
+            return len(presence.online(redis.Redis.from_url(s["REDIS_URL"], socket_timeout=2)))
         except redis.RedisError:
             return 0
-        # Each worker's main process runs BRPOP on the queues (its consumer connection).
-        return sum(1 for c in clients if c.get("cmd") == "brpop")
 
     def down(self, timeout: float = 120) -> None:
         if not self.running():

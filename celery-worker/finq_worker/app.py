@@ -17,6 +17,8 @@ from celery.signals import (  # noqa: E402
     worker_init,
     worker_process_init,
     worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
 )
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server  # noqa: E402
 
@@ -26,7 +28,7 @@ from finq_core.config import get_settings  # noqa: E402
 from finq_core.db import reset_engine  # noqa: E402
 from finq_core.logs import configure_logging  # noqa: E402
 from finq_engine import TASK_TYPES  # noqa: E402
-from finq_worker import charts, notifications, tasks  # noqa: E402,F401  (registers tasks)
+from finq_worker import charts, heartbeat, notifications, tasks  # noqa: E402,F401  (registers tasks)
 
 app = celery_app
 
@@ -65,3 +67,15 @@ def _serve_metrics(**_: Any) -> None:
     multiprocess.MultiProcessCollector(registry)
     start_http_server(port, addr=os.environ.get("WORKER_METRICS_ADDRESS", "0.0.0.0"),
                       registry=registry)
+
+
+@worker_ready.connect
+def _announce(sender: Any, **_: Any) -> None:
+    """Online once the consumer fetches tasks; the count the API shows comes from this."""
+    worker = sender.controller
+    heartbeat.start(worker.hostname, int(worker.concurrency))
+
+
+@worker_shutdown.connect
+def _withdraw(**_: Any) -> None:
+    heartbeat.stop()

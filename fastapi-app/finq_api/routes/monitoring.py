@@ -1,6 +1,5 @@
 """What the queues and workers are doing (`/api/v1/monitoring`)."""
 
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -9,26 +8,31 @@ from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from finq_api.deps import CurrentUser, SessionDep
-from finq_core import events
+from finq_core import events, presence
 from finq_core.broker import QUEUES, celery_app
 from finq_core.models import Role, Task, TaskEvent, TaskStatus
 from finq_core.timeutil import utcnow
 
 router = APIRouter(prefix="/api/v1/monitoring", tags=["monitoring"])
-INSPECT_TIMEOUT = 0.5
+# Upper bound only: `inspect` returns as soon as every worker with a heartbeat has answered.
+INSPECT_TIMEOUT = 2.0
 
 
 def workers() -> list[dict[str, Any]]:
-    """Workers answering within INSPECT_TIMEOUT: running tasks and pool size of each."""
-    inspect = celery_app.control.inspect(timeout=INSPECT_TIMEOUT)
-    with ThreadPoolExecutor(2) as pool:
-        active_f, stats_f = pool.submit(inspect.active), pool.submit(inspect.stats)
-        active, stats = active_f.result() or {}, stats_f.result() or {}
+    """Workers with a live heartbeat (finq_core.presence), and the tasks each is running.
+
+    The heartbeat decides who is online; `inspect` only adds the running tasks, waiting for
+    as many replies as there are workers. A worker too busy to answer in time still counts,
+    with `answered` false and its tasks unknown (reported as none)."""
+    alive = presence.online(events.get_redis())
+    if not alive:
+        return []
+    replies = celery_app.control.inspect(timeout=INSPECT_TIMEOUT, limit=len(alive)).active() or {}
     return [
-        {"name": name, "active": len(tasks),
-         "slots": int(((stats.get(name) or {}).get("pool") or {}).get("max-concurrency", 0)),
-         "tasks": [t.get("args", [None])[0] for t in tasks]}
-        for name, tasks in sorted(active.items())
+        {"name": name, "active": len(replies.get(name) or []),
+         "slots": int(info.get("slots", 0)), "answered": name in replies,
+         "tasks": [t.get("args", [None])[0] for t in replies.get(name) or []]}
+        for name, info in sorted(alive.items())
     ]
 
 
