@@ -4,12 +4,10 @@ import logging
 import time
 import uuid
 
-from sqlalchemy import update
-
 from finq_core import events
 from finq_core.db import session_scope
-from finq_core.models import Task, TaskStatus
-from finq_core.store import notify
+from finq_core.models import TaskStatus
+from finq_core.store import notify, set_progress
 
 log = logging.getLogger("finq.worker")
 
@@ -33,11 +31,7 @@ class WorkerContext:
             return
         self._last_write = now
         with session_scope() as session:
-            session.execute(
-                update(Task)
-                .where(Task.id == self.task_id, Task.status == TaskStatus.RUNNING.value)
-                .values(progress=fraction, progress_message=message)
-            )
+            set_progress(session, self.task_id, fraction, message)
         notify(self.task_id, TaskStatus.RUNNING.value, progress=fraction, message=message)
         log.info("task progress", extra={"task_id": str(self.task_id),
                                          "progress": round(fraction, 4)})

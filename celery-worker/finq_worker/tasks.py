@@ -113,8 +113,6 @@ def _public_message(exc: BaseException) -> str:
     return "internal error while running the task; see the worker log"
 
 
-
-
 @celery_app.task(name=CHART_TASK)
 def draw_chart(task_id: str) -> None:
     """Draw a successful task's chart (queued by the API when the chart is first asked for).

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from finq_core.db import make_engine
 from finq_core.migrate import upgrade
 from finq_core.models import Task, TaskChart, TaskDelivery, TaskEvent, TaskStatus
-from finq_core.store import add_event, transition
+from finq_core.store import add_event, set_progress, transition
 from finq_core.uploads import find_upload, new_upload, upload_table
 from finq_engine import PriceTable
 
@@ -83,6 +83,32 @@ def test_transition_is_conditional(session: Session) -> None:
     history = session.scalars(select(TaskEvent.status).where(TaskEvent.task_id == task.id)
                               .order_by(TaskEvent.id)).all()
     assert history == ["PENDING", "RUNNING", "SUCCESS"]
+
+
+def test_progress_is_stored_only_while_running(session: Session) -> None:
+    """A progress report that lands after the outcome (or a cancel) must not rewrite it."""
+    task = new_task(session)
+    set_progress(session, task.id, 0.3, "too early")
+    session.commit()
+    session.expire_all()
+    pending = session.get(Task, task.id)
+    assert pending is not None and pending.progress == 0.0
+    assert transition(session, task.id, [TaskStatus.PENDING], TaskStatus.RUNNING)
+    set_progress(session, task.id, 0.42, "21 of 50 chunks")
+    session.commit()
+    session.expire_all()
+    running = session.get(Task, task.id)
+    assert running is not None
+    assert (running.progress, running.progress_message) == (0.42, "21 of 50 chunks")
+    assert transition(session, task.id, [TaskStatus.RUNNING], TaskStatus.SUCCESS, progress=1.0)
+    set_progress(session, task.id, 0.9, "late")
+    session.commit()
+    session.expire_all()
+    done = session.get(Task, task.id)
+    assert done is not None and (done.progress, done.status) == (1.0, TaskStatus.SUCCESS)
+    history = session.scalars(select(TaskEvent.status).where(TaskEvent.task_id == task.id)
+                              .order_by(TaskEvent.id)).all()
+    assert history == ["PENDING", "RUNNING", "SUCCESS"]  # progress is no transition
 
 
 def test_idempotency_key_is_unique_per_owner(session: Session) -> None:
