@@ -1,6 +1,7 @@
 """Metrics count exactly what happened, the JSON summary agrees with the database, and one
 request id can be followed from nginx through the API to the worker."""
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -104,4 +105,9 @@ def test_counts_summary_and_trace(observed: LocalStack) -> None:
     assert trace in nginx_log
     assert re.search(rf'"msg": "task submitted", "request_id": "{trace}"', api_logs)
     assert re.search(rf'"msg": "task started", "request_id": "{trace}"', worker_logs)
-    assert re.search(rf'"msg": "task succeeded", "request_id": "{trace}"', worker_logs)
+    done = re.search(rf'^.*"msg": "task succeeded", "request_id": "{trace}".*$', worker_logs,
+                     re.MULTILINE)
+    assert done is not None
+    # The line says what the run cost in CPU as well as in wall time (docs/operations.md).
+    spent = json.loads(done.group(0))
+    assert 0 < spent["cpu_seconds"] <= spent["seconds"] + 0.05, spent
