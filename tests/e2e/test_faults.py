@@ -106,6 +106,14 @@ def test_redis_restart_with_500_tasks_queued(fragile: LocalStack,
         assert ready.status_code == 503
         assert ready.json()["checks"]["redis"].startswith("unreachable")
         assert ready.json()["checks"]["database"] == "ok"
+        # Any endpoint that needs Redis says so (the app's 503, not a bare 500, nor nginx's 502
+        # after those 503s had taken every replica out of rotation), and the records stay
+        # readable: reading one needs no Redis.
+        monitoring = client.get("/api/v1/monitoring/queues")
+        assert monitoring.status_code == 503 and monitoring.headers["Retry-After"]
+        assert "Redis" in monitoring.json()["detail"]
+        for tid in ids[:6]:  # two rounds over the three replicas
+            assert client.get(f"/api/v1/tasks/{tid}").json()["status"] == "PENDING"
     finally:
         fragile.supervisorctl("start", "redis")
         fragile.supervisorctl("start", "workers:*")
