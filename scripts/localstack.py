@@ -68,6 +68,18 @@ def _secret(run_dir: Path, name: str, length: int = 24) -> str:
     return value
 
 
+def _running(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Stack:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir.resolve()
@@ -321,7 +333,7 @@ class Stack:
         if pending:
             print(self.supervisorctl("status").stdout, file=sys.stderr)
             raise SystemExit(f"stack not ready after {timeout:.0f}s: {pending[0]}")
-        # Workers: every worker process group reports RUNNING and has connected to Redis.
+        # Workers: every worker process group reports RUNNING and beats (finq_core.presence).
         while time.monotonic() < deadline:
             if self._workers_online(s) >= int(s["WORKER_REPLICAS"]):
                 return
@@ -329,15 +341,18 @@ class Stack:
         raise SystemExit(f"workers not online after {timeout:.0f}s")
 
     def _workers_online(self, s: dict[str, str]) -> int:
-        """Workers with a live heartbeat: the count the API reports (finq_core.presence)."""
+        """Workers with a live heartbeat (the count the API reports, finq_core.presence) whose
+        process is running: Redis keeps its data across restarts (AOF), and a worker killed by
+        the last `down` would count for a few seconds more."""
         import redis  # the venv has them
 
         from finq_core import presence
 
         try:
-            return len(presence.online(redis.Redis.from_url(s["REDIS_URL"], socket_timeout=2)))
+            alive = presence.online(redis.Redis.from_url(s["REDIS_URL"], socket_timeout=2))
         except redis.RedisError:
             return 0
+        return sum(1 for info in alive.values() if _running(int(info.get("pid", 0))))
 
     def down(self, timeout: float = 120) -> None:
         if not self.running():

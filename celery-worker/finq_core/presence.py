@@ -1,9 +1,10 @@
-"""Which workers are online: a heartbeat each worker's main process writes to Redis.
+"""Which workers are online and what they run: a heartbeat each worker's main process writes.
 
-Celery's `inspect` is a broadcast: it waits its whole timeout unless it knows how many replies
-to expect, and a worker whose main loop answers late (a loaded machine) is silently left out,
-so a count of workers taken from it flickers. A heartbeat is read in one round trip, counts a
-busy worker for as long as it beats, and tells `inspect` how many replies to wait for.
+Celery's `inspect` is a broadcast: it waits its whole timeout unless told how many replies to
+expect, a worker whose main loop answers late (a loaded machine) is silently left out, so a
+count taken from it flickered, and with a reply limit kombu counts stray late replies against
+it. Heartbeats are read in three short Redis reads and count a busy worker for as long as it
+beats; each carries the worker's pool size and the tasks it runs, at most BEAT_SECONDS old.
 
 Times come from the Redis server's clock, so workers on other hosts need no synchronised clock.
 """
@@ -14,10 +15,14 @@ from typing import Any, cast
 import redis
 
 BEATS = "finq:workers"  # sorted set: worker name -> time of its last beat (Redis clock, s)
-INFO = "finq:workers:info"  # hash: worker name -> JSON (slots, pid, host)
-BEAT_SECONDS = 5.0
+BEAT_SECONDS = 2.0
 # A worker missing three beats in a row is gone (killed, frozen or cut off from Redis).
 STALE_SECONDS = 3 * BEAT_SECONDS
+
+
+def info_key(name: str) -> str:
+    """What the worker announced (JSON); expires on its own when the beats stop."""
+    return f"finq:workers:{name}"
 
 
 def _now(r: "redis.Redis") -> float:
@@ -26,34 +31,33 @@ def _now(r: "redis.Redis") -> float:
 
 
 def beat(r: "redis.Redis", name: str, info: dict[str, Any]) -> None:
-    """Mark `name` alive now, and forget workers that stopped beating without saying so."""
+    """Mark `name` alive now with `info`, and drop workers that stopped beating unannounced.
+    One MULTI: the pruning cannot remove a beat that lands between a read and a delete."""
     now = _now(r)
-    stale = cast(list[str], r.zrangebyscore(BEATS, "-inf", now - STALE_SECONDS))
-    pipe = r.pipeline()
+    pipe = r.pipeline(transaction=True)
+    pipe.zremrangebyscore(BEATS, "-inf", now - STALE_SECONDS)
     pipe.zadd(BEATS, {name: now})
-    pipe.hset(INFO, name, json.dumps(info))
-    if stale:
-        pipe.zrem(BEATS, *stale)
-        pipe.hdel(INFO, *stale)
+    pipe.set(info_key(name), json.dumps(info), ex=int(STALE_SECONDS) + 1)
     pipe.execute()
 
 
 def withdraw(r: "redis.Redis", name: str) -> None:
     """A worker shutting down cleanly leaves at once instead of after STALE_SECONDS."""
-    pipe = r.pipeline()
+    pipe = r.pipeline(transaction=True)
     pipe.zrem(BEATS, name)
-    pipe.hdel(INFO, name)
+    pipe.delete(info_key(name))
     pipe.execute()
 
 
 def online(r: "redis.Redis") -> dict[str, dict[str, Any]]:
-    """Every worker that beat within STALE_SECONDS, with what it announced."""
+    """Every worker that beat within STALE_SECONDS, with what it announced last."""
     # The redis client's stubs type every reply as sync-or-async; this client is sync.
-    names = cast(list[str | bytes], r.zrangebyscore(BEATS, _now(r) - STALE_SECONDS, "+inf"))
+    names = [_text(n) for n in cast(list[str | bytes],
+                                     r.zrangebyscore(BEATS, _now(r) - STALE_SECONDS, "+inf"))]
     if not names:
         return {}
-    infos = cast(list[str | bytes | None], r.hmget(INFO, names))
-    return {_text(name): json.loads(info) if info else {}
+    infos = cast(list[str | bytes | None], r.mget([info_key(n) for n in names]))
+    return {name: json.loads(info) if info else {}
             for name, info in zip(names, infos, strict=True)}
 
 

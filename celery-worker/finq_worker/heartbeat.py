@@ -1,64 +1,83 @@
-"""The worker's main process announces itself in Redis every few seconds (finq_core.presence).
+"""The worker's main process announces itself in Redis every few seconds (finq_core.presence),
+with its pool size and the tasks it is running.
 
 A thread rather than a timer on Celery's event loop: a Redis call that hangs must not stall
-the loop that fetches and acknowledges tasks, and a frozen loop still shows in the task
-figures, while the thread only has to prove that the process is alive and reachable.
+the loop that fetches and acknowledges tasks. Celery sends `worker_ready` once per process
+(not again after a broker reconnection), so the thread must never die of an error.
 """
 
+import atexit
 import logging
 import os
 import socket
 import threading
 from typing import Any
 
-import redis
+from celery.worker import state
 
 from finq_core import events, presence
+from finq_core.broker import RUN_TASK
 
 log = logging.getLogger(__name__)
+
+
+def running() -> tuple[int, list[str]]:
+    """Requests this worker's pool is executing, and the finq task ids among them."""
+    # `active_requests` is a WeakSet the event loop changes; copying its underlying set of
+    # references is a single C call under the GIL, iterating the WeakSet itself is not.
+    requests = [ref() for ref in list(state.active_requests.data)]
+    live = [r for r in requests if r is not None]
+    return len(live), [str(r.args[0]) for r in live if r.name == RUN_TASK and r.args]
 
 
 class Heartbeat(threading.Thread):
     def __init__(self, name: str, slots: int) -> None:
         super().__init__(name="finq-heartbeat", daemon=True)
         self.worker = name
-        self.info: dict[str, Any] = {"slots": slots, "pid": os.getpid(),
-                                     "host": socket.gethostname()}
+        self.slots = slots
         self.stopping = threading.Event()
+
+    def announcement(self) -> dict[str, Any]:
+        active, tasks = running()
+        return {"slots": self.slots, "active": active, "tasks": tasks, "pid": os.getpid(),
+                "host": socket.gethostname()}
 
     def run(self) -> None:
         failing = False
         while not self.stopping.is_set():
             try:
-                presence.beat(events.get_redis(), self.worker, self.info)
+                presence.beat(events.get_redis(), self.worker, self.announcement())
                 if failing:
                     log.info("heartbeat restored")
                 failing = False
-            except redis.RedisError as exc:
+            except Exception as exc:  # Redis down, or anything else: beat again later
                 if not failing:
-                    log.warning("heartbeat not written: %s", exc)
+                    log.warning("heartbeat not written: %r", exc)
                 failing = True
             self.stopping.wait(presence.BEAT_SECONDS)
+        # Withdrawn here, after the last beat, so that no beat can land after it.
+        try:
+            presence.withdraw(events.get_redis(), self.worker)
+        except Exception as exc:
+            log.warning("worker not withdrawn (it drops out after %.0f s): %r",
+                        presence.STALE_SECONDS, exc)
 
     def stop(self) -> None:
         self.stopping.set()
-        self.join(timeout=presence.BEAT_SECONDS)
-        try:
-            presence.withdraw(events.get_redis(), self.worker)
-        except redis.RedisError as exc:
-            log.warning("worker not withdrawn (it drops out after %.0f s): %s",
-                        presence.STALE_SECONDS, exc)
+        self.join(timeout=2 * presence.BEAT_SECONDS)
 
 
 _beating: Heartbeat | None = None
 
 
 def start(name: str, slots: int) -> None:
-    """Idempotent: Celery announces readiness again after a broker reconnection."""
+    """Start beating (once per process); stop again at exit if no shutdown signal came (a
+    cold shutdown sends no `worker_shutdown`)."""
     global _beating
     if _beating is None or not _beating.is_alive():
         _beating = Heartbeat(name, slots)
         _beating.start()
+        atexit.register(stop)
 
 
 def stop() -> None:

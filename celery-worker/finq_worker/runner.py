@@ -193,7 +193,7 @@ def execute(task_id: uuid.UUID, claim_info: Claim) -> None:
     # CPU beside wall time: on a busy host the two part, and CPU is what a task costs.
     log.info("task succeeded", extra={"task_id": str(task_id), "type": claim_info.type,
                                       "seconds": round(seconds, 4),
-                                      "cpu_seconds": round(cpu_seconds, 4)})
+                                      "cpu_seconds": round(cpu_seconds, 6)})
 
 
 def draw_chart(task_id: uuid.UUID) -> bool:

@@ -9,30 +9,20 @@ from starlette.concurrency import run_in_threadpool
 
 from finq_api.deps import CurrentUser, SessionDep
 from finq_core import events, presence
-from finq_core.broker import QUEUES, celery_app
+from finq_core.broker import QUEUES
 from finq_core.models import Role, Task, TaskEvent, TaskStatus
 from finq_core.timeutil import utcnow
 
 router = APIRouter(prefix="/api/v1/monitoring", tags=["monitoring"])
-# Upper bound only: `inspect` returns as soon as every worker with a heartbeat has answered.
-INSPECT_TIMEOUT = 2.0
 
 
 def workers() -> list[dict[str, Any]]:
-    """Workers with a live heartbeat (finq_core.presence), and the tasks each is running.
-
-    The heartbeat decides who is online; `inspect` only adds the running tasks, waiting for
-    as many replies as there are workers. A worker too busy to answer in time still counts,
-    with `answered` false and its tasks unknown (reported as none)."""
-    alive = presence.online(events.get_redis())
-    if not alive:
-        return []
-    replies = celery_app.control.inspect(timeout=INSPECT_TIMEOUT, limit=len(alive)).active() or {}
+    """Workers with a live heartbeat and what each is running (finq_core.presence): three short
+    Redis reads, at most presence.BEAT_SECONDS old, and no broadcast to wait for."""
     return [
-        {"name": name, "active": len(replies.get(name) or []),
-         "slots": int(info.get("slots", 0)), "answered": name in replies,
-         "tasks": [t.get("args", [None])[0] for t in replies.get(name) or []]}
-        for name, info in sorted(alive.items())
+        {"name": name, "active": int(info.get("active", 0)), "slots": int(info.get("slots", 0)),
+         "tasks": list(info.get("tasks", []))}
+        for name, info in sorted(presence.online(events.get_redis()).items())
     ]
 
 
