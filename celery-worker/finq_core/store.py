@@ -1,7 +1,8 @@
 """Task records and their status history: every transition goes through here.
 
 Transitions are conditional updates (`WHERE status IN ...`), so two deliveries of the same
-message, or a cancel racing a completion, can never both win: the loser sees rowcount 0.
+message, or a cancel racing a completion, can never both win: the loser's UPDATE ... RETURNING
+returns no row.
 
 Notifications hang off the same single point: a transition to a final status of a task that
 asked for notifications (`notify`) is remembered on the session, and the `finq.notify` jobs
@@ -123,6 +124,9 @@ def insert_event(session: Session, task_id: uuid.UUID, status: str, message: str
 
 def insert_task(session: Session, values: dict[str, Any], message: str) -> None:
     """Write a new task row (every column in `values`) and its first event."""
+    # Executed with parameters, an INSERT ignores keys that are not columns: refuse them.
+    if unknown := values.keys() - TASKS.c.keys():
+        raise ValueError(f"not columns of tasks: {sorted(unknown)}")
     session.execute(_INSERT_TASK, values)
     insert_event(session, values["id"], values["status"], message, values["created_at"])
 
@@ -143,6 +147,8 @@ def transition(
     now = utcnow()
     if to_status.is_final:
         values.setdefault("finished_at", now)
+    if "status" in values:
+        raise TypeError("transition() sets status from to_status")
     values["status"] = to_status.value
     stmt = _transition_stmt(tuple(sorted(values)))
     params = {f"set_{name}": value for name, value in values.items()}
