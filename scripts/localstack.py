@@ -69,14 +69,13 @@ def _secret(run_dir: Path, name: str, length: int = 24) -> str:
 
 
 def _running(pid: int) -> bool:
+    """A process of ours with this pid exists (another user's is a reused pid, not ours)."""
     if pid <= 0:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         return False
-    except PermissionError:
-        return True
     return True
 
 
@@ -282,10 +281,9 @@ class Stack:
         if not pidfile.exists():
             return False
         try:
-            os.kill(int(pidfile.read_text().strip()), 0)
-        except (ValueError, ProcessLookupError, PermissionError):
+            return _running(int(pidfile.read_text().strip()))
+        except ValueError:
             return False
-        return True
 
     def up(self, args: argparse.Namespace) -> dict[str, str]:
         if self.running():
@@ -362,9 +360,7 @@ class Stack:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+            if not _running(pid):
                 print("stack stopped")
                 return
             time.sleep(0.2)
