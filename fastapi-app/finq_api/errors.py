@@ -14,6 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from finq_core.logs import request_id_var
 
 log = logging.getLogger("finq.api")
+# Seconds a client should wait after a 503 for an outage (Redis, the database, the limiter).
+OUTAGE_RETRY_AFTER = "5"
 
 
 def error_response(status_code: int, detail: Any, headers: dict[str, str] | None = None
@@ -55,7 +57,7 @@ def install(app: FastAPI) -> None:
     async def _redis_down(request: Request, exc: redis.RedisError) -> JSONResponse:
         log.warning("Redis unavailable on %s %s: %s", request.method, request.url.path, exc)
         return error_response(503, "Redis (queues and live state) is unavailable; retry shortly.",
-                              {"Retry-After": "5"})
+                              {"Retry-After": OUTAGE_RETRY_AFTER})
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeoutError)
@@ -63,7 +65,7 @@ def install(app: FastAPI) -> None:
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
                     type(exc).__name__)
         return error_response(503, "The database is unavailable or busy; retry shortly.",
-                              {"Retry-After": "5"})
+                              {"Retry-After": OUTAGE_RETRY_AFTER})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

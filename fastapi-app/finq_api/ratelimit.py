@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from finq_api.clientip import client_ip
 from finq_api.deps import CurrentUser
+from finq_api.errors import OUTAGE_RETRY_AFTER
 from finq_api.security import InvalidToken, decode_access_token
 from finq_core import metrics
 from finq_core.config import get_settings
@@ -64,7 +65,7 @@ def check(request: Request, spec: str, scope: str, key: str, fail_closed: bool) 
         if fail_closed:
             log.error("rate limiter unavailable (%s); refusing %s", type(exc).__name__, scope)
             raise HTTPException(status_code=503, detail="Temporarily unavailable; retry shortly",
-                                headers={"Retry-After": "5"}) from None
+                                headers={"Retry-After": OUTAGE_RETRY_AFTER}) from None
         log.warning("rate limiter unavailable (%s); allowing %s", type(exc).__name__, scope)
         return
     headers = _headers(limit, stats.remaining, stats.reset_time)

@@ -21,6 +21,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from finq_api.deps import StreamUser
+from finq_api.errors import OUTAGE_RETRY_AFTER
 from finq_api.routes.tasks import find_owned
 from finq_core import events
 from finq_core.config import get_settings
@@ -74,7 +75,7 @@ async def task_events(task_id: uuid.UUID, request: Request, user: StreamUser
         await close()
         raise HTTPException(status_code=503, detail="Live updates are unavailable (Redis); "
                             "poll GET /api/v1/tasks/{id} meanwhile",
-                            headers={"Retry-After": "5"}) from None
+                            headers={"Retry-After": OUTAGE_RETRY_AFTER}) from None
     except BaseException:
         await close()
         raise

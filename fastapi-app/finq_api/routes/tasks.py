@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from finq_api.deps import CurrentUser, SessionDep, SettingsDep
+from finq_api.errors import OUTAGE_RETRY_AFTER
 from finq_api.ratelimit import SubmitLimit
 from finq_api.schemas import (
     NotifySpec,
@@ -57,7 +58,7 @@ class QueueUnavailable(HTTPException):
         super().__init__(
             status_code=503,
             detail="The task queue (Redis) is unavailable; nothing was queued. Retry shortly.",
-            headers={"Retry-After": "5"},
+            headers={"Retry-After": OUTAGE_RETRY_AFTER},
         )
 
 
