@@ -172,3 +172,22 @@ def test_a_final_transition_of_a_notified_task_is_queued_after_commit_only(
         (str(task.id), "CANCELLED", {"webhook_url": "https://x.example/"})]
     session.rollback()
     assert "finq_final_notifications" not in session.info
+
+
+def test_json_documents_round_trip_exactly(session: Session) -> None:
+    """Params and results go through pydantic-core's codec (finq_core.db): what is read back
+    must equal what was written, floats to the last bit, on both databases."""
+    # Up to 1e15: PostgreSQL's jsonb writes larger numbers out in full ("2040...000"), which
+    # read back as Python ints (equal in JSON, not in Python), whichever codec reads them.
+    rng = np.random.default_rng(3)
+    floats = [float(x) for x in rng.standard_normal(2_000) * 10.0 ** rng.integers(-300, 15, 2_000)]
+    result = {"values": floats, "tiny": 5e-324, "int": 2**53 + 1,
+              "text": "é ✓ \u2028", "nested": [{"a": None, "b": True}, []]}
+    task = new_task(session)
+    assert transition(session, task.id, [TaskStatus.PENDING], TaskStatus.RUNNING, worker="w1")
+    assert transition(session, task.id, [TaskStatus.RUNNING], TaskStatus.SUCCESS, result=result)
+    session.commit()
+    session.expire_all()
+    loaded = session.get(Task, task.id)
+    assert loaded is not None and loaded.result == result
+    assert loaded.params == {"principal": 1, "annual_rate": 0.1, "years": 1}
