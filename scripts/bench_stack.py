@@ -950,7 +950,11 @@ stops it. Everything below comes from one run; throughputs are medians of repeat
   run; efficiency = sum of those CPU times / (wall time x cores). "Own-CPU efficiency" divides
   by the CPU our processes actually used instead, which other load on the machine does not
   distort. The calibration is also run on every core at once: the side-by-side figure is the
-  best any scheduler could do on this hardware.
+  best any scheduler could do on this hardware. "Steady state" is the same ratio over the part
+  of the batch where every worker process has a task (from the first moment all of them run
+  one to the last start), each task credited with its CPU alone in proportion to the part of
+  its run inside that window: it leaves out the opening (submissions only) and the drain (the
+  last long tasks on fewer processes than cores), which a sustained load never has.
 - (4) open loop: requests leave at fixed times whatever the answers (latency counted from the
   scheduled time), 1-year loans, first second discarded, an answer later than 5 s counted as
   an error; the workers are stopped (the submit path alone; the queued messages are purged
