@@ -10,7 +10,7 @@ from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from finq_core import metrics
+from finq_core import events, metrics
 from finq_core.broker import CHART_TASK, RUN_TASK, celery_app, retry_backoff_cap
 from finq_core.config import get_settings
 from finq_core.logs import request_id_var
@@ -19,8 +19,9 @@ from finq_worker import runner
 
 log = logging.getLogger("finq.worker")
 
-# A message whose record never becomes visible (the API's commit failed after it sent the
-# message, or it died in between) is dropped after this many later looks, RECORD_RETRY_SECONDS
+# A message whose record never becomes visible is dropped at once when the API marked it void
+# (its commit failed after it sent the message), else, if the API died in between or could not
+# reach Redis to say so, after this many later looks, RECORD_RETRY_SECONDS
 # apart: a minute, twice SQLite's busy timeout (the longest a submission's commit waits for
 # the write lock there); on PostgreSQL a submission's transaction takes milliseconds.
 RECORD_RETRIES = 30
@@ -54,6 +55,10 @@ def run_task(self: CeleryTask, task_id: str) -> None:
                              or self.request.retries)
             claim = runner.claim_when_visible(tid, worker, take_over)
         except runner.NoRecord:
+            if events.is_void(task_id):
+                log.info("task %s: its submission failed after the message was sent; "
+                         "dropping the message", task_id)
+                return
             if self.request.retries >= RECORD_RETRIES:
                 log.warning("task %s has no record; dropping the message", task_id)
                 return

@@ -4,13 +4,14 @@ import json
 import os
 import subprocess
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from sqlalchemy import select, update
 
-from finq_core import broker
+from finq_core import broker, events
 from finq_core.db import session_scope
 from finq_core.models import Task, TaskChart, TaskEvent, TaskStatus
 from finq_core.store import add_event
@@ -83,6 +84,24 @@ def test_a_message_that_arrives_before_its_record_waits_for_it(
     assert task.status == TaskStatus.SUCCESS, task.error
     assert task.attempts == 1
     assert history(tid) == ["PENDING", "RUNNING", "SUCCESS"]
+
+
+def test_a_message_whose_submission_failed_is_dropped_at_once(
+    celery_worker: subprocess.Popen[bytes],
+) -> None:
+    """A submission that lost the race for its idempotency key (or whose commit failed) has
+    sent its message already; the API marks it void and the worker drops it on its first
+    delivery, instead of looking for a record that will never come for a minute."""
+    tid = uuid.uuid4()
+    events.mark_void(str(tid))
+    broker.enqueue(str(tid), "normal")
+    worker_log = Path(os.environ["DATABASE_URL"].split("///", 1)[1]).parent / "worker.log"
+    line = wait_until(lambda: next((x for x in worker_log.read_text().splitlines()
+                                    if str(tid) in x and "dropping the message" in x), None),
+                      15, 0.05, what="the void message to be dropped")
+    assert "submission failed" in line
+    r = redis.Redis.from_url(os.environ["REDIS_URL"])
+    assert not [raw for raw in r.hvals("unacked") if str(tid).encode() in raw], "retried"
 
 
 def test_a_claim_that_sees_the_record_only_after_its_update_looks_again(

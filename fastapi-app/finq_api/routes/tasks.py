@@ -202,8 +202,8 @@ def submit_task(
     # the one transaction of the submission (the message carries only the id; a worker that
     # gets it before the commit is visible waits for the record: finq_worker.tasks). Redis
     # refusing leaves nothing behind, and the client's 503 means "nothing created"; a commit
-    # that fails after the send leaves a message for no record, which the worker drops once it
-    # has waited long enough.
+    # that fails after the send leaves a message for no record: it is marked void, and the
+    # worker drops it (or, if even Redis failed us, drops it once it has waited long enough).
     if immediate and not _send(task):
         raise QueueUnavailable()
     try:
@@ -211,17 +211,28 @@ def submit_task(
                     f"scheduled for {run_at.isoformat()}" if run_at else "queued")
         session.commit()
     except IntegrityError:
+        _void(task, immediate)
         session.rollback()
         existing = _by_key(session, user.username, idempotency_key or "")
         if existing is None:
             raise
         return _existing(existing)
+    except BaseException:
+        _void(task, immediate)
+        raise
 
     metrics.tasks_submitted.labels(task.type, task.priority).inc()
     log.info("task submitted", extra={"task_id": str(task.id), "type": task.type,
                                       "priority": task.priority, "owner": task.owner})
     response.headers["Location"] = f"/api/v1/tasks/{task.id}"
     return task_view(task)
+
+
+def _void(task: Task, sent: bool) -> None:
+    """The submission's message is out but its record will never be written (a concurrent
+    submission won the idempotency key, or the commit failed)."""
+    if sent:
+        events.mark_void(str(task.id))
 
 
 def _by_key(session: Session, owner: str, key: str) -> Task | None:
