@@ -157,8 +157,11 @@ def scaled_mix(scale: str, mix: tuple[Mix, ...] = MIX) -> tuple[Mix, ...]:
     again); 1 keeps the table's sizes."""
     text = scale.strip().lower()
     if text == "auto":
+        scalable = [m.type for m in mix if m.type in SCALABLE]
+        if not scalable:
+            return mix
         try:
-            measured = measure_here([m.type for m in mix if m.type in SCALABLE])
+            measured = measure_here(scalable)
         except (OSError, subprocess.SubprocessError, ValueError, KeyError) as exc:
             # Where the engine is not installed (compose's Locust image), say so and go on.
             log.warning("MIX_SCALE=auto: could not time the mix on this machine (%s); using "
@@ -517,8 +520,10 @@ def _on_init(environment: Environment, **_: Any) -> None:
     # into a run's --run-time (nor happen again at every start in the web UI).
     global SIZED_MIX
     options = environment.parsed_options
+    wanted = _wanted_types(environment)
     try:
-        SIZED_MIX = scaled_mix(str(options.finq_mix_scale or "auto") if options else "auto")
+        SIZED_MIX = scaled_mix(str(options.finq_mix_scale or "auto") if options else "auto",
+                               tuple(m for m in MIX if not wanted or m.type in wanted))
     except ValueError as exc:
         raise SystemExit(f"MIX_SCALE: {exc}") from None
     for m in SIZED_MIX:
@@ -526,9 +531,17 @@ def _on_init(environment: Environment, **_: Any) -> None:
             log.info("mix row %s: %s", m.type, m.size)
 
 
+def _wanted_types(environment: Environment) -> set[str]:
+    """--finq-types (FINQ_TYPES) as a set; empty means the whole mix."""
+    options = environment.parsed_options
+    return {t.strip() for t in (getattr(options, "finq_types", None) or "").split(",")
+            if t.strip()}
+
+
 def _select_mix(environment: Environment) -> None:
-    """Restrict the mix to --finq-types and to the types the server registers."""
-    wanted = {t for t in (environment.parsed_options.finq_types or "").split(",") if t}
+    """Restrict the mix to --finq-types and to the types the server registers (only the rows
+    wanted were sized, at start-up)."""
+    wanted = _wanted_types(environment)
     mix = tuple(m for m in SIZED_MIX if not wanted or m.type in wanted)
     registered = _registered_types(environment)
     if registered is not None:
