@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import json
 import math
@@ -666,26 +667,46 @@ def steady_efficiency(spans: list[tuple[str, float, float]], alone_s: dict[str, 
     run at once to the last start. Outside that window the cores idle for want of work, not
     for what the platform costs: a batch opens with submissions only and ends with its last
     long tasks on fewer processes than cores (a Monte Carlo run alone on one core), which a
-    sustained load (the load test, production) never sees. Each task is credited with its CPU
-    alone in proportion to the part of its run inside the window (time-slicing shares a core
-    evenly, so a task progresses evenly). None when the window is under a second."""
+    sustained load (the load test, production) never sees. None when the window is under a
+    second.
+
+    Each task is credited with the share of its CPU alone that it did inside the window, as a
+    fair scheduler hands it out: at any moment a running task advances at min(1, cores /
+    tasks running), so a task that ends in the drain, where it has a core to itself, did less
+    of its work inside the window than its share of wall time there (crediting by wall time
+    reads ~2 points high on the bench's mix)."""
     edges = sorted([(s, 1) for _, s, _ in spans] + [(f, -1) for _, _, f in spans])
+    # Piecewise-constant speed of one task: (start, end, speed) between consecutive edges.
+    pieces: list[tuple[float, float, float]] = []
     running, w0 = 0, None
-    for at, step in edges:  # at a tie the end sorts first: a slot freed and refilled is busy
-        running += step
-        if running >= slots:
+    for (at, step), (nxt, _) in zip(edges, [*edges[1:], (math.inf, 0)], strict=True):
+        running += step  # at a tie the end sorts first: a slot freed and refilled is busy
+        if w0 is None and running >= slots:
             w0 = at
-            break
+        if nxt > at and running > 0:
+            pieces.append((at, nxt, min(1.0, n_cores / running)))
     w1 = max((s for _, s, _ in spans), default=None)
     if w0 is None or w1 is None or w1 - w0 < 1.0:
         return None
+    starts = [p[0] for p in pieces]
+
+    def advance(lo: float, hi: float) -> float:
+        """Work one running task does between lo and hi (in seconds of a whole core)."""
+        done = 0.0
+        for start, end, speed in pieces[max(0, bisect.bisect_right(starts, lo) - 1):]:
+            if start >= hi:
+                break
+            done += speed * max(0.0, min(end, hi) - max(start, lo))
+        return done
+
     credit = 0.0
     for type_, s, f in spans:
-        lo, hi = max(s, w0), min(f, w1)
-        if f > s and hi > lo:
-            credit += alone_s[type_] * (hi - lo) / (f - s)
-        elif f <= s and w0 <= s <= w1:
-            credit += alone_s[type_]
+        if f <= s:
+            credit += alone_s[type_] if w0 <= s < w1 else 0.0
+            continue
+        inside = advance(max(s, w0), min(f, w1)) if min(f, w1) > max(s, w0) else 0.0
+        if inside:
+            credit += alone_s[type_] * inside / advance(s, f)
     return credit / ((w1 - w0) * n_cores)
 
 
@@ -953,8 +974,11 @@ stops it. Everything below comes from one run; throughputs are medians of repeat
   best any scheduler could do on this hardware. "Steady state" is the same ratio over the part
   of the batch where every worker process has a task (from the first moment all of them run
   one to the last start), each task credited with its CPU alone in proportion to the part of
-  its run inside that window: it leaves out the opening (submissions only) and the drain (the
-  last long tasks on fewer processes than cores), which a sustained load never has.
+  its run inside that window, at the speed a fair scheduler gives it (a running task advances
+  at min(1, cores / tasks running): one that ends in the drain with a core to itself did less
+  of its work inside the window than its share of wall time there). It leaves out the opening
+  (submissions only) and the drain (the last long tasks on fewer processes than cores), which a
+  sustained load never has; on a simulated perfect platform it reads 1.00.
 - (4) open loop: requests leave at fixed times whatever the answers (latency counted from the
   scheduled time), 1-year loans, first second discarded, an answer later than 5 s counted as
   an error; the workers are stopped (the submit path alone; the queued messages are purged

@@ -138,9 +138,16 @@ def _user_exists(name: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(redis_server: str, migrated_db: str) -> Iterator[subprocess.Popen[bytes]]:
+def worker_log() -> Path:
+    """Where the `celery_worker` fixture's worker writes its log."""
+    return _SESSION_DIR / "worker.log"
+
+
+@pytest.fixture(scope="session")
+def celery_worker(redis_server: str, migrated_db: str, worker_log: Path
+                  ) -> Iterator[subprocess.Popen[bytes]]:
     """A real Celery worker (2 processes) started by the same command as the stack's."""
-    log = open(_SESSION_DIR / "worker.log", "wb")  # noqa: SIM115
+    log = open(worker_log, "wb")  # noqa: SIM115
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "WORKER_CONCURRENCY": "2",
            "WORKER_NAME": "testworker@%h", "LOG_LEVEL": "INFO",
            "WORKER_METRICS_PORT": str(free_port()), "WORKER_METRICS_ADDRESS": "127.0.0.1"}

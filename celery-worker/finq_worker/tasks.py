@@ -56,16 +56,15 @@ def run_task(self: CeleryTask, task_id: str) -> None:
             claim = runner.claim_when_visible(tid, worker, take_over)
         except runner.NoRecord:
             if events.is_void(task_id):
-                log.info("task %s: its submission failed after the message was sent; "
-                         "dropping the message", task_id)
-                return
-            if self.request.retries >= RECORD_RETRIES:
+                claim = _claim_void(tid, worker, take_over)
+            elif self.request.retries >= RECORD_RETRIES:
                 log.warning("task %s has no record; dropping the message", task_id)
                 return
-            try:
-                raise self.retry(countdown=RECORD_RETRY_SECONDS, max_retries=None) from None
-            except Reject as exc:  # the retry could not be sent: put this delivery back
-                raise Reject(exc.reason, requeue=True) from None
+            else:
+                try:
+                    raise self.retry(countdown=RECORD_RETRY_SECONDS, max_retries=None) from None
+                except Reject as exc:  # the retry could not be sent: put this delivery back
+                    raise Reject(exc.reason, requeue=True) from None
         if claim is None:
             return
         runner.execute(tid, claim)
@@ -92,6 +91,18 @@ def run_task(self: CeleryTask, task_id: str) -> None:
     finally:
         metrics.worker_busy.dec()
         request_id_var.reset(token)
+
+
+def _claim_void(tid: uuid.UUID, worker: str, take_over: bool) -> runner.Claim | None:
+    """The API marked this message void: its submission's commit raised. A commit can fail on
+    the way back after the database did commit, and then the record is visible by the time
+    the mark is: look once more, and drop the message only if there is still no record."""
+    try:
+        return runner.claim(tid, worker, take_over)
+    except runner.NoRecord:
+        log.info("task %s: its submission failed after the message was sent; dropping the "
+                 "message", tid)
+        return None
 
 
 def _mark_retrying(tid: uuid.UUID, exc: BaseException, delay: float,

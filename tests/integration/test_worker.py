@@ -16,7 +16,7 @@ from finq_core.db import session_scope
 from finq_core.models import Task, TaskChart, TaskEvent, TaskStatus
 from finq_core.store import add_event
 from finq_core.timeutil import utcnow
-from finq_worker import runner
+from finq_worker import runner, tasks
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -87,7 +87,7 @@ def test_a_message_that_arrives_before_its_record_waits_for_it(
 
 
 def test_a_message_whose_submission_failed_is_dropped_at_once(
-    celery_worker: subprocess.Popen[bytes],
+    celery_worker: subprocess.Popen[bytes], worker_log: Path,
 ) -> None:
     """A submission that lost the race for its idempotency key (or whose commit failed) has
     sent its message already; the API marks it void and the worker drops it on its first
@@ -95,13 +95,37 @@ def test_a_message_whose_submission_failed_is_dropped_at_once(
     tid = uuid.uuid4()
     events.mark_void(str(tid))
     broker.enqueue(str(tid), "normal")
-    worker_log = Path(os.environ["DATABASE_URL"].split("///", 1)[1]).parent / "worker.log"
     line = wait_until(lambda: next((x for x in worker_log.read_text().splitlines()
                                     if str(tid) in x and "dropping the message" in x), None),
                       15, 0.05, what="the void message to be dropped")
     assert "submission failed" in line
     r = redis.Redis.from_url(os.environ["REDIS_URL"])
-    assert not [raw for raw in r.hvals("unacked") if str(tid).encode() in raw], "retried"
+    # Acknowledged (acks late: just after the task returned), and never retried.
+    wait_until(lambda: not [raw for raw in r.hvals("unacked") if str(tid).encode() in raw],
+               10, 0.05, what="the void message to be acknowledged")
+
+
+def test_a_void_mark_never_drops_a_record_that_exists(
+    redis_server: str, migrated_db: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A commit can raise after the database did commit (the connection broke on the way
+    back): the API marks the message void, yet the record exists. The worker's looks before
+    the commit was visible missed it; it looks once more before dropping, and runs it."""
+    tid = uuid.uuid4()
+    with session_scope() as s:
+        s.add(Task(id=tid, owner="tester", type="loan_amortization",
+                   params={"principal": 1000, "annual_rate": 0.05, "years": 1}))
+        add_event(s, tid, TaskStatus.PENDING.value, "queued")
+    events.mark_void(str(tid))
+
+    def too_early(*_args: Any) -> None:
+        raise runner.NoRecord(str(tid))
+
+    monkeypatch.setattr(runner, "claim_when_visible", too_early)
+    tasks.run_task.apply(args=[str(tid)])
+    with session_scope() as s:
+        task = s.get(Task, tid)
+        assert task is not None and task.status == TaskStatus.SUCCESS, task and task.error
 
 
 def test_a_claim_that_sees_the_record_only_after_its_update_looks_again(

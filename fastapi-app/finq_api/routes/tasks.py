@@ -217,7 +217,7 @@ def submit_task(
         if existing is None:
             raise
         return _existing(existing)
-    except BaseException:
+    except Exception:
         _void(task, immediate)
         raise
 
@@ -230,7 +230,9 @@ def submit_task(
 
 def _void(task: Task, sent: bool) -> None:
     """The submission's message is out but its record will never be written (a concurrent
-    submission won the idempotency key, or the commit failed)."""
+    submission won the idempotency key, or the commit failed). A commit that raised yet did
+    commit is safe too: the worker looks for the record once more before it drops a void
+    message (finq_worker.tasks)."""
     if sent:
         events.mark_void(str(task.id))
 
