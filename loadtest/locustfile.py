@@ -14,13 +14,15 @@ request type `TASK`, name `<type> done`, response time = submit-to-done in ms (a
 a failure of that row). At the end it prints, and writes as JSON next to the CSV files:
 completed tasks/s, latency p50/p95/p99, failed tasks, and lost tasks (submitted but without a
 final status when the test stopped plus the grace period `--stop-timeout`). The process exits
-non-zero when any task failed, was lost or rejected, or completed tasks/s fell below
-`--finq-min-tasks-per-sec` (MIN_TASKS_PER_SEC).
+non-zero when any task failed, was lost or rejected (a 429 is not a rejection but throttling:
+counted and shown, the stack's limits doing their job), another request failed, or completed
+tasks/s fell below `--finq-min-tasks-per-sec` (MIN_TASKS_PER_SEC).
 
 Credentials: FINQ_USERNAME / FINQ_PASSWORD, else the admin account of the stack in
 $RUN_DIR/stack.json (`make run` writes it). With an admin, the run creates LOADTEST_ACCOUNTS
 (8) throwaway accounts and deletes them at the end, users taking turns on them (see Accounts),
-so the stack keeps its rate limits on; a 429 is reported as throttled.
+so the stack keeps its rate limits on; a 429 is reported as throttled. With the default limits
+that caps what the test can submit at 8 x RATE_LIMIT_SUBMIT (120/minute) = 16 tasks/s.
 """
 
 from __future__ import annotations
@@ -617,6 +619,12 @@ def _on_test_stop(environment: Environment, **_: Any) -> None:
     STATE.outstanding.clear()
     ACCOUNTS.teardown(environment.host or FinqUser.host or "")
     summary = summarize(STATE, environment)
+    # Decided before the summary is written, so that its verdict and the exit code agree.
+    runner = environment.runner
+    if runner is not None and runner.exceptions:
+        summary["problems"].append("errors in the locustfile (see the exceptions report)")
+    if runner is not None and (errors := request_errors(runner.errors.values())):
+        summary["problems"].append(f"{errors} failed request(s) (see the failures report)")
     path = _summary_path(environment)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -624,16 +632,21 @@ def _on_test_stop(environment: Environment, **_: Any) -> None:
     def num(key: str, spec: str) -> str:  # "-" when nothing finished (no rate, no latency)
         return "-" if summary[key] is None else format(summary[key], spec)
 
-    log.info("tasks: %s completed (%s/s), %s failed, %s lost, %s rejected; latency "
-             "p50 %s ms p95 %s ms p99 %s ms", summary["completed"], num("tasks_per_sec", ".2f"),
-             summary["failed"], summary["lost"], summary["rejected"], num("p50_ms", ".0f"),
+    log.info("tasks: %s completed (%s/s), %s failed, %s lost, %s rejected (%s throttled); "
+             "latency p50 %s ms p95 %s ms p99 %s ms", summary["completed"],
+             num("tasks_per_sec", ".2f"), summary["failed"], summary["lost"],
+             summary["rejected"], summary["throttled"], num("p50_ms", ".0f"),
              num("p95_ms", ".0f"), num("p99_ms", ".0f"))
-    problems = summary["problems"]
-    runner = environment.runner
-    if runner is not None and (runner.errors or runner.exceptions):
-        problems.append("errors in the locustfile (see the exceptions report)")
-    environment.process_exit_code = 1 if problems else 0
+    environment.process_exit_code = 1 if summary["problems"] else 0
     _cancel_ui_timers()
+
+
+def request_errors(errors: Any) -> int:
+    """Failed requests that the summary does not judge already: not the TASK entries (failed
+    and lost tasks) and not refused submissions (rejected ones are problems of their own; a
+    429 is the stack's rate limits doing their job, reported as throttled)."""
+    return sum(e.occurrences for e in errors
+               if e.method != "TASK" and e.name != "POST /api/v1/tasks")
 
 
 @events.quit.add_listener
