@@ -48,6 +48,19 @@ def publish(task_id: str, payload: dict[str, Any]) -> None:
         get_redis().publish(channel(task_id), json.dumps(payload, default=str))
 
 
+def publish_and_check_cancel(task_id: str, payload: dict[str, Any]) -> bool | None:
+    """A running task's progress publication and its cancel check in one round trip (a
+    calculation makes one of each per chunk). None when Redis failed: nothing is known then,
+    and the caller's next own cancel check will say so."""
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.publish(channel(task_id), json.dumps(payload, default=str))
+        pipe.exists(cancel_key(task_id))
+        return bool(pipe.execute()[1])
+    except redis.RedisError:
+        return None
+
+
 def queue_depths(queues: list[str]) -> dict[str, int]:
     """Messages waiting per Celery queue (kombu keeps priority sub-lists beside each list)."""
     r = get_redis()

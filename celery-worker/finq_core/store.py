@@ -217,7 +217,18 @@ def _record_unqueued(task_id: str, status: str, spec: dict[str, Any]) -> None:
 
 
 def notify(task_id: uuid.UUID, status: str, **extra: Any) -> None:
-    events.publish(str(task_id), {"id": str(task_id), "status": status, **extra})
+    events.publish(str(task_id), _change(task_id, status, extra))
+
+
+def notify_progress(task_id: uuid.UUID, fraction: float, message: str | None) -> bool | None:
+    """Publish a running task's progress; whether a cancel was requested (None: unknown)."""
+    return events.publish_and_check_cancel(str(task_id), _change(
+        task_id, TaskStatus.RUNNING.value, {"progress": fraction, "message": message}))
+
+
+def _change(task_id: uuid.UUID, status: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """The payload of a change publication (what the live views read)."""
+    return {"id": str(task_id), "status": status, **extra}
 
 
 def get_task(session: Session, task_id: uuid.UUID) -> Task | None:

@@ -17,6 +17,7 @@ from finq_core.models import Task, TaskChart, TaskEvent, TaskStatus
 from finq_core.store import add_event
 from finq_core.timeutil import utcnow
 from finq_worker import runner, tasks
+from finq_worker.context import WorkerContext
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -229,3 +230,32 @@ def test_charts_are_drawn_when_asked_for_and_a_failure_is_remembered(
     broker.enqueue_chart(str(broken))
     assert stored_chart(broken) == b""
     assert celery_worker.poll() is None, "the worker died"
+
+
+def test_a_progress_report_publishes_and_learns_of_a_cancel_in_one_go(
+    redis_server: str, migrated_db: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each report stores the fraction, publishes it, and reads the cancel flag in the same
+    round trip: the next cancel check between chunks needs no Redis call of its own."""
+    tid = uuid.uuid4()
+    with session_scope() as s:
+        s.add(Task(id=tid, owner="tester", type="monte_carlo_option", params={},
+                   status=TaskStatus.RUNNING.value, started_at=utcnow()))
+    sub = redis.Redis.from_url(os.environ["REDIS_URL"]).pubsub()
+    sub.subscribe(events.channel(str(tid)))
+    wait_until(lambda: sub.get_message(timeout=0.1), 5, 0, what="the subscription")
+    ctx = WorkerContext(tid, interval=0.0)
+    ctx.progress(0.25, "a quarter")
+    assert not ctx.cancelled()
+    events.request_cancel(str(tid))
+    ctx.progress(0.5, "half")
+    # Read by the report itself: within 50 ms of it a check makes no call of its own.
+    monkeypatch.setattr(events, "cancel_requested",
+                        lambda _tid: pytest.fail("a second round trip"))
+    assert ctx.cancelled()
+    frames = [json.loads(m["data"]) for m in iter(lambda: sub.get_message(timeout=1.0), None)
+              if m["type"] == "message"]
+    assert [(f["progress"], f["message"]) for f in frames] == [(0.25, "a quarter"), (0.5, "half")]
+    with session_scope() as s:
+        task = s.get(Task, tid)
+        assert task is not None and task.progress == 0.5 and task.progress_message == "half"
