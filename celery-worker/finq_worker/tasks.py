@@ -19,13 +19,23 @@ from finq_worker import runner
 
 log = logging.getLogger("finq.worker")
 
-# A message whose record never becomes visible is dropped at once when the API marked it void
-# (its commit failed after it sent the message), else, if the API died in between or could not
-# reach Redis to say so, after this many later looks, RECORD_RETRY_SECONDS
-# apart: a minute, twice SQLite's busy timeout (the longest a submission's commit waits for
-# the write lock there); on PostgreSQL a submission's transaction takes milliseconds.
-RECORD_RETRIES = 30
+# A message whose record is not visible after the runner's brief looks (75 ms) is retried:
+# first after 0.1 s, then after twice as long each time up to RECORD_RETRY_SECONDS. Under
+# write contention a submission's commit on SQLite can wait longer than 75 ms for the lock
+# (the busy handler sleeps in steps of up to 100 ms); a flat 2 s there held such a task back
+# 2 s for a 0.1 s wait. It is dropped at once when the API marked it void (its commit failed
+# after it sent the message), else, if the API died in between or could not reach Redis to say
+# so, after RECORD_RETRIES later looks: a minute in all, twice SQLite's busy timeout (the
+# longest a submission's commit waits for the write lock there); on PostgreSQL a submission's
+# transaction takes milliseconds.
+RECORD_FIRST_RETRY_SECONDS = 0.1
 RECORD_RETRY_SECONDS = 2.0
+RECORD_RETRIES = 34
+
+
+def record_retry_delay(retries: int) -> float:
+    """The countdown of the retry that follows `retries` earlier ones."""
+    return min(RECORD_RETRY_SECONDS, RECORD_FIRST_RETRY_SECONDS * 2 ** min(retries, 16))
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OperationalError, PoolTimeoutError,
              ConnectionError)
 BACKOFF_BASE_SECONDS = 1.0
@@ -62,7 +72,8 @@ def run_task(self: CeleryTask, task_id: str) -> None:
                 return
             else:
                 try:
-                    raise self.retry(countdown=RECORD_RETRY_SECONDS, max_retries=None) from None
+                    raise self.retry(countdown=record_retry_delay(self.request.retries),
+                                     max_retries=None) from None
                 except Reject as exc:  # the retry could not be sent: put this delivery back
                     raise Reject(exc.reason, requeue=True) from None
         if claim is None:
