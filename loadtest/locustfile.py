@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import random
+import re
 import secrets
 import subprocess
 import sys
@@ -643,10 +644,12 @@ def _on_test_stop(environment: Environment, **_: Any) -> None:
 
 def request_errors(errors: Any) -> int:
     """Failed requests that the summary does not judge already: not the TASK entries (failed
-    and lost tasks) and not refused submissions (rejected ones are problems of their own; a
-    429 is the stack's rate limits doing their job, reported as throttled)."""
+    and lost tasks), not refused submissions (rejected ones are problems of their own) and no
+    429 anywhere (the stack's rate limits doing their job: a throttled submission is counted
+    as such, a throttled poll is simply tried again)."""
     return sum(e.occurrences for e in errors
-               if e.method != "TASK" and e.name != "POST /api/v1/tasks")
+               if e.method != "TASK" and e.name != "POST /api/v1/tasks"
+               and not re.search(r"\b429\b", str(e.error)))
 
 
 @events.quit.add_listener

@@ -18,6 +18,8 @@ class WorkerContext:
     is read with every progress report, and otherwise at most every 50 ms, the first time 50
     ms after the claim (which read it too)."""
 
+    cancel_check_seconds = 0.05
+
     def __init__(self, task_id: uuid.UUID, interval: float) -> None:
         self.task_id = task_id
         self.interval = interval
@@ -44,7 +46,7 @@ class WorkerContext:
 
     def cancelled(self) -> bool:
         now = time.monotonic()
-        if not self._cancelled and now - self._last_cancel_check >= 0.05:
+        if not self._cancelled and now - self._last_cancel_check >= self.cancel_check_seconds:
             self._last_cancel_check = now
             self._cancelled = events.cancel_requested(str(self.task_id))
         return self._cancelled

@@ -61,7 +61,12 @@ class NoRecord(Exception):  # noqa: N818
     """The message names a task whose record this transaction could not claim although it
     is, or may soon be, runnable: not committed yet, or committed just between the claim's
     UPDATE and the read that explains it (PostgreSQL's READ COMMITTED gives each statement
-    its own snapshot). Look again later; never drop such a message at once."""
+    its own snapshot; then `seen` is True). Look again later; never drop such a message at
+    once, and never one whose record was seen."""
+
+    def __init__(self, task_id: str, seen: bool = False) -> None:
+        super().__init__(task_id)
+        self.seen = seen
 
 
 # The API sends a new task's message just before it commits the record (one transaction per
@@ -103,7 +108,7 @@ def claim(task_id: uuid.UUID, worker: str, take_over: bool = False) -> Claim | N
         if not cancelled and row is None:
             status = session.scalar(select(Task.status).where(Task.id == task_id))
             if status is None or status in statuses:
-                raise NoRecord(str(task_id))
+                raise NoRecord(str(task_id), seen=status is not None)
             log.info("task %s is already %s; not running it again", task_id, status)
     if cancelled:
         notify(task_id, TaskStatus.CANCELLED.value)

@@ -36,6 +36,8 @@ RECORD_RETRIES = 34
 def record_retry_delay(retries: int) -> float:
     """The countdown of the retry that follows `retries` earlier ones."""
     return min(RECORD_RETRY_SECONDS, RECORD_FIRST_RETRY_SECONDS * 2 ** min(retries, 16))
+
+
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OperationalError, PoolTimeoutError,
              ConnectionError)
 BACKOFF_BASE_SECONDS = 1.0
@@ -49,7 +51,9 @@ def backoff(attempt: int) -> float:
 
 
 @celery_app.task(name=RUN_TASK, bind=True)
-def run_task(self: CeleryTask, task_id: str) -> None:
+def run_task(self: CeleryTask, task_id: str, record_wait: bool = False) -> None:
+    """`record_wait`: this delivery is a retry that waited for the record to appear, not one
+    that continues a run (see `take_over`)."""
     tid = uuid.UUID(task_id)
     worker = self.request.hostname or "unknown"
     claim: runner.Claim | None = None
@@ -60,20 +64,23 @@ def run_task(self: CeleryTask, task_id: str) -> None:
     metrics.worker_busy.inc()
     try:
         try:
-            # Continuing a run: redelivered after its worker died, or our own retry of it.
+            # Continuing a run: redelivered after its worker died, or our own retry of it
+            # (a retry that only waited for the record continues nothing).
             take_over = bool((self.request.delivery_info or {}).get("redelivered")
-                             or self.request.retries)
+                             or (self.request.retries and not record_wait))
             claim = runner.claim_when_visible(tid, worker, take_over)
         except runner.NoRecord:
-            if events.is_void(task_id):
+            try:
+                if not events.is_void(task_id):
+                    raise
                 claim = _claim_void(tid, worker, take_over)
-            elif self.request.retries >= RECORD_RETRIES:
-                log.warning("task %s has no record; dropping the message", task_id)
-                return
-            else:
+            except runner.NoRecord:
+                if self.request.retries >= RECORD_RETRIES:
+                    log.warning("task %s has no record; dropping the message", task_id)
+                    return
                 try:
                     raise self.retry(countdown=record_retry_delay(self.request.retries),
-                                     max_retries=None) from None
+                                     kwargs={"record_wait": True}, max_retries=None) from None
                 except Reject as exc:  # the retry could not be sent: put this delivery back
                     raise Reject(exc.reason, requeue=True) from None
         if claim is None:
@@ -95,7 +102,10 @@ def run_task(self: CeleryTask, task_id: str) -> None:
         delay = backoff(attempts)
         log.warning("task %s: transient %s, retry in %.1fs", task_id, type(exc).__name__, delay)
         _mark_retrying(tid, exc, delay, claim)
-        raise self.retry(countdown=delay, max_retries=None) from exc
+        # Continues the run (record_wait off, whatever this delivery was): if RETRYING could
+        # not be recorded, the record is still RUNNING and the retry must take it over.
+        raise self.retry(countdown=delay, kwargs={"record_wait": False},
+                         max_retries=None) from exc
     except Exception as exc:
         log.exception("task %s failed unexpectedly", task_id)
         _fail_safely(tid, exc, claim)
@@ -107,10 +117,13 @@ def run_task(self: CeleryTask, task_id: str) -> None:
 def _claim_void(tid: uuid.UUID, worker: str, take_over: bool) -> runner.Claim | None:
     """The API marked this message void: its submission's commit raised. A commit can fail on
     the way back after the database did commit, and then the record is visible by the time
-    the mark is: look once more, and drop the message only if there is still no record."""
+    the mark is: look once more, and drop the message (None) only if there is still no record.
+    A record seen but not claimed yet raises `NoRecord` again: the caller waits for it."""
     try:
         return runner.claim(tid, worker, take_over)
-    except runner.NoRecord:
+    except runner.NoRecord as exc:
+        if exc.seen:
+            raise
         log.info("task %s: its submission failed after the message was sent; dropping the "
                  "message", tid)
         return None

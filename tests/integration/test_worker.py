@@ -101,7 +101,8 @@ def test_a_message_whose_submission_failed_is_dropped_at_once(
                       15, 0.05, what="the void message to be dropped")
     assert "submission failed" in line
     r = redis.Redis.from_url(os.environ["REDIS_URL"])
-    # Acknowledged (acks late: just after the task returned), and never retried.
+    # Acknowledged (acks late: just after the task returned); the log line above says it was
+    # dropped on this delivery, not retried.
     wait_until(lambda: not [raw for raw in r.hvals("unacked") if str(tid).encode() in raw],
                10, 0.05, what="the void message to be acknowledged")
 
@@ -244,14 +245,15 @@ def test_a_progress_report_publishes_and_learns_of_a_cancel_in_one_go(
     sub = redis.Redis.from_url(os.environ["REDIS_URL"]).pubsub()
     sub.subscribe(events.channel(str(tid)))
     wait_until(lambda: sub.get_message(timeout=0.1), 5, 0, what="the subscription")
+    # No cancel check of its own: only the reports may read the flag.
+    monkeypatch.setattr(events, "cancel_requested",
+                        lambda _tid: pytest.fail("a second round trip"))
     ctx = WorkerContext(tid, interval=0.0)
+    ctx.cancel_check_seconds = 3600.0
     ctx.progress(0.25, "a quarter")
     assert not ctx.cancelled()
     events.request_cancel(str(tid))
     ctx.progress(0.5, "half")
-    # Read by the report itself: within 50 ms of it a check makes no call of its own.
-    monkeypatch.setattr(events, "cancel_requested",
-                        lambda _tid: pytest.fail("a second round trip"))
     assert ctx.cancelled()
     frames = [json.loads(m["data"]) for m in iter(lambda: sub.get_message(timeout=1.0), None)
               if m["type"] == "message"]
@@ -259,3 +261,47 @@ def test_a_progress_report_publishes_and_learns_of_a_cancel_in_one_go(
     with session_scope() as s:
         task = s.get(Task, tid)
         assert task is not None and task.progress == 0.5 and task.progress_message == "half"
+
+
+def test_a_retry_that_waited_for_its_record_never_takes_over_a_run(
+    redis_server: str, migrated_db: str,
+) -> None:
+    """A message retried only because its record was not visible yet continues no run: if a
+    duplicate started the task meanwhile, it must not start a second run beside it. A retry
+    after a transient error does continue its run, and takes the record over."""
+    tid = uuid.uuid4()
+    with session_scope() as s:
+        s.add(Task(id=tid, owner="tester", type="loan_amortization", attempts=1,
+                   status=TaskStatus.RUNNING.value, worker="first@host", started_at=utcnow(),
+                   params={"principal": 1000, "annual_rate": 0.05, "years": 1}))
+        add_event(s, tid, TaskStatus.PENDING.value, "queued")
+    tasks.run_task.apply(args=[str(tid)], kwargs={"record_wait": True}, retries=1)
+    with session_scope() as s:
+        task = s.get(Task, tid)
+        assert task is not None
+        assert (task.status, task.worker, task.attempts) == ("RUNNING", "first@host", 1)
+    tasks.run_task.apply(args=[str(tid)], kwargs={"record_wait": False}, retries=1)
+    with session_scope() as s:
+        task = s.get(Task, tid)
+        assert task is not None and task.status == TaskStatus.SUCCESS and task.attempts == 2
+
+
+def test_a_void_message_whose_record_was_seen_is_not_dropped(
+    redis_server: str, migrated_db: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last look before dropping a void message saw the record (committed, not claimable
+    by this statement's snapshot yet): the message waits for it like any early one."""
+    tid = uuid.uuid4()
+
+    def seen(*_args: Any) -> None:
+        raise runner.NoRecord(str(tid), seen=True)
+
+    monkeypatch.setattr(runner, "claim", seen)
+    with pytest.raises(runner.NoRecord):
+        tasks._claim_void(tid, "w@host", False)
+
+    def unseen(*_args: Any) -> None:
+        raise runner.NoRecord(str(tid))
+
+    monkeypatch.setattr(runner, "claim", unseen)
+    assert tasks._claim_void(tid, "w@host", False) is None
