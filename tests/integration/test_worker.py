@@ -41,6 +41,17 @@ def outcome(task_id: uuid.UUID, timeout: float = 30) -> Task:
     return wait_until(probe, timeout, 0.05, what=f"task {task_id} to finish")
 
 
+def running_elsewhere() -> uuid.UUID:
+    """A quick task's record, RUNNING on another worker (first@host) on its first attempt."""
+    tid = uuid.uuid4()
+    with session_scope() as s:
+        s.add(Task(id=tid, owner="tester", type="loan_amortization", attempts=1,
+                   status=TaskStatus.RUNNING.value, worker="first@host", started_at=utcnow(),
+                   params={"principal": 1000, "annual_rate": 0.05, "years": 1}))
+        add_event(s, tid, TaskStatus.PENDING.value, "queued")
+    return tid
+
+
 def history(task_id: uuid.UUID) -> list[str]:
     with session_scope() as s:
         return list(s.scalars(select(TaskEvent.status).where(TaskEvent.task_id == task_id)
@@ -156,12 +167,7 @@ def test_a_running_task_is_taken_over_only_by_a_delivery_that_continues_it(
     """A fresh message for a RUNNING task is a duplicate (the beat re-sent a task whose
     "queued" mark a crash lost): refused, the run goes on alone. A redelivered one (its worker
     died) takes it over and counts a new attempt."""
-    tid = uuid.uuid4()
-    with session_scope() as s:
-        s.add(Task(id=tid, owner="tester", type="loan_amortization", attempts=1,
-                   status=TaskStatus.RUNNING.value, worker="first@host", started_at=utcnow(),
-                   params={"principal": 1000, "annual_rate": 0.05, "years": 1}))
-        add_event(s, tid, TaskStatus.PENDING.value, "queued")
+    tid = running_elsewhere()
     assert runner.claim(tid, "second@host") is None
     with session_scope() as s:
         task = s.get(Task, tid)
@@ -269,12 +275,7 @@ def test_a_retry_that_waited_for_its_record_never_takes_over_a_run(
     """A message retried only because its record was not visible yet continues no run: if a
     duplicate started the task meanwhile, it must not start a second run beside it. A retry
     after a transient error does continue its run, and takes the record over."""
-    tid = uuid.uuid4()
-    with session_scope() as s:
-        s.add(Task(id=tid, owner="tester", type="loan_amortization", attempts=1,
-                   status=TaskStatus.RUNNING.value, worker="first@host", started_at=utcnow(),
-                   params={"principal": 1000, "annual_rate": 0.05, "years": 1}))
-        add_event(s, tid, TaskStatus.PENDING.value, "queued")
+    tid = running_elsewhere()
     tasks.run_task.apply(args=[str(tid)], kwargs={"record_wait": True}, retries=1)
     with session_scope() as s:
         task = s.get(Task, tid)
