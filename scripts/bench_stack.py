@@ -1132,10 +1132,13 @@ def main() -> int:
         n_mix = max(20, round(target_s * cores() / per_task_s * 0.8))
         bodies, alone_s = mix_bodies(cal["rows"], n_mix)
         mix: list[Batch] = []
+        steadies: list[float] = []
         for i in range(repeats):
             b = run_batch(stack, meter, token, bodies, args.concurrency, 600)
             mix.append(b)
             steady = steady_efficiency(b.spans, alone_by_type, slots, cores())
+            if steady is not None:
+                steadies.append(steady)
             log(f"(3) mix run {i + 1}: {n_mix} tasks, {b.rate:.2f} tasks/s ({b.drained_rate:.2f}/s "
                 f"until every queue drained), efficiency "
                 f"{alone_s / (b.wall * cores()):.2f} (steady state {fmt_eff(steady)}), "
@@ -1199,8 +1202,6 @@ def main() -> int:
     effs = [alone_s / (b.wall * cores()) for b in mix]
     own_effs = [alone_s / b.cpu.ours for b in mix]
     eff_med = statistics.median(effs)
-    steadies = [e for e in (steady_efficiency(b.spans, alone_by_type, slots, cores())
-                            for b in mix) if e is not None]
     steady_med = statistics.median(steadies) if steadies else None
     ideal = cores() * 1000.0 / mean_ms
     hw_ideal = ideal * side_by_side

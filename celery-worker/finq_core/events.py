@@ -42,10 +42,14 @@ def get_redis() -> "redis.Redis":
     )
 
 
+def _message(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, default=str)
+
+
 def publish(task_id: str, payload: dict[str, Any]) -> None:
     """Best effort: a lost notification only delays a live view, the record is the truth."""
     with contextlib.suppress(redis.RedisError):
-        get_redis().publish(channel(task_id), json.dumps(payload, default=str))
+        get_redis().publish(channel(task_id), _message(payload))
 
 
 def publish_and_check_cancel(task_id: str, payload: dict[str, Any]) -> bool | None:
@@ -54,7 +58,7 @@ def publish_and_check_cancel(task_id: str, payload: dict[str, Any]) -> bool | No
     and the caller's next own cancel check will say so."""
     try:
         pipe = get_redis().pipeline(transaction=False)
-        pipe.publish(channel(task_id), json.dumps(payload, default=str))
+        pipe.publish(channel(task_id), _message(payload))
         pipe.exists(cancel_key(task_id))
         return bool(pipe.execute()[1])
     except redis.RedisError:

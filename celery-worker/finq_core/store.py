@@ -83,6 +83,7 @@ def add_event(session: Session, task_id: uuid.UUID, status: str, message: str | 
 TASKS: Table = Task.__table__  # type: ignore[assignment]
 EVENTS: Table = TaskEvent.__table__  # type: ignore[assignment]
 _C = TASKS.c
+_TASK_COLUMNS = frozenset(_C.keys())
 _INSERT_TASK = insert(TASKS)
 _INSERT_EVENT = insert(EVENTS)
 _BY_ID_AND_STATUS = (_C.id == bindparam("task_id"),
@@ -125,7 +126,7 @@ def insert_event(session: Session, task_id: uuid.UUID, status: str, message: str
 def insert_task(session: Session, values: dict[str, Any], message: str) -> None:
     """Write a new task row (every column in `values`) and its first event."""
     # Executed with parameters, an INSERT ignores keys that are not columns: refuse them.
-    if unknown := values.keys() - TASKS.c.keys():
+    if unknown := values.keys() - _TASK_COLUMNS:
         raise ValueError(f"not columns of tasks: {sorted(unknown)}")
     session.execute(_INSERT_TASK, values)
     insert_event(session, values["id"], values["status"], message, values["created_at"])
