@@ -65,7 +65,7 @@ bench: install ## benchmark the full stack (see docs/performance.md)
 	@$(PY) scripts/bench_stack.py
 
 dashboard-preview: install ## draw the Grafana dashboard's panels from a real Prometheus (docs/screenshots/dashboard.png)
-	@$(PY) scripts/monitoring/dashboard_preview.py
+	@$(PY) scripts/dashboard_preview.py
 
 loadtest: install ## headless Locust against the running stack (USERS, DURATION, MIN_TASKS_PER_SEC, MIX_SCALE)
 	@scripts/loadtest.sh

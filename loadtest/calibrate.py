@@ -34,7 +34,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent / "celery-worker")]
+sys.path[:0] = [str(HERE), str(HERE.parent / "lib")]
 
 from locustfile import MIX, Mix, scale_of, scaled_mix  # noqa: E402
 

@@ -1,6 +1,6 @@
 """A no-op Celery task under finq's exact Celery configuration: the bare ceiling of `make bench`.
 
-scripts/bench_stack.py starts workers of this app with the flags `scripts/finq-service worker`
+scripts/bench_stack.py starts workers of this app with the flags `deploy/finq-service worker`
 gives finq's (read from that script: queues, concurrency, prefetch multiplier, `-O fair`):
 
     cd scripts && celery -A bench_noop worker --queues notify,high,normal,low \

@@ -85,13 +85,13 @@ def cores() -> int:
 
 
 def worker_flags(env: dict[str, str]) -> list[str]:
-    """The flags `scripts/finq-service worker` passes to `celery worker`, read from the script
+    """The flags `deploy/finq-service worker` passes to `celery worker`, read from the script
     itself (with its ${VAR:-default} expanded from `env`), so the no-op workers of figure 1
     run exactly as finq's do."""
-    text = (SCRIPTS / "finq-service").read_text()
+    text = (ROOT / "deploy" / "finq-service").read_text()
     m = re.search(r"exec celery -A \S+ worker((?:[^\n]*\\\n)*[^\n]*)", text)
     if m is None:
-        raise RuntimeError("cannot find the worker command in scripts/finq-service")
+        raise RuntimeError("cannot find the worker command in deploy/finq-service")
     tokens = shlex.split(m.group(1).replace("\\\n", " "))
 
     def expand(token: str) -> str:
@@ -468,7 +468,7 @@ class BenchStack:
 
     def start_noop_workers(self, replicas: int) -> None:
         env = {**os.environ, **BLAS_ENV, "BENCH_BROKER_URL": self.noop_broker,
-               "PYTHONPATH": f"{SCRIPTS}:{ROOT / 'celery-worker'}",
+               "PYTHONPATH": f"{SCRIPTS}:{ROOT / 'lib'}",
                "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
         for key in ("REDIS_URL", "DATABASE_URL"):
             env[key] = self.info[key]

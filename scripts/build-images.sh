@@ -173,9 +173,9 @@ build_standin() {  # build_standin IMAGE DIR
   local image="$1" dir="$2"
   wanted "$image" || return 0
   image_exists "$BASE_IMAGE" || build_base
-  log "building $image from scripts/docker/$dir"
+  log "building $image from deploy/docker/$dir"
   docker build --pull=false --build-arg "BASE_IMAGE=$BASE_IMAGE" "${proxy_args[@]}" \
-    -t "$image" "$repo/scripts/docker/$dir" >"${BUILD_LOG_DIR:-/tmp}/finq-build-$dir.log" 2>&1 ||
+    -t "$image" "$repo/deploy/docker/$dir" >"${BUILD_LOG_DIR:-/tmp}/finq-build-$dir.log" 2>&1 ||
     { tail -n 40 "${BUILD_LOG_DIR:-/tmp}/finq-build-$dir.log" >&2; die "building $image failed (log above)"; }
   log "built $image"
 }

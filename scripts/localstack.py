@@ -5,7 +5,7 @@
     localstack.py down | status | logs | env
 
 Same nginx configuration (nginx/finq.conf.template), same service commands
-(scripts/finq-service), same environment variables as docker-compose.yml; its own redis-server
+(deploy/finq-service), same environment variables as docker-compose.yml; its own redis-server
 (AOF on) and SQLite database, everything under one runtime folder (default .run/). The tests
 start throwaway stacks on free ports through this same script.
 """
@@ -196,7 +196,7 @@ class Stack:
 
     def _render_supervisor(self, s: dict[str, str]) -> None:
         rd = self.run_dir
-        svc = ROOT / "scripts" / "finq-service"
+        svc = ROOT / "deploy" / "finq-service"
         env = self.service_env(s)
 
         def env_line(extra: dict[str, str]) -> str:
@@ -302,7 +302,7 @@ class Stack:
         self.state_file.chmod(0o600)
         started = time.monotonic()
         # Migrations first (one-shot, like compose's `migrate` service).
-        subprocess.run([str(ROOT / "scripts" / "finq-service"), "migrate"], check=True,
+        subprocess.run([str(ROOT / "deploy" / "finq-service"), "migrate"], check=True,
                        env={**os.environ, **self.service_env(s)}, cwd=ROOT)
         subprocess.run([str(VENV_BIN / "supervisord"), "-c",
                         str(self.run_dir / "supervisor" / "supervisord.conf")], check=True,

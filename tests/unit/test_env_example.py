@@ -22,7 +22,8 @@ def infra_keys() -> set[str]:
     found: set[str] = set()
     files = [ROOT / "docker-compose.yml", ROOT / "scripts" / "finq-service",
              ROOT / "scripts" / "localstack.py", ROOT / "fastapi-app" / "gunicorn.conf.py",
-             *(ROOT / "fastapi-app").rglob("*.py"), *(ROOT / "celery-worker").rglob("*.py")]
+             *(ROOT / "fastapi-app").rglob("*.py"), *(ROOT / "celery-worker").rglob("*.py"),
+             *(ROOT / "lib").rglob("*.py")]
     for path in files:
         if path.exists():
             text = path.read_text()

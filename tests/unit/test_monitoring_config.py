@@ -12,7 +12,7 @@ import pytest
 from finq_core import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
-MON = ROOT / "scripts" / "monitoring"
+MON = ROOT / "deploy" / "monitoring"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None and not Path("/usr/bin/promtool").exists(),

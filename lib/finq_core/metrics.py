@@ -2,7 +2,7 @@
 
 Both run several processes (gunicorn workers, Celery's prefork pool), so prometheus-client's
 multiprocess mode is used: each process writes its samples to files in
-PROMETHEUS_MULTIPROC_DIR (set per replica by scripts/finq-service, wiped at start), and the
+PROMETHEUS_MULTIPROC_DIR (set per replica by deploy/finq-service, wiped at start), and the
 exposition endpoint of the replica sums them. Counters therefore neither reset when a process is
 replaced nor double count across processes; Prometheus sums across replicas.
 """

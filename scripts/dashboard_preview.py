@@ -8,7 +8,7 @@ the next best thing and proves the dashboard's queries on the way: it starts a l
 API replica and worker exactly as the compose profile does (jobs `api` and `workers`), drives
 two minutes of traffic through nginx (a mix of tasks from four accounts, enough to meet the
 submit limit now and then, and a few tasks that exceed the time limit and fail), then runs
-every query of scripts/monitoring/grafana/dashboards/finq-overview.json over that window with
+every query of deploy/monitoring/grafana/dashboards/finq-overview.json over that window with
 the Prometheus HTTP API and draws each panel where the dashboard puts it. Writes
 docs/screenshots/dashboard.png; exits 1 if a panel that must have data got none.
 
@@ -33,8 +33,8 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
-DASHBOARD = ROOT / "scripts" / "monitoring" / "grafana" / "dashboards" / "finq-overview.json"
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD = ROOT / "deploy" / "monitoring" / "grafana" / "dashboards" / "finq-overview.json"
 OUT = ROOT / "docs" / "screenshots" / "dashboard.png"
 RUN_DIR = ROOT / ".run" / "dashboard-preview"
 VENV_PY = Path(sys.executable)
