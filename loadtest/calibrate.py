@@ -21,8 +21,13 @@ from __future__ import annotations
 import os
 
 # Before NumPy loads (through finq_engine): one BLAS thread, as in the workers.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-             "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
+for _var in (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
@@ -76,12 +81,16 @@ def time_chart(render: Any, entry: Mix, result: dict[str, Any], repeats: int) ->
         return None
 
 
-def time_entry(entry: Mix, repeats: int, min_seconds: float,
-               render: Any = None) -> dict[str, Any]:
+def time_entry(entry: Mix, repeats: int, min_seconds: float, render: Any = None) -> dict[str, Any]:
     """Median CPU ms of one execution of the row (after one warm-up run)."""
     task_type = get_task_type(entry.type)
-    row: dict[str, Any] = {"type": entry.type, "weight": entry.weight, "size": entry.size,
-                           "table_cpu_ms": entry.cpu_ms, "params": entry.params}
+    row: dict[str, Any] = {
+        "type": entry.type,
+        "weight": entry.weight,
+        "size": entry.size,
+        "table_cpu_ms": entry.cpu_ms,
+        "params": entry.params,
+    }
     if task_type is None:
         row.update(cpu_ms=None, wall_ms=None, error="not registered in finq_engine")
         return row
@@ -90,42 +99,63 @@ def time_entry(entry: Mix, repeats: int, min_seconds: float,
     except Exception as exc:  # a row the engine rejects: report it, keep going
         row.update(cpu_ms=None, wall_ms=None, error=f"{type(exc).__name__}: {exc}"[:300])
         return row
-    cpu, wall, runs = _median_cpu_ms(lambda: task_type.execute(entry.params, NullContext()),
-                                     repeats, min_seconds)
-    row.update(cpu_ms=cpu, wall_ms=wall, runs=runs,
-               chart_ms=time_chart(render, entry, result, 3) if render else None)
+    cpu, wall, runs = _median_cpu_ms(
+        lambda: task_type.execute(entry.params, NullContext()), repeats, min_seconds
+    )
+    row.update(
+        cpu_ms=cpu,
+        wall_ms=wall,
+        runs=runs,
+        chart_ms=time_chart(render, entry, result, 3) if render else None,
+    )
     return row
 
 
-def calibrate(repeats: int = 5, min_seconds: float = 0.3, charts: bool = True,
-              mix: tuple[Mix, ...] = MIX) -> dict[str, Any]:
+def calibrate(
+    repeats: int = 5, min_seconds: float = 0.3, charts: bool = True, mix: tuple[Mix, ...] = MIX
+) -> dict[str, Any]:
     render = _chart_renderer() if charts else None
     rows = [time_entry(m, repeats, min_seconds, render) for m in mix]
     timed = [r for r in rows if r["cpu_ms"] is not None]
     weight = sum(r["weight"] for r in timed)
     mean = sum(r["weight"] * r["cpu_ms"] for r in timed) / weight if weight else None
-    chart_mean = (sum(r["weight"] * (r.get("chart_ms") or 0.0) for r in timed) / weight
-                  if weight and render else None)
-    return {"cpu": sorted(os.sched_getaffinity(0)), "rows": rows, "mean_cpu_ms": mean,
-            "mean_chart_ms": chart_mean,
-            "table_mean_cpu_ms": sum(m.weight * m.cpu_ms for m in mix)
-            / sum(m.weight for m in mix), "scale": scale_of(mix)}
+    chart_mean = (
+        sum(r["weight"] * (r.get("chart_ms") or 0.0) for r in timed) / weight
+        if weight and render
+        else None
+    )
+    return {
+        "cpu": sorted(os.sched_getaffinity(0)),
+        "rows": rows,
+        "mean_cpu_ms": mean,
+        "mean_chart_ms": chart_mean,
+        "table_mean_cpu_ms": sum(m.weight * m.cpu_ms for m in mix) / sum(m.weight for m in mix),
+        "scale": scale_of(mix),
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cpu", type=int, default=None,
-                        help="pin to this CPU (default: the first one allowed)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--cpu", type=int, default=None, help="pin to this CPU (default: the first one allowed)"
+    )
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--min-seconds", type=float, default=0.3,
-                        help="repeat a row until it consumed this much CPU (at most 50 runs)")
-    parser.add_argument("--no-charts", action="store_true",
-                        help="do not time the worker's charts")
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=0.3,
+        help="repeat a row until it consumed this much CPU (at most 50 runs)",
+    )
+    parser.add_argument("--no-charts", action="store_true", help="do not time the worker's charts")
     parser.add_argument("--types", default="", help="comma-separated rows to time (default: all)")
-    parser.add_argument("--scale", default="1",
-                        help="time the mix as the load test sizes it: MIX_SCALE (auto, a "
-                        "factor, or 1: the table's sizes)")
+    parser.add_argument(
+        "--scale",
+        default="1",
+        help="time the mix as the load test sizes it: MIX_SCALE (auto, a "
+        "factor, or 1: the table's sizes)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     cpu = args.cpu if args.cpu is not None else min(os.sched_getaffinity(0))
@@ -142,11 +172,15 @@ def main() -> int:
     for r in out["rows"]:
         measured = f"{r['cpu_ms']:.2f}" if r["cpu_ms"] is not None else "-"
         chart = f"{r['chart_ms']:.1f}" if r.get("chart_ms") is not None else "-"
-        print(f"{r['type']:<20}{r['weight']:>7}{measured:>9}{r['table_cpu_ms']:>8.2f}"
-              f"{chart:>10}  {r['size']}{'  ' + r['error'] if r.get('error') else ''}")
+        print(
+            f"{r['type']:<20}{r['weight']:>7}{measured:>9}{r['table_cpu_ms']:>8.2f}"
+            f"{chart:>10}  {r['size']}{'  ' + r['error'] if r.get('error') else ''}"
+        )
     if out["mean_cpu_ms"] is not None:
-        print(f"weighted mean: {out['mean_cpu_ms']:.1f} ms measured on CPU {cpu} "
-              f"(table: {out['table_mean_cpu_ms']:.1f} ms)")
+        print(
+            f"weighted mean: {out['mean_cpu_ms']:.1f} ms measured on CPU {cpu} "
+            f"(table: {out['table_mean_cpu_ms']:.1f} ms)"
+        )
     if out["mean_chart_ms"]:
         print(f"the worker's chart of each result adds {out['mean_chart_ms']:.1f} ms on average")
     return 0

@@ -62,9 +62,11 @@ def _ladder(low: float, high: float, n: int) -> list[float]:
 
 def _projects(scenarios: int, periods: int) -> list[list[float]]:
     """Capital-budgeting scenarios: an outlay, then uncertain yearly inflows."""
-    return [[-round(_rng.uniform(800, 1200), 2)]
-            + [round(_rng.uniform(60, 260), 2) for _ in range(periods - 1)]
-            for _ in range(scenarios)]
+    return [
+        [-round(_rng.uniform(800, 1200), 2)]
+        + [round(_rng.uniform(60, 260), 2) for _ in range(periods - 1)]
+        for _ in range(scenarios)
+    ]
 
 
 def _covariance(n: int, vol: float = 0.012, corr: float = 0.3) -> list[list[float]]:
@@ -90,25 +92,82 @@ class Mix:
 
 MIX: tuple[Mix, ...] = (
     #   type                   weight cpu_ms  size
-    Mix("loan_amortization",     25,    1.0, "30-year monthly mortgage, 360-row schedule",
-        {"principal": 320_000, "annual_rate": 0.0475, "years": 30}),
-    Mix("bond_analytics",        20,   0.05, "30-year semi-annual bond priced from its yield",
-        {"face_value": 1000, "coupon_rate": 0.045, "maturity": 30, "frequency": 2,
-         "yield": 0.0515}),
-    Mix("cash_flow_analysis",    15,    2.3, "NPV/IRR/MIRR/payback of 100 scenarios x 25 years",
-        {"cash_flows": _projects(100, 25), "discount_rate": 0.08, "finance_rate": 0.06,
-         "reinvest_rate": 0.07}),
-    Mix("black_scholes",         15,    0.3, "price + Greeks of a 500-strike ladder",
-        {"spot": 100.0, "strike": _ladder(50, 150, 500), "maturity": 0.5, "rate": 0.03,
-         "volatility": 0.22, "dividend_yield": 0.01, "option_type": "call"}),
-    Mix("portfolio_var",         10,  120.0, "Monte Carlo VaR/CVaR, 40 assets, 250k scenarios",
-        {"weights": [1 / 40] * 40, "portfolio_value": 25_000_000, "confidence": 0.99,
-         "horizon_days": 10, "method": "monte_carlo", "expected_returns": [0.0002] * 40,
-         "covariance": _covariance(40), "simulations": 250_000, "seed": 1}),
-    Mix("monte_carlo_option",    15,  600.0, "arithmetic Asian call, 375k paths x 252 steps",
-        {"spot": 100, "strike": 105, "maturity": 1, "rate": 0.03, "volatility": 0.2,
-         "option_type": "call", "style": "asian_arithmetic", "paths": 375_000, "steps": 252,
-         "seed": 1}),
+    Mix(
+        "loan_amortization",
+        25,
+        1.0,
+        "30-year monthly mortgage, 360-row schedule",
+        {"principal": 320_000, "annual_rate": 0.0475, "years": 30},
+    ),
+    Mix(
+        "bond_analytics",
+        20,
+        0.05,
+        "30-year semi-annual bond priced from its yield",
+        {"face_value": 1000, "coupon_rate": 0.045, "maturity": 30, "frequency": 2, "yield": 0.0515},
+    ),
+    Mix(
+        "cash_flow_analysis",
+        15,
+        2.3,
+        "NPV/IRR/MIRR/payback of 100 scenarios x 25 years",
+        {
+            "cash_flows": _projects(100, 25),
+            "discount_rate": 0.08,
+            "finance_rate": 0.06,
+            "reinvest_rate": 0.07,
+        },
+    ),
+    Mix(
+        "black_scholes",
+        15,
+        0.3,
+        "price + Greeks of a 500-strike ladder",
+        {
+            "spot": 100.0,
+            "strike": _ladder(50, 150, 500),
+            "maturity": 0.5,
+            "rate": 0.03,
+            "volatility": 0.22,
+            "dividend_yield": 0.01,
+            "option_type": "call",
+        },
+    ),
+    Mix(
+        "portfolio_var",
+        10,
+        120.0,
+        "Monte Carlo VaR/CVaR, 40 assets, 250k scenarios",
+        {
+            "weights": [1 / 40] * 40,
+            "portfolio_value": 25_000_000,
+            "confidence": 0.99,
+            "horizon_days": 10,
+            "method": "monte_carlo",
+            "expected_returns": [0.0002] * 40,
+            "covariance": _covariance(40),
+            "simulations": 250_000,
+            "seed": 1,
+        },
+    ),
+    Mix(
+        "monte_carlo_option",
+        15,
+        600.0,
+        "arithmetic Asian call, 375k paths x 252 steps",
+        {
+            "spot": 100,
+            "strike": 105,
+            "maturity": 1,
+            "rate": 0.03,
+            "volatility": 0.2,
+            "option_type": "call",
+            "style": "asian_arithmetic",
+            "paths": 375_000,
+            "steps": 252,
+            "seed": 1,
+        },
+    ),
 )
 
 # The size that a row's cost is proportional to. The table's `cpu_ms` was measured on one
@@ -132,25 +191,48 @@ def scale_row(entry: Mix, factor: float) -> Mix:
         return entry
     factor = min(max(factor, SCALE_LIMITS[0]), SCALE_LIMITS[1])
     size = max(1000, int(round(entry.params[key] * factor, -3)))
-    return Mix(entry.type, entry.weight, entry.cpu_ms,
-               f"{entry.size}; {key} x{factor:.2f} = {size:,}", {**entry.params, key: size})
+    return Mix(
+        entry.type,
+        entry.weight,
+        entry.cpu_ms,
+        f"{entry.size}; {key} x{factor:.2f} = {size:,}",
+        {**entry.params, key: size},
+    )
 
 
-def machine_factors(measured_cpu_ms: dict[str, float], mix: tuple[Mix, ...] = MIX
-                    ) -> dict[str, float]:
+def machine_factors(
+    measured_cpu_ms: dict[str, float], mix: tuple[Mix, ...] = MIX
+) -> dict[str, float]:
     """Per scalable row: table cost / cost measured here, the factor that makes it cost its
     table `cpu_ms` on this machine (cost is proportional to the size)."""
-    return {m.type: m.cpu_ms / measured_cpu_ms[m.type] for m in mix
-            if m.type in SCALABLE and measured_cpu_ms.get(m.type)}
+    return {
+        m.type: m.cpu_ms / measured_cpu_ms[m.type]
+        for m in mix
+        if m.type in SCALABLE and measured_cpu_ms.get(m.type)
+    }
 
 
 def measure_here(types: list[str]) -> dict[str, float]:
     """CPU ms of the table's rows of `types` on one core of this machine (calibrate.py in a
     child process: one BLAS thread, pinned, like a worker pool process)."""
     out = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("calibrate.py")), "--json", "--no-charts",
-         "--repeats", "1", "--min-seconds", "0", "--types", ",".join(types)],
-        check=True, capture_output=True, text=True, timeout=300).stdout
+        [
+            sys.executable,
+            str(Path(__file__).with_name("calibrate.py")),
+            "--json",
+            "--no-charts",
+            "--repeats",
+            "1",
+            "--min-seconds",
+            "0",
+            "--types",
+            ",".join(types),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout
     return {r["type"]: r["cpu_ms"] for r in json.loads(out)["rows"] if r["cpu_ms"]}
 
 
@@ -167,9 +249,11 @@ def scaled_mix(scale: str, mix: tuple[Mix, ...] = MIX) -> tuple[Mix, ...]:
             measured = measure_here(scalable)
         except (OSError, subprocess.SubprocessError, ValueError, KeyError) as exc:
             # Where the engine is not installed (compose's Locust image), say so and go on.
-            log.warning("MIX_SCALE=auto: could not time the mix on this machine (%s); using "
-                        "the table's sizes (set MIX_SCALE to a factor to change them)",
-                        str(exc)[:200])
+            log.warning(
+                "MIX_SCALE=auto: could not time the mix on this machine (%s); using "
+                "the table's sizes (set MIX_SCALE to a factor to change them)",
+                str(exc)[:200],
+            )
             return mix
         factors = machine_factors(measured, mix)
     elif "=" in text:
@@ -185,8 +269,11 @@ def scaled_mix(scale: str, mix: tuple[Mix, ...] = MIX) -> tuple[Mix, ...]:
 def scale_of(mix: tuple[Mix, ...]) -> str:
     """The `type=factor,...` that sizes the table's rows like `mix` (for `scaled_mix`)."""
     table = {m.type: m for m in MIX}
-    return ",".join(f"{m.type}={m.params[SCALABLE[m.type]] / table[m.type].params[key]:.6g}"
-                    for m in mix if (key := SCALABLE.get(m.type)) and m.type in table)
+    return ",".join(
+        f"{m.type}={m.params[SCALABLE[m.type]] / table[m.type].params[key]:.6g}"
+        for m in mix
+        if (key := SCALABLE.get(m.type)) and m.type in table
+    )
 
 
 def mean_cpu_ms(mix: tuple[Mix, ...] = MIX) -> float:
@@ -226,22 +313,46 @@ def percentile(sorted_values: list[float], q: float) -> float:
 # Command-line options (also shown in the web UI).
 @events.init_command_line_parser.add_listener
 def _options(parser: Any) -> None:
-    parser.add_argument("--finq-follow", choices=["sse", "poll"], default="sse",
-                        env_var="FINQ_FOLLOW", help="follow tasks over SSE (default) or by "
-                        "polling GET /tasks/{id} with backoff")
-    parser.add_argument("--finq-min-tasks-per-sec", type=float, default=0.0,
-                        env_var="MIN_TASKS_PER_SEC",
-                        help="exit non-zero below this many completed tasks/s (0: no minimum)")
-    parser.add_argument("--finq-summary", default="", env_var="FINQ_SUMMARY",
-                        help="write the task summary (JSON) here; default: next to the CSVs")
-    parser.add_argument("--finq-task-timeout", type=float, default=330.0,
-                        env_var="FINQ_TASK_TIMEOUT",
-                        help="give up following one task after this many seconds (lost)")
-    parser.add_argument("--finq-types", default="", env_var="FINQ_TYPES",
-                        help="comma-separated subset of the mix's types (default: all)")
-    parser.add_argument("--finq-mix-scale", default="auto", env_var="MIX_SCALE",
-                        help="size the heavy rows for this machine: auto (time them here at "
-                        "start-up), a factor, or 1 (the table's sizes)")
+    parser.add_argument(
+        "--finq-follow",
+        choices=["sse", "poll"],
+        default="sse",
+        env_var="FINQ_FOLLOW",
+        help="follow tasks over SSE (default) or by polling GET /tasks/{id} with backoff",
+    )
+    parser.add_argument(
+        "--finq-min-tasks-per-sec",
+        type=float,
+        default=0.0,
+        env_var="MIN_TASKS_PER_SEC",
+        help="exit non-zero below this many completed tasks/s (0: no minimum)",
+    )
+    parser.add_argument(
+        "--finq-summary",
+        default="",
+        env_var="FINQ_SUMMARY",
+        help="write the task summary (JSON) here; default: next to the CSVs",
+    )
+    parser.add_argument(
+        "--finq-task-timeout",
+        type=float,
+        default=330.0,
+        env_var="FINQ_TASK_TIMEOUT",
+        help="give up following one task after this many seconds (lost)",
+    )
+    parser.add_argument(
+        "--finq-types",
+        default="",
+        env_var="FINQ_TYPES",
+        help="comma-separated subset of the mix's types (default: all)",
+    )
+    parser.add_argument(
+        "--finq-mix-scale",
+        default="auto",
+        env_var="MIX_SCALE",
+        help="size the heavy rows for this machine: auto (time them here at "
+        "start-up), a factor, or 1 (the table's sizes)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,8 +428,13 @@ class Accounts:
         made: list[tuple[str, str]] = []
         for i in range(count):
             account = (f"locust-{run}-{i + 1}", secrets.token_urlsafe(18))
-            status = _call(host, "POST", "/api/v1/users", self.admin_token,
-                           {"username": account[0], "password": account[1], "role": "user"})
+            status = _call(
+                host,
+                "POST",
+                "/api/v1/users",
+                self.admin_token,
+                {"username": account[0], "password": account[1], "role": "user"},
+            )
             if status == 403:
                 log.info("%s is not an admin: every user submits as %s", name, name)
                 return
@@ -353,12 +469,15 @@ class Accounts:
             return self.tokens[name]
 
 
-def _call(host: str, method: str, path: str, token: str,
-          body: dict[str, Any] | None = None) -> int:
+def _call(host: str, method: str, path: str, token: str, body: dict[str, Any] | None = None) -> int:
     """One request outside Locust's statistics (account set-up); the HTTP status."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(host + path, data=data, method=method, headers={
-        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        host + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return int(resp.status)
@@ -376,8 +495,7 @@ def login(host: str, name: str, password: str) -> str:
     body = urllib.parse.urlencode({"username": name, "password": password}).encode()
     for _ in range(10):
         try:
-            with urllib.request.urlopen(host + "/api/v1/auth/token", data=body,
-                                        timeout=30) as resp:
+            with urllib.request.urlopen(host + "/api/v1/auth/token", data=body, timeout=30) as resp:
                 token: str = json.load(resp)["access_token"]
                 return token
         except urllib.error.HTTPError as exc:
@@ -408,8 +526,9 @@ class FinqUser(FastHttpUser):
         body = {"type": entry.type, "params": request_params(entry), "priority": "normal"}
         submitted_at = time.time()
         t0 = time.perf_counter()
-        with self.client.post("/api/v1/tasks", json=body, name="POST /api/v1/tasks",
-                              catch_response=True) as resp:
+        with self.client.post(
+            "/api/v1/tasks", json=body, name="POST /api/v1/tasks", catch_response=True
+        ) as resp:
             if resp.status_code == 202:
                 task_id = str(resp.json()["id"])
             else:
@@ -438,14 +557,20 @@ class FinqUser(FastHttpUser):
             STATE.failed.append((entry.type, reason))
             exception = TaskFailed(f"{entry.type} {task_id} {reason}")
         self.environment.events.request.fire(
-            request_type="TASK", name=f"{entry.type} done", response_time=elapsed_ms,
-            response_length=0, exception=exception, context={"task_id": task_id})
+            request_type="TASK",
+            name=f"{entry.type} done",
+            response_time=elapsed_ms,
+            response_length=0,
+            exception=exception,
+            context={"task_id": task_id},
+        )
 
     def _rejected(self, status_code: int, headers: Any) -> None:
         STATE.rejected[str(status_code)] = STATE.rejected.get(str(status_code), 0) + 1
         if status_code == 401:
             self.client.auth_header = (
-                f"Bearer {ACCOUNTS.token(self, self.account, stale=self._token())}")
+                f"Bearer {ACCOUNTS.token(self, self.account, stale=self._token())}"
+            )
         elif status_code in (429, 503):
             gevent.sleep(min(float(headers.get("Retry-After") or 1), 10.0))
 
@@ -458,8 +583,10 @@ class FinqUser(FastHttpUser):
         status: str | None = None
         try:
             for line in self.client.iter_lines(
-                    f"/api/v1/tasks/{task_id}/events", name="GET /api/v1/tasks/[id]/events",
-                    headers={"Accept": "text/event-stream"}):
+                f"/api/v1/tasks/{task_id}/events",
+                name="GET /api/v1/tasks/[id]/events",
+                headers={"Accept": "text/event-stream"},
+            ):
                 if line.startswith("data:"):
                     status = json.loads(line[5:]).get("status", status)
                 if time.monotonic() > deadline:
@@ -473,8 +600,9 @@ class FinqUser(FastHttpUser):
         """GET the record with exponential backoff (50 ms x 1.5, at most 2 s)."""
         delay = 0.05
         while time.monotonic() < deadline:
-            with self.client.get(f"/api/v1/tasks/{task_id}", name="GET /api/v1/tasks/[id]",
-                                 catch_response=True) as resp:
+            with self.client.get(
+                f"/api/v1/tasks/{task_id}", name="GET /api/v1/tasks/[id]", catch_response=True
+            ) as resp:
                 if resp.status_code == 200:
                     status = resp.json().get("status")
                     if status in FINAL:
@@ -482,7 +610,8 @@ class FinqUser(FastHttpUser):
                 elif resp.status_code == 401:
                     resp.failure("401")
                     self.client.auth_header = (
-                        f"Bearer {ACCOUNTS.token(self, self.account, stale=self._token())}")
+                        f"Bearer {ACCOUNTS.token(self, self.account, stale=self._token())}"
+                    )
                 else:
                     resp.failure(f"{resp.status_code}")
             gevent.sleep(delay)
@@ -490,8 +619,9 @@ class FinqUser(FastHttpUser):
         return None
 
     def _error_of(self, task_id: str) -> str:
-        with self.client.get(f"/api/v1/tasks/{task_id}", name="GET /api/v1/tasks/[id]",
-                             catch_response=True) as resp:
+        with self.client.get(
+            f"/api/v1/tasks/{task_id}", name="GET /api/v1/tasks/[id]", catch_response=True
+        ) as resp:
             if resp.status_code != 200:
                 resp.failure(f"{resp.status_code}")
                 return "(record unavailable)"
@@ -515,8 +645,9 @@ def _on_init(environment: Environment, **_: Any) -> None:
         FinqUser.host = f"http://127.0.0.1:{port}"
     host = environment.host or FinqUser.host or ""
     if not _loopback(host) and os.environ.get("FINQ_ALLOW_REMOTE") != "1":
-        raise SystemExit(f"refusing to load {host}: only 127.0.0.1 (FINQ_ALLOW_REMOTE=1 to "
-                         "override)")
+        raise SystemExit(
+            f"refusing to load {host}: only 127.0.0.1 (FINQ_ALLOW_REMOTE=1 to override)"
+        )
     if not environment.stop_timeout:
         environment.stop_timeout = 30.0  # the grace period: in-flight tasks may finish
     # Sized once, when Locust starts: timing the rows takes a few seconds, which must not eat
@@ -525,8 +656,10 @@ def _on_init(environment: Environment, **_: Any) -> None:
     options = environment.parsed_options
     wanted = _wanted_types(environment)
     try:
-        SIZED_MIX = scaled_mix(str(options.finq_mix_scale or "auto") if options else "auto",
-                               tuple(m for m in MIX if not wanted or m.type in wanted))
+        SIZED_MIX = scaled_mix(
+            str(options.finq_mix_scale or "auto") if options else "auto",
+            tuple(m for m in MIX if not wanted or m.type in wanted),
+        )
     except ValueError as exc:
         raise SystemExit(f"MIX_SCALE: {exc}") from None
     for m in SIZED_MIX:
@@ -537,8 +670,7 @@ def _on_init(environment: Environment, **_: Any) -> None:
 def _wanted_types(environment: Environment) -> set[str]:
     """--finq-types (FINQ_TYPES) as a set; empty means the whole mix."""
     options = environment.parsed_options
-    return {t.strip() for t in (getattr(options, "finq_types", None) or "").split(",")
-            if t.strip()}
+    return {t.strip() for t in (getattr(options, "finq_types", None) or "").split(",") if t.strip()}
 
 
 def _select_mix(environment: Environment) -> None:
@@ -556,8 +688,11 @@ def _select_mix(environment: Environment) -> None:
         raise SystemExit("no task type of the mix is available")
     STATE.mix = mix
     STATE.weights = tuple(m.weight for m in mix)
-    log.info("mix: %s (mean %.0f ms of CPU per task)",
-             ", ".join(f"{m.type} x{m.weight}" for m in mix), mean_cpu_ms(mix))
+    log.info(
+        "mix: %s (mean %.0f ms of CPU per task)",
+        ", ".join(f"{m.type} x{m.weight}" for m in mix),
+        mean_cpu_ms(mix),
+    )
 
 
 def _registered_types(environment: Environment) -> set[str] | None:
@@ -581,16 +716,22 @@ def _on_test_start(environment: Environment, **_: Any) -> None:
     try:
         _select_mix(environment)
         users = getattr(environment.parsed_options, "num_users", None) or 8
-        ACCOUNTS.setup(environment.host or FinqUser.host or "",
-                       min(int(os.environ.get("LOADTEST_ACCOUNTS", "8")), users))
+        ACCOUNTS.setup(
+            environment.host or FinqUser.host or "",
+            min(int(os.environ.get("LOADTEST_ACCOUNTS", "8")), users),
+        )
     except SystemExit:
         STATE = previous
         raise
     # Bounded in time in the web UI too, even when a run is started without a run time:
     # --run-time (the script's DURATION) stops it.
     options = environment.parsed_options
-    if (options is not None and not options.headless and options.run_time
-            and environment.runner is not None):
+    if (
+        options is not None
+        and not options.headless
+        and options.run_time
+        and environment.runner is not None
+    ):
         _UI_TIMERS.append(gevent.spawn_later(options.run_time, environment.runner.stop))
 
 
@@ -614,9 +755,13 @@ def _on_test_stop(environment: Environment, **_: Any) -> None:
     for task_id, (type_, _, t0) in list(STATE.outstanding.items()):
         STATE.lost.append((type_, task_id))
         environment.events.request.fire(
-            request_type="TASK", name=f"{type_} done", response_time=(now - t0) * 1000.0,
-            response_length=0, exception=TaskLost(f"{type_} {task_id} never finished"),
-            context={"task_id": task_id})
+            request_type="TASK",
+            name=f"{type_} done",
+            response_time=(now - t0) * 1000.0,
+            response_length=0,
+            exception=TaskLost(f"{type_} {task_id} never finished"),
+            context={"task_id": task_id},
+        )
     STATE.outstanding.clear()
     ACCOUNTS.teardown(environment.host or FinqUser.host or "")
     summary = summarize(STATE, environment)
@@ -630,14 +775,23 @@ def _on_test_stop(environment: Environment, **_: Any) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, indent=2) + "\n")
+
     def num(key: str, spec: str) -> str:  # "-" when nothing finished (no rate, no latency)
         return "-" if summary[key] is None else format(summary[key], spec)
 
-    log.info("tasks: %s completed (%s/s), %s failed, %s lost, %s rejected (%s throttled); "
-             "latency p50 %s ms p95 %s ms p99 %s ms", summary["completed"],
-             num("tasks_per_sec", ".2f"), summary["failed"], summary["lost"],
-             summary["rejected"], summary["throttled"], num("p50_ms", ".0f"),
-             num("p95_ms", ".0f"), num("p99_ms", ".0f"))
+    log.info(
+        "tasks: %s completed (%s/s), %s failed, %s lost, %s rejected (%s throttled); "
+        "latency p50 %s ms p95 %s ms p99 %s ms",
+        summary["completed"],
+        num("tasks_per_sec", ".2f"),
+        summary["failed"],
+        summary["lost"],
+        summary["rejected"],
+        summary["throttled"],
+        num("p50_ms", ".0f"),
+        num("p95_ms", ".0f"),
+        num("p99_ms", ".0f"),
+    )
     environment.process_exit_code = 1 if summary["problems"] else 0
     _cancel_ui_timers()
 
@@ -647,9 +801,13 @@ def request_errors(errors: Any) -> int:
     and lost tasks), not refused submissions (rejected ones are problems of their own) and no
     429 anywhere (the stack's rate limits doing their job: a throttled submission is counted
     as such, a throttled poll is simply tried again)."""
-    return sum(e.occurrences for e in errors
-               if e.method != "TASK" and e.name != "POST /api/v1/tasks"
-               and not re.search(r"\b429\b", str(e.error)))
+    return sum(
+        e.occurrences
+        for e in errors
+        if e.method != "TASK"
+        and e.name != "POST /api/v1/tasks"
+        and not re.search(r"\b429\b", str(e.error))
+    )
 
 
 @events.quit.add_listener
@@ -681,22 +839,32 @@ def summarize(state: RunState, environment: Environment | None) -> dict[str, Any
             "completed": len(lat),
             "failed": sum(1 for t, _ in state.failed if t == m.type),
             "lost": sum(1 for t, _ in state.lost if t == m.type),
-            "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95),
+            "p50_ms": percentile(lat, 50),
+            "p95_ms": percentile(lat, 95),
             "p99_ms": percentile(lat, 99),
         }
     lat = sorted(ms for _, _, ms in state.done)
     rate = in_window / window
     summary: dict[str, Any] = {
-        "window_s": round(window, 3), "submitted": state.submitted,
-        "completed": len(state.done), "completed_in_window": in_window,
-        "tasks_per_sec": rate, "failed": len(state.failed), "lost": len(state.lost),
-        "rejected": sum(state.rejected.values()), "rejected_by_status": state.rejected,
-        "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95),
-        "p99_ms": percentile(lat, 99), "max_ms": lat[-1] if lat else math.nan,
-        "mean_cpu_ms_of_mix": mean_cpu_ms(state.mix), "mix_scale": scale_of(state.mix),
+        "window_s": round(window, 3),
+        "submitted": state.submitted,
+        "completed": len(state.done),
+        "completed_in_window": in_window,
+        "tasks_per_sec": rate,
+        "failed": len(state.failed),
+        "lost": len(state.lost),
+        "rejected": sum(state.rejected.values()),
+        "rejected_by_status": state.rejected,
+        "p50_ms": percentile(lat, 50),
+        "p95_ms": percentile(lat, 95),
+        "p99_ms": percentile(lat, 99),
+        "max_ms": lat[-1] if lat else math.nan,
+        "mean_cpu_ms_of_mix": mean_cpu_ms(state.mix),
+        "mix_scale": scale_of(state.mix),
         "by_type": by_type,
         "failures": [f"{t}: {r}" for t, r in state.failed[:20]],
-        "lost_ids": [i for _, i in state.lost[:50]], "problems": [],
+        "lost_ids": [i for _, i in state.lost[:50]],
+        "problems": [],
     }
     minimum = environment.parsed_options.finq_min_tasks_per_sec if environment else 0.0
     summary["min_tasks_per_sec"] = minimum
@@ -730,16 +898,24 @@ def render_summary(s: dict[str, Any]) -> str:
     def ms(v: float | None) -> str:
         return "-" if v is None else f"{v:,.0f}"
 
-    lines = [f"{'task type':<22}{'done':>7}{'failed':>8}{'lost':>6}{'p50 ms':>9}"
-             f"{'p95 ms':>9}{'p99 ms':>9}"]
+    lines = [
+        f"{'task type':<22}{'done':>7}{'failed':>8}{'lost':>6}{'p50 ms':>9}"
+        f"{'p95 ms':>9}{'p99 ms':>9}"
+    ]
     for name, t in s["by_type"].items():
-        lines.append(f"{name:<22}{t['completed']:>7}{t['failed']:>8}{t['lost']:>6}"
-                     f"{ms(t['p50_ms']):>9}{ms(t['p95_ms']):>9}{ms(t['p99_ms']):>9}")
-    lines.append(f"{'all':<22}{s['completed']:>7}{s['failed']:>8}{s['lost']:>6}"
-                 f"{ms(s['p50_ms']):>9}{ms(s['p95_ms']):>9}{ms(s['p99_ms']):>9}")
-    lines.append(f"completed tasks/s: {s['tasks_per_sec']:.2f} over {s['window_s']:.1f} s "
-                 f"(first submit to stop); submitted {s['submitted']}, rejected {s['rejected']}"
-                 f" (of which throttled by the rate limits, 429: {s.get('throttled', 0)})")
+        lines.append(
+            f"{name:<22}{t['completed']:>7}{t['failed']:>8}{t['lost']:>6}"
+            f"{ms(t['p50_ms']):>9}{ms(t['p95_ms']):>9}{ms(t['p99_ms']):>9}"
+        )
+    lines.append(
+        f"{'all':<22}{s['completed']:>7}{s['failed']:>8}{s['lost']:>6}"
+        f"{ms(s['p50_ms']):>9}{ms(s['p95_ms']):>9}{ms(s['p99_ms']):>9}"
+    )
+    lines.append(
+        f"completed tasks/s: {s['tasks_per_sec']:.2f} over {s['window_s']:.1f} s "
+        f"(first submit to stop); submitted {s['submitted']}, rejected {s['rejected']}"
+        f" (of which throttled by the rate limits, 429: {s.get('throttled', 0)})"
+    )
     if s.get("mix_scale"):
         lines.append(f"mix sized for this machine (MIX_SCALE): {s['mix_scale']}")
     return "\n".join(lines)

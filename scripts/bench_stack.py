@@ -70,10 +70,23 @@ BEGIN, END = "<!-- make bench: results begin -->", "<!-- make bench: results end
 FINAL = ("SUCCESS", "FAILED", "CANCELLED")
 LIGHT_TYPE = "loan_amortization"
 LIGHT_PARAMS = {"principal": 1000, "annual_rate": 0.05, "years": 1}
-BLAS_ENV = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                             "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")}
-TARGETS = {"mix_tasks_per_sec": 12.0, "efficiency": 0.85, "light_ratio": 0.5,
-           "submit_p99_ms": 50.0, "offered_rate": 200.0}
+BLAS_ENV = {
+    v: "1"
+    for v in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+    )
+}
+TARGETS = {
+    "mix_tasks_per_sec": 12.0,
+    "efficiency": 0.85,
+    "light_ratio": 0.5,
+    "submit_p99_ms": 50.0,
+    "offered_rate": 200.0,
+}
 
 
 def log(msg: str) -> None:
@@ -95,8 +108,9 @@ def worker_flags(env: dict[str, str]) -> list[str]:
     tokens = shlex.split(m.group(1).replace("\\\n", " "))
 
     def expand(token: str) -> str:
-        return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}",
-                      lambda v: env.get(v.group(1)) or v.group(2) or "", token)
+        return re.sub(
+            r"\$\{(\w+)(?::-([^}]*))?\}", lambda v: env.get(v.group(1)) or v.group(2) or "", token
+        )
 
     return [expand(t) for t in tokens if t not in ("$@", '"$@"')]
 
@@ -169,8 +183,11 @@ class CpuUse:
     def shares(self) -> str:
         """`api 41%, worker (pool) 35%, ...` of the machine's capacity (wall x cores)."""
         cap = self.wall * cores()
-        parts = [f"{k} {v / cap:.0%}" for k, v in sorted(self.by_group.items(),
-                                                          key=lambda kv: -kv[1]) if v / cap >= 0.01]
+        parts = [
+            f"{k} {v / cap:.0%}"
+            for k, v in sorted(self.by_group.items(), key=lambda kv: -kv[1])
+            if v / cap >= 0.01
+        ]
         parts.append(f"other processes {self.others / cap:.0%}")
         if self.steal / cap >= 0.01:
             parts.append(f"stolen by the hypervisor {self.steal / cap:.0%}")
@@ -209,8 +226,12 @@ class CpuMeter:
         def busy(t: Any) -> float:
             return float(sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "steal", 0.0))
 
-        out["cpu"] = CpuUse(w1 - w0, dict(groups), busy(m1) - busy(m0),
-                            getattr(m1, "steal", 0.0) - getattr(m0, "steal", 0.0))
+        out["cpu"] = CpuUse(
+            w1 - w0,
+            dict(groups),
+            busy(m1) - busy(m0),
+            getattr(m1, "steal", 0.0) - getattr(m0, "steal", 0.0),
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,15 +243,20 @@ class HttpConn:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def request(self, method: str, path: str, body: bytes = b"",
-                      headers: bytes = b"") -> tuple[int, bytes]:
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: bytes = b""
+    ) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         assert self.reader is not None
         try:
-            self.writer.write(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                              f"Content-Length: {len(body)}\r\n".encode() + headers + b"\r\n"
-                              + body)
+            self.writer.write(
+                f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Length: {len(body)}\r\n".encode()
+                + headers
+                + b"\r\n"
+                + body
+            )
             head = await self.reader.readuntil(b"\r\n\r\n")
             lines = head.split(b"\r\n")
             status = int(lines[0].split()[1])
@@ -280,8 +306,9 @@ def auth_headers(token: str) -> bytes:
     return f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n".encode()
 
 
-async def submit_closed(port: int, token: str, bodies: list[bytes], concurrency: int
-                        ) -> tuple[float, Counter[int]]:
+async def submit_closed(
+    port: int, token: str, bodies: list[bytes], concurrency: int
+) -> tuple[float, Counter[int]]:
     """POST every body over `concurrency` keep-alive connections, as fast as answered.
     Returns the time of the first send and the count of answers by status."""
     statuses: Counter[int] = Counter()
@@ -303,9 +330,15 @@ async def submit_closed(port: int, token: str, bodies: list[bytes], concurrency:
     return started, statuses
 
 
-async def submit_open(port: int, token: str, body: bytes, rate: float, seconds: float,
-                      warmup: float, timeout: float = 10.0
-                      ) -> tuple[list[float], Counter[int], int]:
+async def submit_open(
+    port: int,
+    token: str,
+    body: bytes,
+    rate: float,
+    seconds: float,
+    warmup: float,
+    timeout: float = 10.0,
+) -> tuple[list[float], Counter[int], int]:
     """Open loop: request i leaves at t0 + i/rate whatever the answers before it; latency is
     counted from that scheduled time (no coordinated omission). Requests in the first `warmup`
     seconds are not counted; one unanswered after `timeout` s counts as status -1 (and its
@@ -325,7 +358,8 @@ async def submit_open(port: int, token: str, body: bytes, rate: float, seconds: 
             opened += 1
         try:
             status, _ = await asyncio.wait_for(
-                conn.request("POST", "/api/v1/tasks", body, headers), timeout)
+                conn.request("POST", "/api/v1/tasks", body, headers), timeout
+            )
         except TimeoutError:
             status = -1
             conn.close()
@@ -377,22 +411,39 @@ class BenchStack:
         self._queues: list[str] = []
 
     # lifecycle
-    def _localstack(self, *args: str, env: dict[str, str] | None = None,
-                    check: bool = True) -> None:
-        subprocess.run([sys.executable, str(SCRIPTS / "localstack.py"), *args, "--run-dir",
-                        str(self.run_dir)], check=check, env=env, cwd=ROOT,
-                       stdout=subprocess.DEVNULL)
+    def _localstack(
+        self, *args: str, env: dict[str, str] | None = None, check: bool = True
+    ) -> None:
+        subprocess.run(
+            [sys.executable, str(SCRIPTS / "localstack.py"), *args, "--run-dir", str(self.run_dir)],
+            check=check,
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
 
     def up(self) -> None:
         if (self.run_dir / "supervisor" / "supervisord.pid").exists():
             self._localstack("down", check=False)  # a previous bench that was killed
         shutil.rmtree(self.run_dir, ignore_errors=True)
-        env = {**os.environ, "RATE_LIMIT_ENABLED": "false",
-               "NGINX_RATE_PER_IP": os.environ.get("NGINX_RATE_PER_IP", "100000r/s")}
+        env = {
+            **os.environ,
+            "RATE_LIMIT_ENABLED": "false",
+            "NGINX_RATE_PER_IP": os.environ.get("NGINX_RATE_PER_IP", "100000r/s"),
+        }
         for k in ("REDIS_URL", "DATABASE_URL", "HTTP_PORT", "REDIS_PORT", "FLOWER_PORT"):
             env.pop(k, None)
-        self._localstack("up", "--free-ports", "--api-replicas", str(self.api_replicas),
-                         "--worker-replicas", str(self.max_workers), "--timeout", "180", env=env)
+        self._localstack(
+            "up",
+            "--free-ports",
+            "--api-replicas",
+            str(self.api_replicas),
+            "--worker-replicas",
+            str(self.max_workers),
+            "--timeout",
+            "180",
+            env=env,
+        )
         self.info = json.loads((self.run_dir / "stack.json").read_text())
 
     def down(self) -> None:
@@ -419,9 +470,16 @@ class BenchStack:
 
     def supervisorctl(self, *args: str) -> str:
         return subprocess.run(
-            [str(VENV_BIN / "supervisorctl"), "-c",
-             str(self.run_dir / "supervisor" / "supervisord.conf"), *args],
-            capture_output=True, text=True, check=False).stdout
+            [
+                str(VENV_BIN / "supervisorctl"),
+                "-c",
+                str(self.run_dir / "supervisor" / "supervisord.conf"),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
 
     def roots(self) -> list[int]:
         pids = [p.pid for p in self.noop_procs if p.poll() is None]
@@ -444,7 +502,8 @@ class BenchStack:
         Redis clients is not enough: Celery opens several blocking connections per worker)."""
         if db not in self._control:
             self._control[db] = _bench_noop(self.noop_broker).make_app(
-                f"redis://127.0.0.1:{self.info['REDIS_PORT']}/{db}")
+                f"redis://127.0.0.1:{self.info['REDIS_PORT']}/{db}"
+            )
         replies = self._control[db].control.ping(timeout=1.0) or []
         return {name for reply in replies for name in reply}
 
@@ -467,9 +526,13 @@ class BenchStack:
         time.sleep(1.0)  # pool processes forked and idle
 
     def start_noop_workers(self, replicas: int) -> None:
-        env = {**os.environ, **BLAS_ENV, "BENCH_BROKER_URL": self.noop_broker,
-               "PYTHONPATH": f"{SCRIPTS}:{ROOT / 'lib'}",
-               "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
+        env = {
+            **os.environ,
+            **BLAS_ENV,
+            "BENCH_BROKER_URL": self.noop_broker,
+            "PYTHONPATH": f"{SCRIPTS}:{ROOT / 'lib'}",
+            "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
+        }
         for key in ("REDIS_URL", "DATABASE_URL"):
             env[key] = self.info[key]
         for k in ("DEFAULT_TASK_TIMEOUT", "LOG_LEVEL", "WORKER_CONCURRENCY"):
@@ -480,10 +543,16 @@ class BenchStack:
         for i in range(1, replicas + 1):
             out = open(logs / f"noop-{i}.log", "wb")  # noqa: SIM115 - handed to the child
             flags = worker_flags({**env, "WORKER_NAME": f"noop{i}@%h"})
-            self.noop_procs.append(subprocess.Popen(
-                [str(VENV_BIN / "celery"), "-A", "bench_noop", "worker", *flags],
-                cwd=SCRIPTS, env=env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True))
+            self.noop_procs.append(
+                subprocess.Popen(
+                    [str(VENV_BIN / "celery"), "-A", "bench_noop", "worker", *flags],
+                    cwd=SCRIPTS,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
             out.close()
         self.wait_consumers(1, replicas)
         time.sleep(1.0)
@@ -522,8 +591,13 @@ class BenchStack:
         deadline = time.monotonic() + timeout
         done = 0
         while time.monotonic() < deadline:
-            done = int(self.sql("SELECT count(*) FROM tasks WHERE rowid > ? AND status IN "
-                                "(?, ?, ?)", after, *FINAL)[0][0])
+            done = int(
+                self.sql(
+                    "SELECT count(*) FROM tasks WHERE rowid > ? AND status IN (?, ?, ?)",
+                    after,
+                    *FINAL,
+                )[0][0]
+            )
             if done >= expected:
                 return done
             time.sleep(0.2)
@@ -532,10 +606,18 @@ class BenchStack:
     def rows(self, after: int) -> list[dict[str, Any]]:
         out = []
         for type_, status, created, started, finished in self.sql(
-                "SELECT type, status, created_at, started_at, finished_at FROM tasks "
-                "WHERE rowid > ?", after):
-            out.append({"type": type_, "status": status, "created": _ts(created),
-                        "started": _ts(started), "finished": _ts(finished)})
+            "SELECT type, status, created_at, started_at, finished_at FROM tasks WHERE rowid > ?",
+            after,
+        ):
+            out.append(
+                {
+                    "type": type_,
+                    "status": status,
+                    "created": _ts(created),
+                    "started": _ts(started),
+                    "finished": _ts(finished),
+                }
+            )
         return out
 
     def _queue_keys(self) -> list[bytes]:
@@ -543,8 +625,12 @@ class BenchStack:
         r = self.redis()
         if not self._queues:
             self._queues = queue_names(_bench_noop(self.noop_broker).make_app(self.noop_broker))
-        return [key for q in self._queues for key in r.scan_iter(match=f"{q}*")
-                if r.type(key) == b"list"]
+        return [
+            key
+            for q in self._queues
+            for key in r.scan_iter(match=f"{q}*")
+            if r.type(key) == b"list"
+        ]
 
     def queue_depth(self) -> int:
         r = self.redis()
@@ -587,8 +673,13 @@ class BenchStack:
         """No message queued or running and no record unfinished (except purged ones)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            busy = int(self.sql("SELECT count(*) FROM tasks WHERE rowid > ? AND status NOT IN "
-                                "(?, ?, ?)", self.floor, *FINAL)[0][0])
+            busy = int(
+                self.sql(
+                    "SELECT count(*) FROM tasks WHERE rowid > ? AND status NOT IN (?, ?, ?)",
+                    self.floor,
+                    *FINAL,
+                )[0][0]
+            )
             if busy == 0 and self.in_flight() == 0:
                 return
             time.sleep(0.3)
@@ -639,8 +730,14 @@ class Batch:
         return self.accepted - sum(self.statuses.values())
 
 
-def run_batch(stack: BenchStack, meter: CpuMeter, token: str, bodies: list[bytes],
-              concurrency: int, timeout: float) -> Batch:
+def run_batch(
+    stack: BenchStack,
+    meter: CpuMeter,
+    token: str,
+    bodies: list[bytes],
+    concurrency: int,
+    timeout: float,
+) -> Batch:
     stack.wait_idle()
     mark = stack.watermark()
     with meter.measure() as m:
@@ -652,17 +749,26 @@ def run_batch(stack: BenchStack, meter: CpuMeter, token: str, bodies: list[bytes
     finished = [r["finished"] for r in rows if r["finished"] is not None]
     wall = (max(finished) - started) if finished else math.inf
     return Batch(
-        n=len(bodies), accepted=accepted,
-        errors={k: v for k, v in statuses.items() if k != 202}, wall=wall,
-        statuses=dict(Counter(r["status"] for r in rows)), cpu=m["cpu"],
+        n=len(bodies),
+        accepted=accepted,
+        errors={k: v for k, v in statuses.items() if k != 202},
+        wall=wall,
+        statuses=dict(Counter(r["status"] for r in rows)),
+        cpu=m["cpu"],
         latencies_ms=[(r["finished"] - r["created"]) * 1000 for r in rows if r["finished"]],
-        by_type=dict(Counter(r["type"] for r in rows)), drained=drained - started,
-        spans=[(r["type"], r["started"], r["finished"]) for r in rows
-               if r["status"] == "SUCCESS" and r["started"] and r["finished"]])
+        by_type=dict(Counter(r["type"] for r in rows)),
+        drained=drained - started,
+        spans=[
+            (r["type"], r["started"], r["finished"])
+            for r in rows
+            if r["status"] == "SUCCESS" and r["started"] and r["finished"]
+        ],
+    )
 
 
-def steady_efficiency(spans: list[tuple[str, float, float]], alone_s: dict[str, float],
-                      slots: int, n_cores: int) -> float | None:
+def steady_efficiency(
+    spans: list[tuple[str, float, float]], alone_s: dict[str, float], slots: int, n_cores: int
+) -> float | None:
     """Efficiency while every worker process has a task: from the first moment `slots` tasks
     run at once to the last start. Outside that window the cores idle for want of work, not
     for what the platform costs: a batch opens with submissions only and ends with its last
@@ -693,7 +799,7 @@ def steady_efficiency(spans: list[tuple[str, float, float]], alone_s: dict[str, 
     def advance(lo: float, hi: float) -> float:
         """Work one running task does between lo and hi (in seconds of a whole core)."""
         done = 0.0
-        for start, end, speed in pieces[max(0, bisect.bisect_right(starts, lo) - 1):]:
+        for start, end, speed in pieces[max(0, bisect.bisect_right(starts, lo) - 1) :]:
             if start >= hi:
                 break
             done += speed * max(0.0, min(end, hi) - max(start, lo))
@@ -724,8 +830,9 @@ def _bench_noop(broker_url: str) -> Any:
     return _IMPORTED_NOOP[0]
 
 
-def measure_noop(stack: BenchStack, meter: CpuMeter, n: int, timeout: float
-                 ) -> tuple[float, CpuUse]:
+def measure_noop(
+    stack: BenchStack, meter: CpuMeter, n: int, timeout: float
+) -> tuple[float, CpuUse]:
     """Send n no-op tasks through Celery's own producer, wait for n INCRs."""
     bench_noop = _bench_noop(stack.noop_broker)
     app = bench_noop.make_app(stack.noop_broker)
@@ -749,12 +856,19 @@ def measure_noop(stack: BenchStack, meter: CpuMeter, n: int, timeout: float
 def calibrate(cpu: int | None = None, scale: str = "1") -> dict[str, Any]:
     """CPU per task of the mix, sized by `scale` (MIX_SCALE, as the load test sizes it);
     without charts: they are drawn only when someone asks."""
-    cmd = [sys.executable, str(ROOT / "loadtest" / "calibrate.py"), "--json", "--no-charts",
-           "--scale", scale]
+    cmd = [
+        sys.executable,
+        str(ROOT / "loadtest" / "calibrate.py"),
+        "--json",
+        "--no-charts",
+        "--scale",
+        scale,
+    ]
     if cpu is not None:
         cmd += ["--cpu", str(cpu)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True,
-                         env={**os.environ, **BLAS_ENV}, cwd=ROOT).stdout
+    out = subprocess.run(
+        cmd, check=True, capture_output=True, text=True, env={**os.environ, **BLAS_ENV}, cwd=ROOT
+    ).stdout
     result: dict[str, Any] = json.loads(out)
     return result
 
@@ -762,11 +876,25 @@ def calibrate(cpu: int | None = None, scale: str = "1") -> dict[str, Any]:
 def calibrate_parallel(scale: str) -> list[dict[str, Any]]:
     """One calibration per core at the same time: what running side by side costs the
     calculations themselves (shared caches, memory bandwidth, frequency)."""
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "loadtest" / "calibrate.py"),
-                               "--json", "--no-charts", "--scale", scale, "--cpu", str(c)],
-                              stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, **BLAS_ENV}, cwd=ROOT)
-             for c in sorted(os.sched_getaffinity(0))]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "loadtest" / "calibrate.py"),
+                "--json",
+                "--no-charts",
+                "--scale",
+                scale,
+                "--cpu",
+                str(c),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **BLAS_ENV},
+            cwd=ROOT,
+        )
+        for c in sorted(os.sched_getaffinity(0))
+    ]
     return [json.loads(p.communicate()[0]) for p in procs]
 
 
@@ -777,7 +905,7 @@ def mix_bodies(rows: list[dict[str, Any]], n: int, seed: int = 7) -> tuple[list[
     total_w = sum(r["weight"] for r in usable)
     exact = [n * r["weight"] / total_w for r in usable]
     counts = [math.floor(x) for x in exact]
-    for i in sorted(range(len(usable)), key=lambda i: counts[i] - exact[i])[:n - sum(counts)]:
+    for i in sorted(range(len(usable)), key=lambda i: counts[i] - exact[i])[: n - sum(counts)]:
         counts[i] += 1
     chosen = [r for r, c in zip(usable, counts, strict=True) for _ in range(c)]
     random.Random(seed).shuffle(chosen)
@@ -801,23 +929,48 @@ def hottest(stack: BenchStack, group: str, seconds: float = 1.5) -> int | None:
     return max(pids, key=lambda pid: _proc_cpu(procs[pid]) - first[pid])
 
 
-def start_profiles(py_spy: str, pids: dict[str, int], seconds: int, out_dir: Path
-                   ) -> list[tuple[str, Path, subprocess.Popen[bytes]]]:
+def start_profiles(
+    py_spy: str, pids: dict[str, int], seconds: int, out_dir: Path
+) -> list[tuple[str, Path, subprocess.Popen[bytes]]]:
     out = []
     for label, pid in pids.items():
         path = out_dir / f"profile-{label.replace(' ', '_').strip('()')}-{pid}.txt"
-        proc = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--rate", "100",
-                                 "--full-filenames", "--nolineno",
-                                 "--duration", str(seconds), "--format", "raw", "--nonblocking",
-                                 "--output", str(path)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                py_spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "100",
+                "--full-filenames",
+                "--nolineno",
+                "--duration",
+                str(seconds),
+                "--format",
+                "raw",
+                "--nonblocking",
+                "--output",
+                str(path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         out.append((label, path, proc))
     return out
 
 
 # Leaf frames of threads that wait for work (thread pools, event loops): not load.
-_IDLE = ("Condition.wait", "Runner.run (", "select (", "_wait_for_tstate_lock", "Event.wait",
-         "Queue.get (", "poll (", "epoll")
+_IDLE = (
+    "Condition.wait",
+    "Runner.run (",
+    "select (",
+    "_wait_for_tstate_lock",
+    "Event.wait",
+    "Queue.get (",
+    "poll (",
+    "epoll",
+)
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]*)(?::\d+)?\)$")
 
 
@@ -831,8 +984,11 @@ def _module(path: str) -> str:
             return f"{pkg}.{p.split(f'/{pkg}/', 1)[1].removesuffix('.py').replace('/', '.')}"
     name = p.rsplit("/", 1)[-1].removesuffix(".py")
     parent = p.rsplit("/", 2)[-2] if p.count("/") >= 2 else ""
-    return f"{parent}.{name}" if parent and parent not in ("lib", "python3.11") and not \
-        parent.startswith("python3") else name
+    return (
+        f"{parent}.{name}"
+        if parent and parent not in ("lib", "python3.11") and not parent.startswith("python3")
+        else name
+    )
 
 
 def summarize_profile(path: Path, top: int = 8) -> dict[str, Any]:
@@ -866,14 +1022,34 @@ def summarize_profile(path: Path, top: int = 8) -> dict[str, Any]:
     if not total:
         return {"samples": 0}
     # Frames every request or task goes through (servers, pools, the task tracer): not news.
-    plumbing = ("threading", "runpy", "celery", "billiard", "gunicorn", "uvicorn", "asyncio", "bin",
-                "starlette", "anyio", "click", "fastapi", "<frozen", "concurrent")
-    heavy = [(k, v) for k, v in inclusive.most_common(120)
-             if k.split(":", 1)[0].split(".", 1)[0] not in plumbing
-             and not k.split(":", 1)[0].startswith(plumbing) and v < 0.995 * total][:top]
-    return {"samples": total,
-            "self": [(k, v / total) for k, v in self_time.most_common(top)],
-            "inclusive": [(k, v / total) for k, v in heavy]}
+    plumbing = (
+        "threading",
+        "runpy",
+        "celery",
+        "billiard",
+        "gunicorn",
+        "uvicorn",
+        "asyncio",
+        "bin",
+        "starlette",
+        "anyio",
+        "click",
+        "fastapi",
+        "<frozen",
+        "concurrent",
+    )
+    heavy = [
+        (k, v)
+        for k, v in inclusive.most_common(120)
+        if k.split(":", 1)[0].split(".", 1)[0] not in plumbing
+        and not k.split(":", 1)[0].startswith(plumbing)
+        and v < 0.995 * total
+    ][:top]
+    return {
+        "samples": total,
+        "self": [(k, v / total) for k, v in self_time.most_common(top)],
+        "inclusive": [(k, v / total) for k, v in heavy],
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -904,18 +1080,21 @@ def versions() -> dict[str, str]:
     return {
         "cpu": f"{cores()} cores, {cpu}",
         "python": platform.python_version(),
-        "celery": celery.__version__, "kombu": kombu.__version__,
+        "celery": celery.__version__,
+        "kombu": kombu.__version__,
         "redis-server": cmd_version(["redis-server", "--version"], r"v=([\d.]+)"),
-        "nginx": cmd_version([shutil.which("nginx") or "/usr/sbin/nginx", "-v"],
-                             r"nginx/([\d.]+)"),
-        "fastapi": fastapi.__version__, "uvicorn": uvicorn.__version__,
-        "gunicorn": gunicorn.__version__, "numpy": numpy.__version__,
+        "nginx": cmd_version([shutil.which("nginx") or "/usr/sbin/nginx", "-v"], r"nginx/([\d.]+)"),
+        "fastapi": fastapi.__version__,
+        "uvicorn": uvicorn.__version__,
+        "gunicorn": gunicorn.__version__,
+        "numpy": numpy.__version__,
         "sqlite": sqlite3.sqlite_version,
     }
 
 
-def draw_chart(points: list[tuple[int, float, float]], ideal: float, hw_ideal: float,
-               path: Path, title: str) -> None:
+def draw_chart(
+    points: list[tuple[int, float, float]], ideal: float, hw_ideal: float, path: Path, title: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -926,14 +1105,35 @@ def draw_chart(points: list[tuple[int, float, float]], ideal: float, hw_ideal: f
     ys = [p[1] for p in points]
     ax.plot(xs, ys, "o-", color="#1f77b4", lw=2, label="completed tasks/s (mix)")
     for x, y, eff in points:
-        ax.annotate(f"{y:.1f}/s\neff {eff:.2f}", (x, y), textcoords="offset points",
-                    xytext=(0, 8), ha="center", fontsize=8)
-    ax.axhline(ideal, color="#2ca02c", ls="--", lw=1,
-               label=f"ideal: {cores()} cores / mean task CPU = {ideal:.1f}/s")
-    ax.axhline(hw_ideal, color="#ff7f0e", ls=":", lw=1,
-               label=f"calculations alone, side by side: {hw_ideal:.1f}/s")
-    ax.axhline(TARGETS["mix_tasks_per_sec"], color="#d62728", ls="-.", lw=1,
-               label=f"target {TARGETS['mix_tasks_per_sec']:g}/s")
+        ax.annotate(
+            f"{y:.1f}/s\neff {eff:.2f}",
+            (x, y),
+            textcoords="offset points",
+            xytext=(0, 8),
+            ha="center",
+            fontsize=8,
+        )
+    ax.axhline(
+        ideal,
+        color="#2ca02c",
+        ls="--",
+        lw=1,
+        label=f"ideal: {cores()} cores / mean task CPU = {ideal:.1f}/s",
+    )
+    ax.axhline(
+        hw_ideal,
+        color="#ff7f0e",
+        ls=":",
+        lw=1,
+        label=f"calculations alone, side by side: {hw_ideal:.1f}/s",
+    )
+    ax.axhline(
+        TARGETS["mix_tasks_per_sec"],
+        color="#d62728",
+        ls="-.",
+        lw=1,
+        label=f"target {TARGETS['mix_tasks_per_sec']:g}/s",
+    )
     ax.set_xticks(xs)
     ax.set_xlabel(f"worker replicas (x {os.environ.get('WORKER_CONCURRENCY', '4')} processes)")
     ax.set_ylabel("completed tasks / s")
@@ -1027,17 +1227,26 @@ def fmt_rate(values: list[float]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small batches (a smoke run)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--api-replicas", type=int,
-                        default=int(os.environ.get("API_REPLICAS", "3")))
-    parser.add_argument("--workers", type=int,
-                        default=int(os.environ.get("WORKER_REPLICAS", "3")),
-                        help="worker replicas for figures 1-4 (scaling goes 1..max(4, this))")
-    parser.add_argument("--rate", type=float, default=TARGETS["offered_rate"],
-                        help="offered submit rate of figure 4, requests/s")
+    parser.add_argument(
+        "--api-replicas", type=int, default=int(os.environ.get("API_REPLICAS", "3"))
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("WORKER_REPLICAS", "3")),
+        help="worker replicas for figures 1-4 (scaling goes 1..max(4, this))",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=TARGETS["offered_rate"],
+        help="offered submit rate of figure 4, requests/s",
+    )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--no-docs", action="store_true", help="print only")
     parser.add_argument("--no-profile", action="store_true")
@@ -1053,10 +1262,12 @@ def main() -> int:
     started = time.monotonic()
     ver = versions()
     load0 = os.getloadavg()
-    log(f"{ver['cpu']}; Python {ver['python']}, celery {ver['celery']}, kombu {ver['kombu']}, "
+    log(
+        f"{ver['cpu']}; Python {ver['python']}, celery {ver['celery']}, kombu {ver['kombu']}, "
         f"redis {ver['redis-server']}, nginx {ver['nginx']}, FastAPI {ver['fastapi']}, "
         f"uvicorn {ver['uvicorn']}, gunicorn {ver['gunicorn']}, NumPy {ver['numpy']}, "
-        f"SQLite {ver['sqlite']}; load average {load0[0]:.1f}")
+        f"SQLite {ver['sqlite']}; load average {load0[0]:.1f}"
+    )
 
     log("calibrating the mix on one core, then on every core at once")
     # Sized for this machine as `make loadtest` sizes it (MIX_SCALE, default auto), then timed
@@ -1067,16 +1278,23 @@ def main() -> int:
     par_means = [float(p["mean_cpu_ms"]) for p in par]
     side_by_side = mean_ms / statistics.mean(par_means)  # <1: slower when run together
     for r in cal["rows"]:
-        log(f"  {r['type']:<20} weight {r['weight']:>3}  "
-            + (f"{r['cpu_ms']:8.2f} ms" if r["cpu_ms"] is not None else f"  {r.get('error')}"))
-    log(f"  weighted mean {mean_ms:.1f} ms alone; {statistics.mean(par_means):.1f} ms with "
+        log(
+            f"  {r['type']:<20} weight {r['weight']:>3}  "
+            + (f"{r['cpu_ms']:8.2f} ms" if r["cpu_ms"] is not None else f"  {r.get('error')}")
+        )
+    log(
+        f"  weighted mean {mean_ms:.1f} ms alone; {statistics.mean(par_means):.1f} ms with "
         f"every core busy (x{1 / side_by_side:.2f})"
-)
+    )
 
     stack = BenchStack(BENCH_DIR / "stack", args.api_replicas, max_workers)
     meter = CpuMeter(stack.roots)
-    results: dict[str, Any] = {"versions": ver, "load_start": load0, "calibration": cal,
-                               "parallel_calibration_means": par_means}
+    results: dict[str, Any] = {
+        "versions": ver,
+        "load_start": load0,
+        "calibration": cal,
+        "parallel_calibration_means": par_means,
+    }
     py_spy = None if args.no_profile else find_py_spy()
     profiles: dict[str, dict[str, Any]] = {}
 
@@ -1085,9 +1303,11 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        log(f"starting a fresh stack: {args.api_replicas} API replicas x "
+        log(
+            f"starting a fresh stack: {args.api_replicas} API replicas x "
             f"{os.environ.get('GUNICORN_WORKERS', '1')} gunicorn workers, {max_workers} worker "
-            f"replicas x {os.environ.get('WORKER_CONCURRENCY', '4')} processes")
+            f"replicas x {os.environ.get('WORKER_CONCURRENCY', '4')} processes"
+        )
         stack.up()
         stack.set_workers(args.workers)
         token = login(stack.base, stack.info["ADMIN_USERNAME"], stack.info["ADMIN_PASSWORD"])
@@ -1109,25 +1329,39 @@ def main() -> int:
         probe = run_batch(stack, meter, token, [light_body] * 40, args.concurrency, 300)
         # Sized on what the stack sustains, follow-up work included.
         n_light = int(min(3000, max(60, probe.drained_rate * target_s)))
-        log(f"(2) probe: {probe.rate:.0f} tasks/s ({probe.drained_rate:.0f}/s until every "
-            f"queue drained); batches of {n_light}")
+        log(
+            f"(2) probe: {probe.rate:.0f} tasks/s ({probe.drained_rate:.0f}/s until every "
+            f"queue drained); batches of {n_light}"
+        )
         light: list[Batch] = []
         for i in range(repeats):
             b = run_batch(stack, meter, token, [light_body] * n_light, args.concurrency, 300)
             light.append(b)
-            log(f"(2) light run {i + 1}: {b.rate:.0f} tasks/s ({b.drained_rate:.0f}/s until "
+            log(
+                f"(2) light run {i + 1}: {b.rate:.0f} tasks/s ({b.drained_rate:.0f}/s until "
                 f"every queue drained), {b.failed} failed, {b.lost} "
-                f"lost, errors {b.errors}  [{b.cpu.shares()}]")
+                f"lost, errors {b.errors}  [{b.cpu.shares()}]"
+            )
         if py_spy:
             with tempfile.TemporaryDirectory() as tmp:
-                profiles.update(profile_batch(stack, token, [light_body] * n_light,
-                                              args.concurrency, py_spy, Path(tmp), "light"))
+                profiles.update(
+                    profile_batch(
+                        stack,
+                        token,
+                        [light_body] * n_light,
+                        args.concurrency,
+                        py_spy,
+                        Path(tmp),
+                        "light",
+                    )
+                )
 
         # (3) the CPU-bound mix -------------------------------------------------------------
         # Sized on what a worker spends per task.
         per_task_s = mean_ms / 1000.0
-        alone_by_type = {r["type"]: r["cpu_ms"] / 1000.0 for r in cal["rows"]
-                         if r["cpu_ms"] is not None}
+        alone_by_type = {
+            r["type"]: r["cpu_ms"] / 1000.0 for r in cal["rows"] if r["cpu_ms"] is not None
+        }
         slots = args.workers * int(os.environ.get("WORKER_CONCURRENCY", "4"))
         n_mix = max(20, round(target_s * cores() / per_task_s * 0.8))
         bodies, alone_s = mix_bodies(cal["rows"], n_mix)
@@ -1139,14 +1373,17 @@ def main() -> int:
             steady = steady_efficiency(b.spans, alone_by_type, slots, cores())
             if steady is not None:
                 steadies.append(steady)
-            log(f"(3) mix run {i + 1}: {n_mix} tasks, {b.rate:.2f} tasks/s ({b.drained_rate:.2f}/s "
+            log(
+                f"(3) mix run {i + 1}: {n_mix} tasks, {b.rate:.2f} tasks/s ({b.drained_rate:.2f}/s "
                 f"until every queue drained), efficiency "
                 f"{alone_s / (b.wall * cores()):.2f} (steady state {fmt_eff(steady)}), "
-                f"{b.failed} failed, {b.lost} lost  [{b.cpu.shares()}]")
+                f"{b.failed} failed, {b.lost} lost  [{b.cpu.shares()}]"
+            )
         if py_spy:
             with tempfile.TemporaryDirectory() as tmp:
-                profiles.update(profile_batch(stack, token, bodies, args.concurrency,
-                                              py_spy, Path(tmp), "mix"))
+                profiles.update(
+                    profile_batch(stack, token, bodies, args.concurrency, py_spy, Path(tmp), "mix")
+                )
 
         # (5) scaling ---------------------------------------------------------------------------
         scaling: list[tuple[int, Batch]] = []
@@ -1157,9 +1394,11 @@ def main() -> int:
                 sbodies, s_alone = mix_bodies(cal["rows"], n_scale, seed=100 + k)
                 b = run_batch(stack, meter, token, sbodies, args.concurrency, 600)
                 scaling.append((k, b))
-                log(f"(5) {k} worker replica(s): {b.rate:.2f} tasks/s, efficiency "
+                log(
+                    f"(5) {k} worker replica(s): {b.rate:.2f} tasks/s, efficiency "
                     f"{s_alone / (b.wall * cores()):.2f}, {b.failed} failed, {b.lost} lost  "
-                    f"[{b.cpu.shares()}]")
+                    f"[{b.cpu.shares()}]"
+                )
                 results.setdefault("scaling_alone_s", {})[k] = s_alone
         # (4) submit latency, open loop, last: an overloaded step leaves a backlog behind ------
         # The submit path alone (workers stopped; what they would run is purged afterwards),
@@ -1169,25 +1408,46 @@ def main() -> int:
         stack.set_workers(0)
         if py_spy:  # the API is only busy here: profile it at a rate it sustains (not counted)
             with tempfile.TemporaryDirectory() as tmp:
-                profiles.update(profile_during(stack, lambda: asyncio.run(submit_open(
-                    stack.port, token, light_body, args.rate / 4, 8.0, 0.0)), ("api",),
-                    py_spy, Path(tmp), f"submits at {args.rate / 4:.0f} req/s"))
+                profiles.update(
+                    profile_during(
+                        stack,
+                        lambda: asyncio.run(
+                            submit_open(stack.port, token, light_body, args.rate / 4, 8.0, 0.0)
+                        ),
+                        ("api",),
+                        py_spy,
+                        Path(tmp),
+                        f"submits at {args.rate / 4:.0f} req/s",
+                    )
+                )
         for rate in sorted({args.rate / 4, args.rate / 2, args.rate}):
             stack.wait_quiet()
             with meter.measure() as m:
-                lats, statuses, opened = asyncio.run(submit_open(
-                    stack.port, token, light_body, rate, latency_s, warmup=1.0, timeout=5.0))
-            latency[rate] = {"p50": pct(lats, 50), "p95": pct(lats, 95), "p99": pct(lats, 99),
-                             "max": max(lats) if lats else math.nan, "n": len(lats),
-                             "errors": {k: v for k, v in statuses.items() if k != 202},
-                             "connections": opened, "cpu": m["cpu"]}
+                lats, statuses, opened = asyncio.run(
+                    submit_open(
+                        stack.port, token, light_body, rate, latency_s, warmup=1.0, timeout=5.0
+                    )
+                )
+            latency[rate] = {
+                "p50": pct(lats, 50),
+                "p95": pct(lats, 95),
+                "p99": pct(lats, 99),
+                "max": max(lats) if lats else math.nan,
+                "n": len(lats),
+                "errors": {k: v for k, v in statuses.items() if k != 202},
+                "connections": opened,
+                "cpu": m["cpu"],
+            }
             lat = latency[rate]
-            log(f"(4) {rate:.0f} req/s: p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f}, p99 "
+            log(
+                f"(4) {rate:.0f} req/s: p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f}, p99 "
                 f"{lat['p99']:.1f}, max {lat['max']:.0f} ({len(lats)} requests, errors "
                 f"{lat['errors']} (-1: no answer within 5 s), {opened} connections)  "
-                f"[{m['cpu'].shares()}]")
-        results["latency"] = {r: {k: v for k, v in d.items() if k != "cpu"}
-                              for r, d in latency.items()}
+                f"[{m['cpu'].shares()}]"
+            )
+        results["latency"] = {
+            r: {k: v for k, v in d.items() if k != "cpu"} for r, d in latency.items()
+        }
 
     finally:
         log("stopping the stack")
@@ -1212,48 +1472,77 @@ def main() -> int:
         return "met" if flag else "**missed**"
 
     rows = [
-        ("1", f"bare Celery ceiling: no-op task, {args.workers} workers x "
-              f"{os.environ.get('WORKER_CONCURRENCY', '4')}, enqueued straight into Redis",
-         fmt_rate(noop_rates), ""),
-        ("2", f"full stack, no-op-sized task ({LIGHT_TYPE}, 1 year) over HTTP via nginx",
-         fmt_rate(light_rates) + f"; {light_med / noop_med:.2f} x (1)"
-         + drained_note(light),
-         f"{ok(light_med / noop_med >= TARGETS['light_ratio'])} (>= 0.5 x (1))"),
-        ("3", f"CPU-bound mix ({n_mix} tasks, mean {mean_ms:.0f} ms alone on one core)",
-         fmt_rate(mix_rates) + f"; {mix_failed} failed, {mix_lost} lost" + drained_note(mix),
-         f"{ok(mix_med >= TARGETS['mix_tasks_per_sec'] and not mix_lost and not mix_failed)}"
-         f" (>= 12/s, none failed/lost)"),
-        ("3", "efficiency = sum(CPU alone) / (wall x cores)",
-         f"{eff_med:.2f} (runs: {', '.join(f'{e:.2f}' for e in effs)}); own-CPU "
-         f"{statistics.median(own_effs):.2f}; side-by-side ceiling {side_by_side:.2f}",
-         f"{ok(eff_med >= TARGETS['efficiency'])} (>= 0.85)"),
-        ("3", "efficiency in steady state (every worker process busy; opening and drain "
-              "left out)",
-         f"{fmt_eff(steady_med)} (runs: {', '.join(f'{e:.2f}' for e in steadies)})",
-         f"{ok(steady_med is not None and steady_med >= TARGETS['efficiency'])} (>= 0.85)"),
-        *(("4", f"submit latency, {rate:.0f} req/s offered (open loop), workers stopped",
-           f"p50 {d['p50']:.1f} ms, p95 {d['p95']:.1f} ms, p99 {d['p99']:.1f} ms (max "
-           f"{d['max']:.0f} ms; {d['n']} requests, {sum(d['errors'].values())} errors)",
-           f"{ok(d['p99'] < TARGETS['submit_p99_ms'])} (p99 < 50 ms)"
-           if rate == args.rate else "")
-          for rate, d in sorted(latency.items())),
+        (
+            "1",
+            f"bare Celery ceiling: no-op task, {args.workers} workers x "
+            f"{os.environ.get('WORKER_CONCURRENCY', '4')}, enqueued straight into Redis",
+            fmt_rate(noop_rates),
+            "",
+        ),
+        (
+            "2",
+            f"full stack, no-op-sized task ({LIGHT_TYPE}, 1 year) over HTTP via nginx",
+            fmt_rate(light_rates) + f"; {light_med / noop_med:.2f} x (1)" + drained_note(light),
+            f"{ok(light_med / noop_med >= TARGETS['light_ratio'])} (>= 0.5 x (1))",
+        ),
+        (
+            "3",
+            f"CPU-bound mix ({n_mix} tasks, mean {mean_ms:.0f} ms alone on one core)",
+            fmt_rate(mix_rates) + f"; {mix_failed} failed, {mix_lost} lost" + drained_note(mix),
+            f"{ok(mix_med >= TARGETS['mix_tasks_per_sec'] and not mix_lost and not mix_failed)}"
+            f" (>= 12/s, none failed/lost)",
+        ),
+        (
+            "3",
+            "efficiency = sum(CPU alone) / (wall x cores)",
+            f"{eff_med:.2f} (runs: {', '.join(f'{e:.2f}' for e in effs)}); own-CPU "
+            f"{statistics.median(own_effs):.2f}; side-by-side ceiling {side_by_side:.2f}",
+            f"{ok(eff_med >= TARGETS['efficiency'])} (>= 0.85)",
+        ),
+        (
+            "3",
+            "efficiency in steady state (every worker process busy; opening and drain left out)",
+            f"{fmt_eff(steady_med)} (runs: {', '.join(f'{e:.2f}' for e in steadies)})",
+            f"{ok(steady_med is not None and steady_med >= TARGETS['efficiency'])} (>= 0.85)",
+        ),
+        *(
+            (
+                "4",
+                f"submit latency, {rate:.0f} req/s offered (open loop), workers stopped",
+                f"p50 {d['p50']:.1f} ms, p95 {d['p95']:.1f} ms, p99 {d['p99']:.1f} ms (max "
+                f"{d['max']:.0f} ms; {d['n']} requests, {sum(d['errors'].values())} errors)",
+                f"{ok(d['p99'] < TARGETS['submit_p99_ms'])} (p99 < 50 ms)"
+                if rate == args.rate
+                else "",
+            )
+            for rate, d in sorted(latency.items())
+        ),
     ]
     if scaling:
-        rows.append(("5", "mix with 1 / 2 / 3 / 4 worker replicas",
-                     " / ".join(f"{b.rate:.1f}" for _, b in scaling) + " tasks/s",
-                     "docs/scaling.png"))
+        rows.append(
+            (
+                "5",
+                "mix with 1 / 2 / 3 / 4 worker replicas",
+                " / ".join(f"{b.rate:.1f}" for _, b in scaling) + " tasks/s",
+                "docs/scaling.png",
+            )
+        )
     header = ("| # | measure | result | target |", "|---|---|---|---|")
     table = "\n".join([*header, *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows)])
-    env_line = (f"{ver['cpu']}; Python {ver['python']}, Celery {ver['celery']}, kombu "
-                f"{ver['kombu']}, redis-server {ver['redis-server']}, nginx {ver['nginx']}, "
-                f"FastAPI {ver['fastapi']}, uvicorn {ver['uvicorn']}, gunicorn "
-                f"{ver['gunicorn']}, NumPy {ver['numpy']}, SQLite {ver['sqlite']}")
-    config_line = (f"{args.api_replicas} API replicas x GUNICORN_WORKERS="
-                   f"{os.environ.get('GUNICORN_WORKERS', '1')}, {args.workers} worker replicas "
-                   f"x WORKER_CONCURRENCY={os.environ.get('WORKER_CONCURRENCY', '4')}, "
-                   f"LOG_LEVEL={os.environ.get('LOG_LEVEL', 'INFO')}, SQLite; load average "
-                   f"{load0[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
-                   f"{time.monotonic() - started:.0f} s in all")
+    env_line = (
+        f"{ver['cpu']}; Python {ver['python']}, Celery {ver['celery']}, kombu "
+        f"{ver['kombu']}, redis-server {ver['redis-server']}, nginx {ver['nginx']}, "
+        f"FastAPI {ver['fastapi']}, uvicorn {ver['uvicorn']}, gunicorn "
+        f"{ver['gunicorn']}, NumPy {ver['numpy']}, SQLite {ver['sqlite']}"
+    )
+    config_line = (
+        f"{args.api_replicas} API replicas x GUNICORN_WORKERS="
+        f"{os.environ.get('GUNICORN_WORKERS', '1')}, {args.workers} worker replicas "
+        f"x WORKER_CONCURRENCY={os.environ.get('WORKER_CONCURRENCY', '4')}, "
+        f"LOG_LEVEL={os.environ.get('LOG_LEVEL', 'INFO')}, SQLite; load average "
+        f"{load0[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
+        f"{time.monotonic() - started:.0f} s in all"
+    )
 
     limits = [
         f"- (1) CPU during the no-op batches: {noop_cpu[len(noop_cpu) // 2].shares()}.",
@@ -1262,15 +1551,21 @@ def main() -> int:
         f"- (3) CPU during the mix: {mix[len(mix) // 2].cpu.shares()}; the calculations alone "
         f"needed {alone_s:.1f} CPU-s of the {mix[len(mix) // 2].cpu.ours:.1f} CPU-s our "
         f"processes used; running on every core at once costs them x{1 / side_by_side:.2f}.",
-        "- (4) CPU with the workers stopped: " + "; ".join(
-            f"at {rate:.0f} req/s {d['cpu'].shares()}" for rate, d in sorted(latency.items()))
+        "- (4) CPU with the workers stopped: "
+        + "; ".join(
+            f"at {rate:.0f} req/s {d['cpu'].shares()}" for rate, d in sorted(latency.items())
+        )
         + ".",
     ]
     if scaling:
-        limits.append("- (5) " + "; ".join(
-            f"{k} replica(s): {b.cpu.shares()}" for k, b in scaling) + ".")
-    prof_lines = render_profiles(profiles) if profiles else [
-        "py-spy is not installed: no profiles (`.venv/bin/pip install py-spy` to get them)."]
+        limits.append(
+            "- (5) " + "; ".join(f"{k} replica(s): {b.cpu.shares()}" for k, b in scaling) + "."
+        )
+    prof_lines = (
+        render_profiles(profiles)
+        if profiles
+        else ["py-spy is not installed: no profiles (`.venv/bin/pip install py-spy` to get them)."]
+    )
 
     print()
     print(f"finq full-stack benchmark: {env_line}")
@@ -1284,28 +1579,49 @@ def main() -> int:
     print("\n".join(prof_lines))
 
     if scaling:
-        draw_chart([(k, b.rate, results["scaling_alone_s"][k] / (b.wall * cores()))
-                    for k, b in scaling], ideal, hw_ideal, CHART,
-                   f"finq mix on {cores()} cores: completed tasks/s by worker replicas "
-                   f"(mean task {mean_ms:.0f} ms)")
+        draw_chart(
+            [(k, b.rate, results["scaling_alone_s"][k] / (b.wall * cores())) for k, b in scaling],
+            ideal,
+            hw_ideal,
+            CHART,
+            f"finq mix on {cores()} cores: completed tasks/s by worker replicas "
+            f"(mean task {mean_ms:.0f} ms)",
+        )
         log(f"chart written to {CHART.relative_to(ROOT)}")
     if not args.no_docs and not q:
-        block = "\n".join([
-            f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {env_line}.", "",
-            f"Configuration: {config_line}.", "",
-            table, "",
-            "![completed tasks/s by worker replicas](scaling.png)" if scaling else "", "",
-            "Mix (loadtest/locustfile.py), CPU per task measured alone on one core in this run:",
-            "",
-            "| type | weight | size | CPU ms |", "|---|---|---|---|",
-            *(f"| {r['type']} | {r['weight']} | {r['size']} | "
-              + (f"{r['cpu_ms']:.2f}" if r["cpu_ms"] is not None else "n/a") + " |"
-              for r in cal["rows"]),
-            f"| **weighted mean** | | | **{mean_ms:.1f}** |", "",
-            "What each figure is made of (CPU seconds by process role, as a share of wall time"
-            " x cores):", "", *limits, "",
-            "Profiles (py-spy, 100 Hz, an extra batch of each kind):", "", *prof_lines,
-        ])
+        block = "\n".join(
+            [
+                f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {env_line}.",
+                "",
+                f"Configuration: {config_line}.",
+                "",
+                table,
+                "",
+                "![completed tasks/s by worker replicas](scaling.png)" if scaling else "",
+                "",
+                "Mix (loadtest/locustfile.py), CPU per task measured alone on one core"
+                " in this run:",
+                "",
+                "| type | weight | size | CPU ms |",
+                "|---|---|---|---|",
+                *(
+                    f"| {r['type']} | {r['weight']} | {r['size']} | "
+                    + (f"{r['cpu_ms']:.2f}" if r["cpu_ms"] is not None else "n/a")
+                    + " |"
+                    for r in cal["rows"]
+                ),
+                f"| **weighted mean** | | | **{mean_ms:.1f}** |",
+                "",
+                "What each figure is made of (CPU seconds by process role, as a share of wall time"
+                " x cores):",
+                "",
+                *limits,
+                "",
+                "Profiles (py-spy, 100 Hz, an extra batch of each kind):",
+                "",
+                *prof_lines,
+            ]
+        )
         write_doc(block)
         log(f"results written to {DOC.relative_to(ROOT)} (section '{SECTION[3:]}')")
     return 0
@@ -1327,8 +1643,14 @@ def cpu_per_task(b: Batch) -> str:
     return ", ".join(f"{k} {v / n * 1000:.1f} ms" for k, v in parts if v / n >= 0.0001)
 
 
-def profile_during(stack: BenchStack, load: Callable[[], Any], groups: tuple[str, ...],
-                   py_spy: str, out_dir: Path, label: str) -> dict[str, dict[str, Any]]:
+def profile_during(
+    stack: BenchStack,
+    load: Callable[[], Any],
+    groups: tuple[str, ...],
+    py_spy: str,
+    out_dir: Path,
+    label: str,
+) -> dict[str, dict[str, Any]]:
     """Run `load` in a thread while py-spy samples, for 6 s, the process of each role that
     burns the most CPU."""
     import threading
@@ -1347,14 +1669,26 @@ def profile_during(stack: BenchStack, load: Callable[[], Any], groups: tuple[str
     return {f"{label}: {group}": summarize_profile(path) for group, path, _ in recs}
 
 
-def profile_batch(stack: BenchStack, token: str, bodies: list[bytes], concurrency: int,
-                  py_spy: str, out_dir: Path, label: str) -> dict[str, dict[str, Any]]:
+def profile_batch(
+    stack: BenchStack,
+    token: str,
+    bodies: list[bytes],
+    concurrency: int,
+    py_spy: str,
+    out_dir: Path,
+    label: str,
+) -> dict[str, dict[str, Any]]:
     """One more batch (not counted) while the hottest worker pool process is profiled."""
     stack.wait_idle()
     mark = stack.watermark()
-    out = profile_during(stack, lambda: asyncio.run(
-        submit_closed(stack.port, token, bodies, concurrency)), ("worker (pool)",), py_spy,
-        out_dir, label)
+    out = profile_during(
+        stack,
+        lambda: asyncio.run(submit_closed(stack.port, token, bodies, concurrency)),
+        ("worker (pool)",),
+        py_spy,
+        out_dir,
+        label,
+    )
     stack.wait_done(mark, len(bodies), 600)
     return out
 
@@ -1365,10 +1699,12 @@ def render_profiles(profiles: dict[str, dict[str, Any]]) -> list[str]:
         if not p.get("samples"):
             lines.append(f"- {name}: no samples")
             continue
-        lines.append(f"- {name} ({p['samples']} samples). Self time by module: "
-                     + ", ".join(f"{k} {v:.0%}" for k, v in p["self"]) + ". Heaviest calls "
-                     "(inclusive): " + ", ".join(f"`{k}` {v:.0%}" for k, v in p["inclusive"])
-                     + ".")
+        lines.append(
+            f"- {name} ({p['samples']} samples). Self time by module: "
+            + ", ".join(f"{k} {v:.0%}" for k, v in p["self"])
+            + ". Heaviest calls "
+            "(inclusive): " + ", ".join(f"`{k}` {v:.0%}" for k, v in p["inclusive"]) + "."
+        )
     return lines
 
 

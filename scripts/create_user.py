@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("username")
     parser.add_argument("--role", choices=["user", "admin"], default="user")
     parser.add_argument("--reset", action="store_true", help="set a new password if it exists")
@@ -55,12 +56,15 @@ def main() -> int:
     with session_scope() as session:
         user = session.scalars(select(User).where(User.username == args.username)).first()
         if user is not None and not args.reset:
-            print(f"user {args.username!r} exists (use --reset to set a new password)",
-                  file=sys.stderr)
+            print(
+                f"user {args.username!r} exists (use --reset to set a new password)",
+                file=sys.stderr,
+            )
             return 1
         if user is None:
-            session.add(User(username=args.username, role=args.role,
-                             password_hash=hash_password(password)))
+            session.add(
+                User(username=args.username, role=args.role, password_hash=hash_password(password))
+            )
         else:
             user.password_hash = hash_password(password)
             user.role = args.role

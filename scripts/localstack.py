@@ -97,11 +97,17 @@ class Stack:
             api_base = 0
         api_replicas = args.api_replicas or int(env.get("API_REPLICAS", "3"))
         worker_replicas = args.worker_replicas or int(env.get("WORKER_REPLICAS", "3"))
-        api_ports = ([_free_port() for _ in range(api_replicas)] if api_base == 0
-                     else [api_base + i for i in range(api_replicas)])
+        api_ports = (
+            [_free_port() for _ in range(api_replicas)]
+            if api_base == 0
+            else [api_base + i for i in range(api_replicas)]
+        )
         metrics_base = int(env.get("WORKER_METRICS_BASE_PORT", "9808"))
-        metrics_ports = ([_free_port() for _ in range(worker_replicas)] if args.free_ports
-                         else [metrics_base + i for i in range(worker_replicas)])
+        metrics_ports = (
+            [_free_port() for _ in range(worker_replicas)]
+            if args.free_ports
+            else [metrics_base + i for i in range(worker_replicas)]
+        )
         admin_user = env.get("ADMIN_USERNAME") or "admin"
         s = {
             "RUN_DIR": str(rd),
@@ -130,27 +136,71 @@ class Stack:
             "WEBHOOK_SECRET": env.get("WEBHOOK_SECRET") or _secret(rd, "webhook_secret", 48),
         }
         # Pass through every other finq setting the caller exported (see .env.example).
-        for key in ("ACCESS_TOKEN_EXPIRE_MINUTES", "LOG_JSON", "DEFAULT_TASK_TIMEOUT",
-                    "MAX_RETRY_ATTEMPTS", "RESULT_TTL_DAYS", "PROGRESS_INTERVAL_SECONDS",
-                    "CORS_ORIGINS", "TRUSTED_PROXIES", "RATE_LIMIT_SUBMIT", "RATE_LIMIT_LOGIN",
-                    "RATE_LIMIT_GLOBAL", "RATE_LIMIT_ENABLED", "TASK_EVENTS", "WORKER_QUEUES",
-                    *self.NOTIFY_AND_UPLOAD_ENV):
+        for key in (
+            "ACCESS_TOKEN_EXPIRE_MINUTES",
+            "LOG_JSON",
+            "DEFAULT_TASK_TIMEOUT",
+            "MAX_RETRY_ATTEMPTS",
+            "RESULT_TTL_DAYS",
+            "PROGRESS_INTERVAL_SECONDS",
+            "CORS_ORIGINS",
+            "TRUSTED_PROXIES",
+            "RATE_LIMIT_SUBMIT",
+            "RATE_LIMIT_LOGIN",
+            "RATE_LIMIT_GLOBAL",
+            "RATE_LIMIT_ENABLED",
+            "TASK_EVENTS",
+            "WORKER_QUEUES",
+            *self.NOTIFY_AND_UPLOAD_ENV,
+        ):
             if key in env:
                 s[key] = env[key]
         return s
 
-    NOTIFY_AND_UPLOAD_ENV = ("UPLOAD_MAX_BYTES", "UPLOAD_MAX_ASSETS", "UPLOAD_MAX_ROWS",
-                             "WEBHOOK_ALLOW_PRIVATE", "NOTIFY_TIMEOUT_SECONDS",
-                             "NOTIFY_MAX_ATTEMPTS", "SMTP_HOST", "SMTP_PORT", "SMTP_TLS",
-                             "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_FROM", "SMTP_CA_FILE")
-    SERVICE_ENV = ("APP_ENV", "APP_SECRET_KEY", "ADMIN_USERNAME", "ADMIN_PASSWORD",
-                   "DATABASE_URL", "REDIS_URL", "FLOWER_BASIC_AUTH", "LOG_LEVEL",
-                   "MAX_BODY_BYTES", "WORKER_CONCURRENCY", "GUNICORN_WORKERS",
-                   "ACCESS_TOKEN_EXPIRE_MINUTES", "LOG_JSON", "DEFAULT_TASK_TIMEOUT",
-                   "MAX_RETRY_ATTEMPTS", "RESULT_TTL_DAYS", "PROGRESS_INTERVAL_SECONDS",
-                   "CORS_ORIGINS", "TRUSTED_PROXIES", "RATE_LIMIT_SUBMIT", "RATE_LIMIT_LOGIN",
-                   "RATE_LIMIT_GLOBAL", "RATE_LIMIT_ENABLED", "WEBHOOK_SECRET", "TASK_EVENTS",
-                   "WORKER_QUEUES", *NOTIFY_AND_UPLOAD_ENV)
+    NOTIFY_AND_UPLOAD_ENV = (
+        "UPLOAD_MAX_BYTES",
+        "UPLOAD_MAX_ASSETS",
+        "UPLOAD_MAX_ROWS",
+        "WEBHOOK_ALLOW_PRIVATE",
+        "NOTIFY_TIMEOUT_SECONDS",
+        "NOTIFY_MAX_ATTEMPTS",
+        "SMTP_HOST",
+        "SMTP_PORT",
+        "SMTP_TLS",
+        "SMTP_USERNAME",
+        "SMTP_PASSWORD",
+        "SMTP_FROM",
+        "SMTP_CA_FILE",
+    )
+    SERVICE_ENV = (
+        "APP_ENV",
+        "APP_SECRET_KEY",
+        "ADMIN_USERNAME",
+        "ADMIN_PASSWORD",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "FLOWER_BASIC_AUTH",
+        "LOG_LEVEL",
+        "MAX_BODY_BYTES",
+        "WORKER_CONCURRENCY",
+        "GUNICORN_WORKERS",
+        "ACCESS_TOKEN_EXPIRE_MINUTES",
+        "LOG_JSON",
+        "DEFAULT_TASK_TIMEOUT",
+        "MAX_RETRY_ATTEMPTS",
+        "RESULT_TTL_DAYS",
+        "PROGRESS_INTERVAL_SECONDS",
+        "CORS_ORIGINS",
+        "TRUSTED_PROXIES",
+        "RATE_LIMIT_SUBMIT",
+        "RATE_LIMIT_LOGIN",
+        "RATE_LIMIT_GLOBAL",
+        "RATE_LIMIT_ENABLED",
+        "WEBHOOK_SECRET",
+        "TASK_EVENTS",
+        "WORKER_QUEUES",
+        *NOTIFY_AND_UPLOAD_ENV,
+    )
 
     def service_env(self, s: dict[str, str]) -> dict[str, str]:
         env = {k: s[k] for k in self.SERVICE_ENV if k in s}
@@ -162,36 +212,49 @@ class Stack:
         rd = self.run_dir
         for sub in ("logs", "data", "redis", "nginx", "nginx/client_temp", "supervisor"):
             (rd / sub).mkdir(parents=True, exist_ok=True)
-        (rd / "redis" / "redis.conf").write_text("\n".join([
-            "bind 127.0.0.1",
-            f"port {s['REDIS_PORT']}",
-            f"dir {rd / 'redis'}",
-            "appendonly yes",
-            "appendfsync everysec",
-            'save ""',
-            "daemonize no",
-            "protected-mode yes",
-            "loglevel notice",
-            "",
-        ]))
-        servers = "\n".join(f"  server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;"
-                            for p in s["API_PORTS"].split(","))
+        (rd / "redis" / "redis.conf").write_text(
+            "\n".join(
+                [
+                    "bind 127.0.0.1",
+                    f"port {s['REDIS_PORT']}",
+                    f"dir {rd / 'redis'}",
+                    "appendonly yes",
+                    "appendfsync everysec",
+                    'save ""',
+                    "daemonize no",
+                    "protected-mode yes",
+                    "loglevel notice",
+                    "",
+                ]
+            )
+        )
+        servers = "\n".join(
+            f"  server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;"
+            for p in s["API_PORTS"].split(",")
+        )
         (rd / "nginx" / "upstream.conf").write_text(
-            _envsubst(ROOT / "nginx" / "upstream.static.template", {"SERVERS": servers}))
+            _envsubst(ROOT / "nginx" / "upstream.static.template", {"SERVERS": servers})
+        )
         max_body = int(s["MAX_BODY_BYTES"])
-        (rd / "nginx" / "finq.conf").write_text(_envsubst(
-            ROOT / "nginx" / "finq.conf.template", {
-                "LISTEN_PORT": f"127.0.0.1:{s['HTTP_PORT']}",
-                "UPSTREAM_CONF": str(rd / "nginx" / "upstream.conf"),
-                "FLOWER_UPSTREAM": f"127.0.0.1:{s['FLOWER_PORT']}",
-                "ACCESS_LOG": str(rd / "logs" / "nginx-access.log"),
-                "BODY_LIMIT": f"{max(1, max_body // 1024)}k",
-                "RATE_PER_IP": s["NGINX_RATE_PER_IP"],
-            }))
-        (rd / "nginx" / "nginx.conf").write_text(_envsubst(
-            ROOT / "nginx" / "nginx.local.conf.template", {
-                "RUN_DIR": str(rd),
-                "NGINX_USER": "user root;" if os.geteuid() == 0 else ""}))
+        (rd / "nginx" / "finq.conf").write_text(
+            _envsubst(
+                ROOT / "nginx" / "finq.conf.template",
+                {
+                    "LISTEN_PORT": f"127.0.0.1:{s['HTTP_PORT']}",
+                    "UPSTREAM_CONF": str(rd / "nginx" / "upstream.conf"),
+                    "FLOWER_UPSTREAM": f"127.0.0.1:{s['FLOWER_PORT']}",
+                    "ACCESS_LOG": str(rd / "logs" / "nginx-access.log"),
+                    "BODY_LIMIT": f"{max(1, max_body // 1024)}k",
+                    "RATE_PER_IP": s["NGINX_RATE_PER_IP"],
+                },
+            )
+        )
+        (rd / "nginx" / "nginx.conf").write_text(
+            _envsubst(
+                ROOT / "nginx" / "nginx.local.conf.template",
+                {"RUN_DIR": str(rd), "NGINX_USER": "user root;" if os.geteuid() == 0 else ""},
+            )
+        )
         self._render_supervisor(s)
 
     def _render_supervisor(self, s: dict[str, str]) -> None:
@@ -201,30 +264,34 @@ class Stack:
 
         def env_line(extra: dict[str, str]) -> str:
             merged = {**env, **extra}
-            return ",".join(f'{k}="{v.replace("%", "%%").replace(chr(34), "")}"'
-                            for k, v in merged.items())
+            return ",".join(
+                f'{k}="{v.replace("%", "%%").replace(chr(34), "")}"' for k, v in merged.items()
+            )
 
-        def program(name: str, command: str, extra: dict[str, str], stopwait: int = 20,
-                    priority: int = 100) -> str:
-            return "\n".join([
-                f"[program:{name}]",
-                f"command={command}",
-                f"directory={ROOT}",
-                f"environment={env_line(extra)}",
-                "autostart=true",
-                "autorestart=true",
-                "startsecs=2",
-                "startretries=10",
-                "stopasgroup=true",
-                "killasgroup=true",
-                f"stopwaitsecs={stopwait}",
-                f"priority={priority}",
-                "redirect_stderr=true",
-                f"stdout_logfile={rd / 'logs' / (name + '.log')}",
-                "stdout_logfile_maxbytes=20MB",
-                "stdout_logfile_backups=2",
-                "",
-            ])
+        def program(
+            name: str, command: str, extra: dict[str, str], stopwait: int = 20, priority: int = 100
+        ) -> str:
+            return "\n".join(
+                [
+                    f"[program:{name}]",
+                    f"command={command}",
+                    f"directory={ROOT}",
+                    f"environment={env_line(extra)}",
+                    "autostart=true",
+                    "autorestart=true",
+                    "startsecs=2",
+                    "startretries=10",
+                    "stopasgroup=true",
+                    "killasgroup=true",
+                    f"stopwaitsecs={stopwait}",
+                    f"priority={priority}",
+                    "redirect_stderr=true",
+                    f"stdout_logfile={rd / 'logs' / (name + '.log')}",
+                    "stdout_logfile_maxbytes=20MB",
+                    "stdout_logfile_backups=2",
+                    "",
+                ]
+            )
 
         blocks = [
             "[unix_http_server]",
@@ -249,22 +316,55 @@ class Stack:
         for i, port in enumerate(s["API_PORTS"].split(","), start=1):
             name = f"api-{i}"
             api_names.append(name)
-            blocks.append(program(name, f"{svc} api", {
-                "API_BIND": f"127.0.0.1:{port}", "API_NAME": name}, 25, 50))
+            blocks.append(
+                program(
+                    name, f"{svc} api", {"API_BIND": f"127.0.0.1:{port}", "API_NAME": name}, 25, 50
+                )
+            )
         for i, mport in enumerate(s["WORKER_METRICS_PORTS"].split(","), start=1):
             name = f"worker-{i}"
             worker_names.append(name)
-            blocks.append(program(name, f"{svc} worker", {
-                "WORKER_NAME": f"worker{i}@%h", "WORKER_METRICS_PORT": mport,
-                "WORKER_METRICS_ADDRESS": "127.0.0.1"}, 90, 60))
+            blocks.append(
+                program(
+                    name,
+                    f"{svc} worker",
+                    {
+                        "WORKER_NAME": f"worker{i}@%h",
+                        "WORKER_METRICS_PORT": mport,
+                        "WORKER_METRICS_ADDRESS": "127.0.0.1",
+                    },
+                    90,
+                    60,
+                )
+            )
         blocks.append(program("beat", f"{svc} beat", {}, 10, 70))
-        blocks.append(program("flower", f"{svc} flower", {
-            "FLOWER_ADDRESS": "127.0.0.1", "FLOWER_PORT": s["FLOWER_PORT"]}, 10, 80))
+        blocks.append(
+            program(
+                "flower",
+                f"{svc} flower",
+                {"FLOWER_ADDRESS": "127.0.0.1", "FLOWER_PORT": s["FLOWER_PORT"]},
+                10,
+                80,
+            )
+        )
         nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
-        blocks.append(program("nginx", f"{nginx_bin} -c {rd / 'nginx' / 'nginx.conf'} "
-                              f"-p {rd / 'nginx'}/", {}, 10, 90))
-        blocks += ["[group:api]", f"programs={','.join(api_names)}", "",
-                   "[group:workers]", f"programs={','.join(worker_names)}", ""]
+        blocks.append(
+            program(
+                "nginx",
+                f"{nginx_bin} -c {rd / 'nginx' / 'nginx.conf'} -p {rd / 'nginx'}/",
+                {},
+                10,
+                90,
+            )
+        )
+        blocks += [
+            "[group:api]",
+            f"programs={','.join(api_names)}",
+            "",
+            "[group:workers]",
+            f"programs={','.join(worker_names)}",
+            "",
+        ]
         path = rd / "supervisor" / "supervisord.conf"
         path.write_text("\n".join(blocks))
         path.chmod(0o600)
@@ -272,9 +372,16 @@ class Stack:
     # -- lifecycle ------------------------------------------------------------------------
     def supervisorctl(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(VENV_BIN / "supervisorctl"), "-c",
-             str(self.run_dir / "supervisor" / "supervisord.conf"), *args],
-            capture_output=True, text=True, check=check)
+            [
+                str(VENV_BIN / "supervisorctl"),
+                "-c",
+                str(self.run_dir / "supervisor" / "supervisord.conf"),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            check=check,
+        )
 
     def running(self) -> bool:
         pidfile = self.run_dir / "supervisor" / "supervisord.pid"
@@ -287,26 +394,45 @@ class Stack:
 
     def up(self, args: argparse.Namespace) -> dict[str, str]:
         if self.running():
-            raise SystemExit(f"a stack is already running from {self.run_dir}; "
-                             "`make stop` first")
+            raise SystemExit(f"a stack is already running from {self.run_dir}; `make stop` first")
         s = self.settings(args)
-        busy = [p for p in (s["HTTP_PORT"], s["REDIS_PORT"], s["FLOWER_PORT"],
-                            *s["API_PORTS"].split(","), *s["WORKER_METRICS_PORTS"].split(","))
-                if not _port_free(int(p))]
+        busy = [
+            p
+            for p in (
+                s["HTTP_PORT"],
+                s["REDIS_PORT"],
+                s["FLOWER_PORT"],
+                *s["API_PORTS"].split(","),
+                *s["WORKER_METRICS_PORTS"].split(","),
+            )
+            if not _port_free(int(p))
+        ]
         if busy:
-            raise SystemExit(f"ports in use: {', '.join(busy)} (set HTTP_PORT, REDIS_PORT, "
-                             "API_BASE_PORT, FLOWER_PORT, WORKER_METRICS_BASE_PORT or stop "
-                             "what holds them)")
+            raise SystemExit(
+                f"ports in use: {', '.join(busy)} (set HTTP_PORT, REDIS_PORT, "
+                "API_BASE_PORT, FLOWER_PORT, WORKER_METRICS_BASE_PORT or stop "
+                "what holds them)"
+            )
         self.render(s)
         self.state_file.write_text(json.dumps(s, indent=2))
         self.state_file.chmod(0o600)
         started = time.monotonic()
         # Migrations first (one-shot, like compose's `migrate` service).
-        subprocess.run([str(ROOT / "deploy" / "finq-service"), "migrate"], check=True,
-                       env={**os.environ, **self.service_env(s)}, cwd=ROOT)
-        subprocess.run([str(VENV_BIN / "supervisord"), "-c",
-                        str(self.run_dir / "supervisor" / "supervisord.conf")], check=True,
-                       cwd=ROOT)
+        subprocess.run(
+            [str(ROOT / "deploy" / "finq-service"), "migrate"],
+            check=True,
+            env={**os.environ, **self.service_env(s)},
+            cwd=ROOT,
+        )
+        subprocess.run(
+            [
+                str(VENV_BIN / "supervisord"),
+                "-c",
+                str(self.run_dir / "supervisor" / "supervisord.conf"),
+            ],
+            check=True,
+            cwd=ROOT,
+        )
         self.wait_ready(s, timeout=args.timeout)
         s["STARTUP_SECONDS"] = f"{time.monotonic() - started:.1f}"
         self.state_file.write_text(json.dumps(s, indent=2))
@@ -371,21 +497,22 @@ def _print_urls(s: dict[str, str]) -> None:
     base = f"http://127.0.0.1:{s['HTTP_PORT']}"
     flower_user, _, flower_pw = s["FLOWER_BASIC_AUTH"].partition(":")
     print(f"""
-finq is up in {s.get('STARTUP_SECONDS', '?')} s ({s['API_REPLICAS']} API replicas, \
-{s['WORKER_REPLICAS']} workers x {s['WORKER_CONCURRENCY']} processes)
+finq is up in {s.get("STARTUP_SECONDS", "?")} s ({s["API_REPLICAS"]} API replicas, \
+{s["WORKER_REPLICAS"]} workers x {s["WORKER_CONCURRENCY"]} processes)
   web page / API   {base}/
   Swagger UI       {base}/docs
   health           {base}/health/ready
-  Flower           {base}/flower/  and  http://127.0.0.1:{s['FLOWER_PORT']}/flower/ \
+  Flower           {base}/flower/  and  http://127.0.0.1:{s["FLOWER_PORT"]}/flower/ \
 (user {flower_user}, password {flower_pw})
-  admin account    {s['ADMIN_USERNAME']} / {s['ADMIN_PASSWORD']}
-  runtime folder   {s['RUN_DIR']}   (logs: make logs, processes: make status)
+  admin account    {s["ADMIN_USERNAME"]} / {s["ADMIN_PASSWORD"]}
+  runtime folder   {s["RUN_DIR"]}   (logs: make logs, processes: make status)
 """)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["up", "down", "status", "logs", "env"])
     parser.add_argument("--run-dir", default=os.environ.get("RUN_DIR", str(ROOT / ".run")))
     parser.add_argument("--api-replicas", type=int)

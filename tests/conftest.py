@@ -38,8 +38,23 @@ STACK_ENV_DROP = ("REDIS_URL", "DATABASE_URL", "APP_ENV", "APP_SECRET_KEY", "LOG
 def start_redis(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
     data_dir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
-         "--appendonly", "yes", "--save", "", "--daemonize", "no", "--loglevel", "warning"],
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data_dir),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
         stdout=subprocess.DEVNULL,
     )
     import redis
@@ -88,8 +103,10 @@ def postgres_url() -> Iterator[str]:
         return
     bindir = _postgres_bin()
     if bindir is None:
-        pytest.fail("PostgreSQL binaries not found: run `make install` (installs postgresql) "
-                    "or set TEST_DATABASE_URL")
+        pytest.fail(
+            "PostgreSQL binaries not found: run `make install` (installs postgresql) "
+            "or set TEST_DATABASE_URL"
+        )
     port = free_port()
     data = _SESSION_DIR / "pgdata"
     run_as: list[str] = []
@@ -99,12 +116,39 @@ def postgres_url() -> Iterator[str]:
         data.mkdir(mode=0o700)
         shutil.chown(data, user)
         os.chmod(_SESSION_DIR, 0o755)
-    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U",
-                    "finq", "--no-sync"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            *run_as,
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-A",
+            "trust",
+            "-U",
+            "finq",
+            "--no-sync",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     proc = subprocess.Popen(
-        [*run_as, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(data),
-         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            *run_as,
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-k",
+            str(data),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"postgresql+psycopg://finq@127.0.0.1:{port}/postgres"
     import sqlalchemy
 
@@ -119,8 +163,13 @@ def postgres_url() -> Iterator[str]:
     engine.dispose()
     yield url
     # pg_ctl stops the server itself: a signal to `runuser` does not always reach postgres.
-    subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "stop", "-m", "fast"],
-                   check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    subprocess.run(
+        [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "stop", "-m", "fast"],
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=60,
+    )
     try:
         proc.wait(20)
     except subprocess.TimeoutExpired:
@@ -144,20 +193,36 @@ def worker_log() -> Path:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(redis_server: str, migrated_db: str, worker_log: Path
-                  ) -> Iterator[subprocess.Popen[bytes]]:
+def celery_worker(
+    redis_server: str, migrated_db: str, worker_log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """A real Celery worker (2 processes) started by the same command as the stack's."""
     log = open(worker_log, "wb")  # noqa: SIM115
-    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "WORKER_CONCURRENCY": "2",
-           "WORKER_NAME": "testworker@%h", "LOG_LEVEL": "INFO",
-           "WORKER_METRICS_PORT": str(free_port()), "WORKER_METRICS_ADDRESS": "127.0.0.1"}
-    proc = subprocess.Popen([str(ROOT / "scripts" / "finq-service"), "worker"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+        "WORKER_CONCURRENCY": "2",
+        "WORKER_NAME": "testworker@%h",
+        "LOG_LEVEL": "INFO",
+        "WORKER_METRICS_PORT": str(free_port()),
+        "WORKER_METRICS_ADDRESS": "127.0.0.1",
+    }
+    proc = subprocess.Popen(
+        [str(ROOT / "deploy" / "finq-service"), "worker"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     import redis
 
     client = redis.Redis.from_url(redis_server)
-    wait_until(lambda: any(c.get("cmd") == "brpop" for c in client.client_list()), 60,
-               0.2, what="the Celery worker to consume")
+    wait_until(
+        lambda: any(c.get("cmd") == "brpop" for c in client.client_list()),
+        60,
+        0.2,
+        what="the Celery worker to consume",
+    )
     yield proc
     os.killpg(proc.pid, signal.SIGTERM)
     try:
@@ -179,9 +244,15 @@ class LocalStack:
 
     def supervisorctl(self, *args: str) -> str:
         out = subprocess.run(
-            [str(VENV_BIN / "supervisorctl"), "-c",
-             str(self.run_dir / "supervisor" / "supervisord.conf"), *args],
-            capture_output=True, text=True)
+            [
+                str(VENV_BIN / "supervisorctl"),
+                "-c",
+                str(self.run_dir / "supervisor" / "supervisord.conf"),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+        )
         return out.stdout
 
     def pid_of(self, program: str) -> int:
@@ -192,25 +263,55 @@ def start_stack(run_dir: Path, *extra: str, env: dict[str, str] | None = None) -
     import json
 
     base_env = {k: v for k, v in os.environ.items() if k not in STACK_ENV_DROP}
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "localstack.py"), "up",
-                    "--run-dir", str(run_dir), "--free-ports", *extra],
-                   check=True, env={**base_env, **(env or {})}, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "localstack.py"),
+            "up",
+            "--run-dir",
+            str(run_dir),
+            "--free-ports",
+            *extra,
+        ],
+        check=True,
+        env={**base_env, **(env or {})},
+        stdout=subprocess.DEVNULL,
+    )
     info = json.loads((run_dir / "stack.json").read_text())
     return LocalStack(run_dir, info)
 
 
 def stop_stack(stack: LocalStack) -> None:
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "localstack.py"), "down",
-                    "--run-dir", str(stack.run_dir)], check=False, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "localstack.py"),
+            "down",
+            "--run-dir",
+            str(stack.run_dir),
+        ],
+        check=False,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[LocalStack]:
     """One real local stack (3 API replicas, 2 workers) shared by the end-to-end tests."""
     run_dir = _SESSION_DIR / "stack"
-    s = start_stack(run_dir, "--api-replicas", "3", "--worker-replicas", "2",
-                    env={"WORKER_CONCURRENCY": "2", "GUNICORN_WORKERS": "1",
-                         "RATE_LIMIT_ENABLED": "false", "DEFAULT_TASK_TIMEOUT": "20"})
+    s = start_stack(
+        run_dir,
+        "--api-replicas",
+        "3",
+        "--worker-replicas",
+        "2",
+        env={
+            "WORKER_CONCURRENCY": "2",
+            "GUNICORN_WORKERS": "1",
+            "RATE_LIMIT_ENABLED": "false",
+            "DEFAULT_TASK_TIMEOUT": "20",
+        },
+    )
     yield s
     stop_stack(s)
 

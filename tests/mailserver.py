@@ -40,19 +40,25 @@ class _Handler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        login = session.auth_data.decode() if isinstance(session.auth_data, bytes) else (
-            session.auth_data)
+        login = (
+            session.auth_data.decode()
+            if isinstance(session.auth_data, bytes)
+            else (session.auth_data)
+        )
         encrypted = server.transport.get_extra_info("ssl_object") is not None
-        self.box.messages.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), msg, login,
-                                      encrypted))
+        self.box.messages.append(
+            Mail(envelope.mail_from, list(envelope.rcpt_tos), msg, login, encrypted)
+        )
         return "250 OK"
 
 
 def _authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
     from aiosmtpd.smtp import AuthResult, LoginPassword
 
-    ok = isinstance(data, LoginPassword) and (
-        data.login.decode(), data.password.decode()) == (SMTP_USER, SMTP_PASSWORD)
+    ok = isinstance(data, LoginPassword) and (data.login.decode(), data.password.decode()) == (
+        SMTP_USER,
+        SMTP_PASSWORD,
+    )
     return AuthResult(success=ok, handled=False, auth_data=data.login if ok else None)
 
 
@@ -63,8 +69,9 @@ def smtp_server(**options: Any) -> Iterator[Mailbox]:
     from aiosmtpd.controller import Controller
 
     box = Mailbox(port=free_port())
-    controller = Controller(_Handler(box), hostname="127.0.0.1", port=box.port,
-                            authenticator=_authenticate, **options)
+    controller = Controller(
+        _Handler(box), hostname="127.0.0.1", port=box.port, authenticator=_authenticate, **options
+    )
     controller.start()
     try:
         yield box

@@ -6,8 +6,13 @@ start a thread per core), and gives every forked child its own database and Redi
 
 import os
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-             "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
+for _var in (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+):
     os.environ.setdefault(_var, "1")
 
 from typing import Any  # noqa: E402
@@ -65,8 +70,9 @@ def _serve_metrics(**_: Any) -> None:
         return
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
-    start_http_server(port, addr=os.environ.get("WORKER_METRICS_ADDRESS", "0.0.0.0"),
-                      registry=registry)
+    start_http_server(
+        port, addr=os.environ.get("WORKER_METRICS_ADDRESS", "0.0.0.0"), registry=registry
+    )
 
 
 @worker_ready.connect

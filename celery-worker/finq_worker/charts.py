@@ -41,8 +41,9 @@ def _money(x: float) -> str:
     return f"{x:,.2f}"
 
 
-def _monte_carlo(fig: Any, params: dict[str, Any], result: dict[str, Any],
-                 _: PriceTable | None) -> None:
+def _monte_carlo(
+    fig: Any, params: dict[str, Any], result: dict[str, Any], _: PriceTable | None
+) -> None:
     hist, conv = result["payoff_histogram"], result["convergence"]
     price, se = float(result["price"]), float(result["std_error"])
     left, right = fig.subplots(1, 2)
@@ -51,42 +52,50 @@ def _monte_carlo(fig: Any, params: dict[str, Any], result: dict[str, Any],
     if counts.size:
         left.stairs(counts / max(counts.sum(), 1.0), edges, fill=True, color=BLUE, alpha=0.7)
     left.axvline(price, color=RED, lw=1.5, label=f"price {price:.4g}")
-    left.set(title=f"Discounted payoff ({hist.get('sampled', 0):,} samples)",
-             xlabel="payoff", ylabel="share of samples")
+    left.set(
+        title=f"Discounted payoff ({hist.get('sampled', 0):,} samples)",
+        xlabel="payoff",
+        ylabel="share of samples",
+    )
     left.legend(loc="upper right")
     paths = np.asarray(conv["paths"], dtype=float)
     running = np.asarray(conv["price"], dtype=float)
     # Standard error after n paths, from the final one: se_n = se_N sqrt(N / n).
     band = 1.96 * se * np.sqrt(paths[-1] / paths) if paths.size else paths
-    right.fill_between(paths, running - band, running + band, color=BLUE, alpha=0.15,
-                       label="95% band")
+    right.fill_between(
+        paths, running - band, running + band, color=BLUE, alpha=0.15, label="95% band"
+    )
     right.plot(paths, running, color=BLUE, lw=1.5, label="running estimate")
     right.axhline(price, color=RED, lw=1, ls="--", label="final price")
     right.set_xscale("log")
     right.set(title="Convergence", xlabel="paths", ylabel="price")
     right.legend(loc="upper right")
-    fig.suptitle(f"Monte Carlo {params.get('style', '')} {params.get('option_type', '')}: "
-                 f"{price:.4f} ± {1.96 * se:.4f}")
+    fig.suptitle(
+        f"Monte Carlo {params.get('style', '')} {params.get('option_type', '')}: "
+        f"{price:.4f} ± {1.96 * se:.4f}"
+    )
 
 
-def _portfolio_var(fig: Any, params: dict[str, Any], result: dict[str, Any],
-                   _: PriceTable | None) -> None:
+def _portfolio_var(
+    fig: Any, params: dict[str, Any], result: dict[str, Any], _: PriceTable | None
+) -> None:
     var, cvar = float(result["var"]), float(result["cvar"])
     ax = fig.subplots()
     hist = result.get("loss_histogram")
     if hist and hist.get("counts"):
         edges = np.asarray(hist["edges"], dtype=float)
         counts = np.asarray(hist["counts"], dtype=float)
-        ax.stairs(counts / counts.sum(), edges, fill=True, color=BLUE, alpha=0.6,
-                  label="losses")
+        ax.stairs(counts / counts.sum(), edges, fill=True, color=BLUE, alpha=0.6, label="losses")
         ax.set_ylabel("share of scenarios")
     else:  # parametric: the normal distribution of the model itself
         w = np.asarray(params["weights"], dtype=float)
         h = float(params["horizon_days"])
         value = float(params["portfolio_value"])
         mean = -float(w @ np.asarray(params["expected_returns"], dtype=float)) * h * value
-        sd = math.sqrt(max(float(w @ np.asarray(params["covariance"], dtype=float) @ w) * h,
-                           0.0)) * value
+        sd = (
+            math.sqrt(max(float(w @ np.asarray(params["covariance"], dtype=float) @ w) * h, 0.0))
+            * value
+        )
         x = np.linspace(mean - 4 * sd, mean + 4 * sd, 400) if sd > 0 else np.array([mean])
         density = norm_pdf((x - mean) / sd) / sd if sd > 0 else np.ones(1)
         ax.plot(x, density, color=BLUE, lw=2, label="loss density (normal model)")
@@ -96,12 +105,15 @@ def _portfolio_var(fig: Any, params: dict[str, Any], result: dict[str, Any],
     ax.axvline(cvar, color=RED, lw=2, ls="--", label=f"CVaR {_money(cvar)}")
     ax.set_xlabel(f"loss over {result.get('horizon_days')} day(s)")
     ax.legend(loc="upper left")
-    fig.suptitle(f"Portfolio VaR ({result.get('method')}, "
-                 f"{float(result.get('confidence', 0)):.2%} confidence)")
+    fig.suptitle(
+        f"Portfolio VaR ({result.get('method')}, "
+        f"{float(result.get('confidence', 0)):.2%} confidence)"
+    )
 
 
-def _amortization(fig: Any, params: dict[str, Any], result: dict[str, Any],
-                  _: PriceTable | None) -> None:
+def _amortization(
+    fig: Any, params: dict[str, Any], result: dict[str, Any], _: PriceTable | None
+) -> None:
     rows = result["schedule"]
     idx = thin(len(rows), MAX_POINTS)
     period = np.array([rows[i]["period"] for i in idx], dtype=float)
@@ -109,8 +121,14 @@ def _amortization(fig: Any, params: dict[str, Any], result: dict[str, Any],
     interest = np.array([rows[i]["interest"] for i in idx], dtype=float)
     balance = np.array([rows[i]["balance"] for i in idx], dtype=float)
     ax = fig.subplots()
-    ax.stackplot(period, principal, interest, labels=["principal", "interest"],
-                 colors=[BLUE, ORANGE], alpha=0.8)
+    ax.stackplot(
+        period,
+        principal,
+        interest,
+        labels=["principal", "interest"],
+        colors=[BLUE, ORANGE],
+        alpha=0.8,
+    )
     ax.set(xlabel="period", ylabel="paid per period")
     twin = ax.twinx()
     twin.plot(period, balance, color=GREY, lw=1.5, label="balance")
@@ -118,13 +136,14 @@ def _amortization(fig: Any, params: dict[str, Any], result: dict[str, Any],
     lines = ax.get_legend_handles_labels()
     more = twin.get_legend_handles_labels()
     ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper center")
-    fig.suptitle(f"Loan of {_money(float(params['principal']))}: payment "
-                 f"{_money(float(result['payment']))}, interest "
-                 f"{_money(float(result['total_interest']))}")
+    fig.suptitle(
+        f"Loan of {_money(float(params['principal']))}: payment "
+        f"{_money(float(result['payment']))}, interest "
+        f"{_money(float(result['total_interest']))}"
+    )
 
 
-def _bond(fig: Any, params: dict[str, Any], result: dict[str, Any],
-          _: PriceTable | None) -> None:
+def _bond(fig: Any, params: dict[str, Any], result: dict[str, Any], _: PriceTable | None) -> None:
     f = int(params.get("frequency", 2))
     n = round(float(params["maturity"]) * f)
     face = float(params.get("face_value", 100.0))
@@ -147,12 +166,15 @@ def _bond(fig: Any, params: dict[str, Any], result: dict[str, Any],
     ax.set(xlabel="years", ylabel="amount")
     ax.set_yscale("log")
     ax.legend(loc="upper left")
-    fig.suptitle(f"Bond cash flows: price {float(result['price']):.4f}, yield {y:.4%}, "
-                 f"duration {float(result['macaulay_duration']):.2f} y")
+    fig.suptitle(
+        f"Bond cash flows: price {float(result['price']):.4f}, yield {y:.4%}, "
+        f"duration {float(result['macaulay_duration']):.2f} y"
+    )
 
 
-def _cash_flows(fig: Any, params: dict[str, Any], result: dict[str, Any],
-                _: PriceTable | None) -> None:
+def _cash_flows(
+    fig: Any, params: dict[str, Any], result: dict[str, Any], _: PriceTable | None
+) -> None:
     raw = params["cash_flows"]
     scenarios = raw if isinstance(raw[0], list) else [raw]
     flows = np.asarray(scenarios[:MAX_LINES], dtype=float)
@@ -167,8 +189,7 @@ def _cash_flows(fig: Any, params: dict[str, Any], result: dict[str, Any],
         profile = flows @ np.exp(-np.multiply.outer(t, np.log1p(rates)))
     ax = fig.subplots()
     for i, row in enumerate(profile):
-        ax.plot(rates * 100, row, lw=1.8, label=f"scenario {i + 1}" if len(profile) > 1
-                else "NPV")
+        ax.plot(rates * 100, row, lw=1.8, label=f"scenario {i + 1}" if len(profile) > 1 else "NPV")
     for v in irrs:
         ax.plot([v * 100], [0.0], "o", color=RED)
     ax.axhline(0.0, color=GREY, lw=1)
@@ -187,8 +208,9 @@ _BS_FIELDS = ("spot", "strike", "maturity", "rate", "volatility", "dividend_yiel
 _GREEKS = ("price", "delta", "gamma", "vega", "theta", "rho")
 
 
-def _black_scholes(fig: Any, params: dict[str, Any], result: dict[str, Any],
-                   _: PriceTable | None) -> None:
+def _black_scholes(
+    fig: Any, params: dict[str, Any], result: dict[str, Any], _: PriceTable | None
+) -> None:
     varying = [f for f in _BS_FIELDS if isinstance(params.get(f), list) and len(params[f]) > 1]
     if not varying:
         _payoff_diagram(fig, params, result)
@@ -220,23 +242,37 @@ def _payoff_diagram(fig: Any, params: dict[str, Any], result: dict[str, Any]) ->
     payoff = np.maximum(s - strike, 0.0) if is_call else np.maximum(strike - s, 0.0)
     n = s.size
     with np.errstate(all="ignore"):
-        value = bs_price_greeks(s, np.full(n, strike), np.full(n, scalar("maturity")),
-                                np.full(n, scalar("rate")), np.full(n, scalar("volatility")),
-                                np.full(n, scalar("dividend_yield")), is_call)["price"]
+        value = bs_price_greeks(
+            s,
+            np.full(n, strike),
+            np.full(n, scalar("maturity")),
+            np.full(n, scalar("rate")),
+            np.full(n, scalar("volatility")),
+            np.full(n, scalar("dividend_yield")),
+            is_call,
+        )["price"]
     ax = fig.subplots()
     ax.plot(s, payoff, color=GREY, lw=2, label="payoff at expiry")
     ax.plot(s, value, color=BLUE, lw=2, label="value today")
-    ax.plot([spot], [float(result["price"])], "o", color=RED,
-            label=f"spot {spot:g}: {float(result['price']):.4f}")
+    ax.plot(
+        [spot],
+        [float(result["price"])],
+        "o",
+        color=RED,
+        label=f"spot {spot:g}: {float(result['price']):.4f}",
+    )
     ax.axvline(strike, color=ORANGE, ls="--", lw=1, label=f"strike {strike:g}")
     ax.set(xlabel="price of the underlying", ylabel="option value")
     ax.legend(loc="upper center")
-    fig.suptitle(f"Black-Scholes {params.get('option_type')}: price {float(result['price']):.4f},"
-                 f" delta {float(result['delta']):.4f}")
+    fig.suptitle(
+        f"Black-Scholes {params.get('option_type')}: price {float(result['price']):.4f},"
+        f" delta {float(result['delta']):.4f}"
+    )
 
 
-def _csv_analytics(fig: Any, params: dict[str, Any], result: dict[str, Any],
-                   table: PriceTable | None) -> None:
+def _csv_analytics(
+    fig: Any, params: dict[str, Any], result: dict[str, Any], table: PriceTable | None
+) -> None:
     if table is None:
         raise ValueError("the price table is needed for this chart")
     prices = table.prices
@@ -258,8 +294,10 @@ def _csv_analytics(fig: Any, params: dict[str, Any], result: dict[str, Any],
     bottom.fill_between(dates, -100.0 * drawdown[idx], 0.0, color=RED, alpha=0.4)
     bottom.set_ylabel("drawdown (%)")
     note = f" ({MAX_LINES} largest weights of {n_assets} shown)" if n_assets > MAX_LINES else ""
-    fig.suptitle(f"Portfolio: {float(result['portfolio_annual_return']):.2%} a year, "
-                 f"max drawdown {float(result['portfolio_max_drawdown']):.2%}{note}")
+    fig.suptitle(
+        f"Portfolio: {float(result['portfolio_annual_return']):.2%} a year, "
+        f"max drawdown {float(result['portfolio_max_drawdown']):.2%}{note}"
+    )
 
 
 DRAWERS: dict[str, Drawer] = {
@@ -273,8 +311,9 @@ DRAWERS: dict[str, Drawer] = {
 }
 
 
-def render_chart(task_type: str, params: dict[str, Any], result: dict[str, Any],
-                 table: PriceTable | None = None) -> bytes | None:
+def render_chart(
+    task_type: str, params: dict[str, Any], result: dict[str, Any], table: PriceTable | None = None
+) -> bytes | None:
     """The PNG chart of a result, or None for a type without one. Raises on bad input."""
     drawer = DRAWERS.get(task_type)
     if drawer is None:
@@ -296,14 +335,20 @@ def render_chart(task_type: str, params: dict[str, Any], result: dict[str, Any],
     return png
 
 
-def render_safely(task_type: str, params: dict[str, Any], result: dict[str, Any],
-                  table: PriceTable | None = None, context: Sequence[str] = ()) -> bytes | None:
+def render_safely(
+    task_type: str,
+    params: dict[str, Any],
+    result: dict[str, Any],
+    table: PriceTable | None = None,
+    context: Sequence[str] = (),
+) -> bytes | None:
     """render_chart, but any failure is logged and gives None: the task must not fail."""
     try:
         return render_chart(task_type, params, result, table)
     except Exception:
-        log.exception("chart of %s %s failed; the task succeeds without one", task_type,
-                      " ".join(context))
+        log.exception(
+            "chart of %s %s failed; the task succeeds without one", task_type, " ".join(context)
+        )
         return None
 
 

@@ -41,8 +41,9 @@ class WorkerContext:
             self._cancelled = self._cancelled or cancelled
             self._last_cancel_check = now
         # DEBUG: at INFO, twelve running tasks wrote ~50 lines a second of this.
-        log.debug("task progress", extra={"task_id": str(self.task_id),
-                                          "progress": round(fraction, 4)})
+        log.debug(
+            "task progress", extra={"task_id": str(self.task_id), "progress": round(fraction, 4)}
+        )
 
     def cancelled(self) -> bool:
         now = time.monotonic()

@@ -39,8 +39,13 @@ class Heartbeat(threading.Thread):
 
     def announcement(self) -> dict[str, Any]:
         active, tasks = running()
-        return {"slots": self.slots, "active": active, "tasks": tasks, "pid": os.getpid(),
-                "host": socket.gethostname()}
+        return {
+            "slots": self.slots,
+            "active": active,
+            "tasks": tasks,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        }
 
     def run(self) -> None:
         failing = False
@@ -59,8 +64,9 @@ class Heartbeat(threading.Thread):
         try:
             presence.withdraw(events.get_redis(), self.worker)
         except Exception as exc:
-            log.warning("worker not withdrawn (it drops out after %.0f s): %r",
-                        presence.STALE_SECONDS, exc)
+            log.warning(
+                "worker not withdrawn (it drops out after %.0f s): %r", presence.STALE_SECONDS, exc
+            )
 
     def stop(self) -> None:
         self.stopping.set()

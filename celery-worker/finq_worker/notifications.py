@@ -39,27 +39,53 @@ TARGET_KEYS = {"webhook": "webhook_url", "email": "email"}
 
 def payload(task: Task) -> bytes:
     """The task's JSON, compact; these exact bytes are signed."""
+
     def default(value: Any) -> str:
         if isinstance(value, datetime):
             return value.isoformat()
         return str(value)
 
-    return json.dumps(task_view(task), default=default, separators=(",", ":"),
-                      allow_nan=False).encode()
+    return json.dumps(
+        task_view(task), default=default, separators=(",", ":"), allow_nan=False
+    ).encode()
 
 
-def record(task_id: uuid.UUID, channel: str, target: str, task_status: str, attempt: int,
-           status: DeliveryStatus, http_status: int | None = None,
-           error: str | None = None) -> None:
+def record(
+    task_id: uuid.UUID,
+    channel: str,
+    target: str,
+    task_status: str,
+    attempt: int,
+    status: DeliveryStatus,
+    http_status: int | None = None,
+    error: str | None = None,
+) -> None:
     with session_scope() as session:
         if session.get(Task, task_id) is None:
             return  # deleted meanwhile: nothing to attach the attempt to
-        session.add(TaskDelivery(task_id=task_id, channel=channel, target=target[:2048],
-                                 task_status=task_status, attempt=attempt, status=status.value,
-                                 http_status=http_status, error=(error or None) and error[:2000]))
-    log.info("notification %s", status.value, extra={
-        "task_id": str(task_id), "channel": channel, "attempt": attempt,
-        "http_status": http_status, "error": error})
+        session.add(
+            TaskDelivery(
+                task_id=task_id,
+                channel=channel,
+                target=target[:2048],
+                task_status=task_status,
+                attempt=attempt,
+                status=status.value,
+                http_status=http_status,
+                error=(error or None) and error[:2000],
+            )
+        )
+    log.info(
+        "notification %s",
+        status.value,
+        extra={
+            "task_id": str(task_id),
+            "channel": channel,
+            "attempt": attempt,
+            "http_status": http_status,
+            "error": error,
+        },
+    )
 
 
 def deliver(task: Task, channel: str, target: str, delivery_id: str) -> int | None:
@@ -71,20 +97,30 @@ def deliver(task: Task, channel: str, target: str, delivery_id: str) -> int | No
             raise DeliveryFailed("webhooks are not configured (WEBHOOK_SECRET)", False)
         # Checked again now, whatever it resolved to at submission (DNS rebinding).
         checked = check_webhook_url(target, settings.webhook_allow_private)
-        return post_webhook(checked, body, {
-            "X-Finq-Signature": sign(body, settings.webhook_secret),
-            "X-Finq-Event": f"task.{task.status.lower()}",
-            "X-Finq-Delivery": delivery_id,
-        }, settings.notify_timeout_seconds)
-    send_email(settings, target, f"finq: task {task.type} {task.status} ({task.id})",
-               f"Task {task.id} ({task.type}) finished with status {task.status}.\n\n"
-               f"{json.dumps(json.loads(body), indent=2)}\n")
+        return post_webhook(
+            checked,
+            body,
+            {
+                "X-Finq-Signature": sign(body, settings.webhook_secret),
+                "X-Finq-Event": f"task.{task.status.lower()}",
+                "X-Finq-Delivery": delivery_id,
+            },
+            settings.notify_timeout_seconds,
+        )
+    send_email(
+        settings,
+        target,
+        f"finq: task {task.type} {task.status} ({task.id})",
+        f"Task {task.id} ({task.type}) finished with status {task.status}.\n\n"
+        f"{json.dumps(json.loads(body), indent=2)}\n",
+    )
     return None
 
 
 @celery_app.task(name=NOTIFY_TASK, bind=True)
-def notify_task(self: CeleryTask, task_id: str, channel: str, task_status: str,
-                delivery_id: str) -> None:
+def notify_task(
+    self: CeleryTask, task_id: str, channel: str, task_status: str, delivery_id: str
+) -> None:
     tid = uuid.UUID(task_id)
     attempt = int(self.request.retries) + 1
     max_attempts = get_settings().notify_max_attempts
@@ -97,28 +133,57 @@ def notify_task(self: CeleryTask, task_id: str, channel: str, task_status: str,
         if not target:
             return
         if task.status != task_status:
-            record(tid, channel, target, task_status, attempt, DeliveryStatus.SKIPPED,
-                   error=f"not sent: the task is {task.status} now")
+            record(
+                tid,
+                channel,
+                target,
+                task_status,
+                attempt,
+                DeliveryStatus.SKIPPED,
+                error=f"not sent: the task is {task.status} now",
+            )
             return
         session.expunge(task)
     try:
         http_status = deliver(task, channel, target, delivery_id)
     except TargetRefused as exc:
-        record(tid, channel, target, task_status, attempt, DeliveryStatus.REFUSED,
-               error=str(exc))
+        record(tid, channel, target, task_status, attempt, DeliveryStatus.REFUSED, error=str(exc))
         return
     except DeliveryFailed as exc:
         if exc.retryable and attempt < max_attempts:
             delay = backoff(attempt)
-            record(tid, channel, target, task_status, attempt, DeliveryStatus.RETRYING,
-                   exc.http_status, f"{exc}; next attempt in {delay:.1f} s")
+            record(
+                tid,
+                channel,
+                target,
+                task_status,
+                attempt,
+                DeliveryStatus.RETRYING,
+                exc.http_status,
+                f"{exc}; next attempt in {delay:.1f} s",
+            )
             raise self.retry(countdown=delay, max_retries=None) from None
-        record(tid, channel, target, task_status, attempt, DeliveryStatus.FAILED,
-               exc.http_status, str(exc))
+        record(
+            tid,
+            channel,
+            target,
+            task_status,
+            attempt,
+            DeliveryStatus.FAILED,
+            exc.http_status,
+            str(exc),
+        )
         return
     except Exception as exc:  # a bug, not the receiver: record it, keep the worker going
         log.exception("notification of %s via %s failed unexpectedly", task_id, channel)
-        record(tid, channel, target, task_status, attempt, DeliveryStatus.FAILED,
-               error=f"internal error ({type(exc).__name__}); see the worker log")
+        record(
+            tid,
+            channel,
+            target,
+            task_status,
+            attempt,
+            DeliveryStatus.FAILED,
+            error=f"internal error ({type(exc).__name__}); see the worker log",
+        )
         return
     record(tid, channel, target, task_status, attempt, DeliveryStatus.DELIVERED, http_status)

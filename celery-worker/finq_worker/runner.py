@@ -76,8 +76,7 @@ class NoRecord(Exception):  # noqa: N818
 RECORD_WAITS = (0.005, 0.01, 0.02, 0.04)
 
 
-def claim_when_visible(task_id: uuid.UUID, worker: str, take_over: bool = False
-                       ) -> Claim | None:
+def claim_when_visible(task_id: uuid.UUID, worker: str, take_over: bool = False) -> Claim | None:
     """`claim`, looking again briefly while the task's record is not visible yet."""
     for pause in RECORD_WAITS:
         try:
@@ -101,8 +100,9 @@ def claim(task_id: uuid.UUID, worker: str, take_over: bool = False) -> Claim | N
     statuses = claimable(take_over)
     with session_scope() as session:
         if events.cancel_requested(str(task_id)):
-            cancelled = transition(session, task_id, statuses, TaskStatus.CANCELLED,
-                                   "cancelled before start")
+            cancelled = transition(
+                session, task_id, statuses, TaskStatus.CANCELLED, "cancelled before start"
+            )
         else:
             row = claim_running(session, task_id, statuses, worker)
         if not cancelled and row is None:
@@ -114,18 +114,23 @@ def claim(task_id: uuid.UUID, worker: str, take_over: bool = False) -> Claim | N
         notify(task_id, TaskStatus.CANCELLED.value)
     if row is None:
         return None
-    info = Claim(row.type, dict(row.params), row.attempts, row.max_retries, row.priority,
-                 row.owner)
+    info = Claim(row.type, dict(row.params), row.attempts, row.max_retries, row.priority, row.owner)
     waited_since = row.scheduled_for or row.created_at
     metrics.tasks_started.labels(info.type, info.priority).inc()
     metrics.task_queue_wait.labels(info.type, info.priority).observe(
-        max(0.0, (utcnow() - waited_since).total_seconds()))
+        max(0.0, (utcnow() - waited_since).total_seconds())
+    )
     notify(task_id, TaskStatus.RUNNING.value, progress=0.0)
     return info
 
 
-def finish(task_id: uuid.UUID, status: TaskStatus, message: str | None = None,
-           claim_info: Claim | None = None, **values: Any) -> bool:
+def finish(
+    task_id: uuid.UUID,
+    status: TaskStatus,
+    message: str | None = None,
+    claim_info: Claim | None = None,
+    **values: Any,
+) -> bool:
     """Record the outcome of a run (only if the record is still RUNNING: a cancel or another
     delivery may have ended it first) and count it."""
     with session_scope() as session:
@@ -139,9 +144,15 @@ def finish(task_id: uuid.UUID, status: TaskStatus, message: str | None = None,
                 metrics.tasks_finished.labels(*labels, status.value.lower()).inc()
         notify(task_id, status.value, progress=values.get("progress"))
         if status != TaskStatus.SUCCESS:
-            log.info("task %s", status.value.lower(), extra={
-                "task_id": str(task_id), "status": status.value,
-                "error": (values.get("error") or {}).get("message")})
+            log.info(
+                "task %s",
+                status.value.lower(),
+                extra={
+                    "task_id": str(task_id),
+                    "status": status.value,
+                    "error": (values.get("error") or {}).get("message"),
+                },
+            )
     return ok
 
 
@@ -162,22 +173,34 @@ def execute(task_id: uuid.UUID, claim_info: Claim) -> None:
     settings = get_settings()
     task_type = get_task_type(claim_info.type)
     if task_type is None:
-        finish(task_id, TaskStatus.FAILED, claim_info=claim_info,
-               error={"type": "UnknownTaskType", "message": f"unknown type {claim_info.type!r}"})
+        finish(
+            task_id,
+            TaskStatus.FAILED,
+            claim_info=claim_info,
+            error={"type": "UnknownTaskType", "message": f"unknown type {claim_info.type!r}"},
+        )
         return
     table: PriceTable | None = None
     if task_type.upload is not None:
         table = load_upload(task_type, claim_info)
         if table is None:
             upload_id = task_type.upload_id(claim_info.params)
-            finish(task_id, TaskStatus.FAILED, claim_info=claim_info, error={
-                "type": "UploadNotFound",
-                "message": f"{task_type.upload.param}: upload {upload_id} not found (deleted, "
-                           "or not yours)"})
+            finish(
+                task_id,
+                TaskStatus.FAILED,
+                claim_info=claim_info,
+                error={
+                    "type": "UploadNotFound",
+                    "message": f"{task_type.upload.param}: upload {upload_id} not found (deleted, "
+                    "or not yours)",
+                },
+            )
             return
     ctx = WorkerContext(task_id, settings.progress_interval_seconds)
-    log.info("task started", extra={"task_id": str(task_id), "type": claim_info.type,
-                                    "attempt": claim_info.attempts})
+    log.info(
+        "task started",
+        extra={"task_id": str(task_id), "type": claim_info.type, "attempt": claim_info.attempts},
+    )
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
         result = task_type.execute(claim_info.params, ctx, table)
@@ -185,8 +208,12 @@ def execute(task_id: uuid.UUID, claim_info: Claim) -> None:
         finish(task_id, TaskStatus.CANCELLED, "cancelled while running", claim_info)
         return
     except ValidationError as exc:
-        finish(task_id, TaskStatus.FAILED, claim_info=claim_info,
-               error=error_view(exc, validation_message(exc)))
+        finish(
+            task_id,
+            TaskStatus.FAILED,
+            claim_info=claim_info,
+            error=error_view(exc, validation_message(exc)),
+        )
         return
     except (CalculationError, ValueError, ArithmeticError, MemoryError) as exc:
         finish(task_id, TaskStatus.FAILED, claim_info=claim_info, error=error_view(exc))
@@ -196,9 +223,15 @@ def execute(task_id: uuid.UUID, claim_info: Claim) -> None:
     metrics.task_runtime.labels(claim_info.type).observe(seconds)
     finish(task_id, TaskStatus.SUCCESS, claim_info=claim_info, result=result, progress=1.0)
     # CPU beside wall time: on a busy host the two part, and CPU is what a task costs.
-    log.info("task succeeded", extra={"task_id": str(task_id), "type": claim_info.type,
-                                      "seconds": round(seconds, 4),
-                                      "cpu_seconds": round(cpu_seconds, 6)})
+    log.info(
+        "task succeeded",
+        extra={
+            "task_id": str(task_id),
+            "type": claim_info.type,
+            "seconds": round(seconds, 4),
+            "cpu_seconds": round(cpu_seconds, 6),
+        },
+    )
 
 
 def draw_chart(task_id: uuid.UUID) -> bool:
@@ -211,15 +244,22 @@ def draw_chart(task_id: uuid.UUID) -> bool:
             return False
         if session.get(TaskChart, task_id) is not None:
             return False
-        claim_info = Claim(task.type, dict(task.params), task.attempts, task.max_retries,
-                           task.priority, owner=task.owner)
+        claim_info = Claim(
+            task.type,
+            dict(task.params),
+            task.attempts,
+            task.max_retries,
+            task.priority,
+            owner=task.owner,
+        )
         result = dict(task.result)
     task_type = get_task_type(claim_info.type)
     table = None
     if task_type is not None and task_type.upload is not None:
         table = load_upload(task_type, claim_info)
-    png = charts.render_safely(claim_info.type, claim_info.params, result, table,
-                               context=(str(task_id),))
+    png = charts.render_safely(
+        claim_info.type, claim_info.params, result, table, context=(str(task_id),)
+    )
     with session_scope() as session:
         if get_task(session, task_id) is not None:
             session.merge(TaskChart(task_id=task_id, png=png or b"", created_at=utcnow()))

@@ -38,8 +38,13 @@ def record_retry_delay(retries: int) -> float:
     return min(RECORD_RETRY_SECONDS, RECORD_FIRST_RETRY_SECONDS * 2 ** min(retries, 16))
 
 
-TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OperationalError, PoolTimeoutError,
-             ConnectionError)
+TRANSIENT = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OperationalError,
+    PoolTimeoutError,
+    ConnectionError,
+)
 BACKOFF_BASE_SECONDS = 1.0
 
 
@@ -47,7 +52,7 @@ def backoff(attempt: int) -> float:
     """Exponential backoff with full jitter (the AWS Architecture Blog's "Exponential Backoff
     and Jitter"), capped so a waiting retry never outlives the broker's visibility timeout."""
     cap = retry_backoff_cap(get_settings())
-    return random.uniform(0, min(cap, BACKOFF_BASE_SECONDS * 2 ** attempt))
+    return random.uniform(0, min(cap, BACKOFF_BASE_SECONDS * 2**attempt))
 
 
 @celery_app.task(name=RUN_TASK, bind=True)
@@ -66,8 +71,10 @@ def run_task(self: CeleryTask, task_id: str, record_wait: bool = False) -> None:
         try:
             # Continuing a run: redelivered after its worker died, or our own retry of it
             # (a retry that only waited for the record continues nothing).
-            take_over = bool((self.request.delivery_info or {}).get("redelivered")
-                             or (self.request.retries and not record_wait))
+            take_over = bool(
+                (self.request.delivery_info or {}).get("redelivered")
+                or (self.request.retries and not record_wait)
+            )
             claim = runner.claim_when_visible(tid, worker, take_over)
         except runner.NoRecord:
             try:
@@ -79,8 +86,11 @@ def run_task(self: CeleryTask, task_id: str, record_wait: bool = False) -> None:
                     log.warning("task %s has no record; dropping the message", task_id)
                     return
                 try:
-                    raise self.retry(countdown=record_retry_delay(self.request.retries),
-                                     kwargs={"record_wait": True}, max_retries=None) from None
+                    raise self.retry(
+                        countdown=record_retry_delay(self.request.retries),
+                        kwargs={"record_wait": True},
+                        max_retries=None,
+                    ) from None
                 except Reject as exc:  # the retry could not be sent: put this delivery back
                     raise Reject(exc.reason, requeue=True) from None
         if claim is None:
@@ -88,8 +98,12 @@ def run_task(self: CeleryTask, task_id: str, record_wait: bool = False) -> None:
         runner.execute(tid, claim)
     except SoftTimeLimitExceeded:
         limit = get_settings().default_task_timeout
-        runner.finish(tid, TaskStatus.FAILED, claim_info=claim, error={
-            "type": "TimeLimitExceeded", "message": f"timed out after {limit} s"})
+        runner.finish(
+            tid,
+            TaskStatus.FAILED,
+            claim_info=claim,
+            error={"type": "TimeLimitExceeded", "message": f"timed out after {limit} s"},
+        )
     except (Retry, Reject):
         raise
     except TRANSIENT as exc:
@@ -104,8 +118,7 @@ def run_task(self: CeleryTask, task_id: str, record_wait: bool = False) -> None:
         _mark_retrying(tid, exc, delay, claim)
         # Continues the run (record_wait off, whatever this delivery was): if RETRYING could
         # not be recorded, the record is still RUNNING and the retry must take it over.
-        raise self.retry(countdown=delay, kwargs={"record_wait": False},
-                         max_retries=None) from exc
+        raise self.retry(countdown=delay, kwargs={"record_wait": False}, max_retries=None) from exc
     except Exception as exc:
         log.exception("task %s failed unexpectedly", task_id)
         _fail_safely(tid, exc, claim)
@@ -124,24 +137,31 @@ def _claim_void(tid: uuid.UUID, worker: str, take_over: bool) -> runner.Claim | 
     except runner.NoRecord as exc:
         if exc.seen:
             raise
-        log.info("task %s: its submission failed after the message was sent; dropping the "
-                 "message", tid)
+        log.info(
+            "task %s: its submission failed after the message was sent; dropping the message", tid
+        )
         return None
 
 
-def _mark_retrying(tid: uuid.UUID, exc: BaseException, delay: float,
-                   claim: runner.Claim | None) -> None:
+def _mark_retrying(
+    tid: uuid.UUID, exc: BaseException, delay: float, claim: runner.Claim | None
+) -> None:
     try:
-        runner.finish(tid, TaskStatus.RETRYING, f"retry in {delay:.1f}s", claim,
-                      error=runner.error_view(exc))
+        runner.finish(
+            tid, TaskStatus.RETRYING, f"retry in {delay:.1f}s", claim, error=runner.error_view(exc)
+        )
     except Exception:  # the store itself may be what is down; the retry still happens
         log.warning("task %s: could not record RETRYING", tid)
 
 
 def _fail_safely(tid: uuid.UUID, exc: BaseException, claim: runner.Claim | None) -> None:
     try:
-        runner.finish(tid, TaskStatus.FAILED, claim_info=claim,
-                      error=runner.error_view(exc, _public_message(exc)))
+        runner.finish(
+            tid,
+            TaskStatus.FAILED,
+            claim_info=claim,
+            error=runner.error_view(exc, _public_message(exc)),
+        )
     except Exception:
         log.exception("task %s: could not record the failure", tid)
 

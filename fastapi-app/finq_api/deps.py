@@ -79,8 +79,10 @@ def get_stream_user(
     session: SessionDep,
     settings: SettingsDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
-    access_token: Annotated[str | None, Query(description="For EventSource, which cannot "
-                                              "send headers; nginx does not log it")] = None,
+    access_token: Annotated[
+        str | None,
+        Query(description="For EventSource, which cannot send headers; nginx does not log it"),
+    ] = None,
 ) -> User:
     """Like get_current_user, but also accepts the token as a query parameter."""
     return get_current_user(session, settings, token or access_token)

@@ -18,8 +18,9 @@ log = logging.getLogger("finq.api")
 OUTAGE_RETRY_AFTER = "5"
 
 
-def error_response(status_code: int, detail: Any, headers: dict[str, str] | None = None
-                   ) -> JSONResponse:
+def error_response(
+    status_code: int, detail: Any, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(
         {"detail": detail, "request_id": request_id_var.get()},
         status_code=status_code,
@@ -32,8 +33,11 @@ def validation_detail(errors: Any) -> list[dict[str, Any]]:
     pydantic's internal URLs (the input could be megabytes)."""
     out = []
     for err in errors:
-        item: dict[str, Any] = {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""),
-                                "type": err.get("type", "value_error")}
+        item: dict[str, Any] = {
+            "loc": list(err.get("loc", ())),
+            "msg": err.get("msg", ""),
+            "type": err.get("type", "value_error"),
+        }
         out.append(item)
     return out
 
@@ -56,16 +60,26 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(redis.RedisError)
     async def _redis_down(request: Request, exc: redis.RedisError) -> JSONResponse:
         log.warning("Redis unavailable on %s %s: %s", request.method, request.url.path, exc)
-        return error_response(503, "Redis (queues and live state) is unavailable; retry shortly.",
-                              {"Retry-After": OUTAGE_RETRY_AFTER})
+        return error_response(
+            503,
+            "Redis (queues and live state) is unavailable; retry shortly.",
+            {"Retry-After": OUTAGE_RETRY_AFTER},
+        )
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeoutError)
     async def _database_down(request: Request, exc: Exception) -> JSONResponse:
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
-                    type(exc).__name__)
-        return error_response(503, "The database is unavailable or busy; retry shortly.",
-                              {"Retry-After": OUTAGE_RETRY_AFTER})
+        log.warning(
+            "database unavailable on %s %s: %s",
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+        )
+        return error_response(
+            503,
+            "The database is unavailable or busy; retry shortly.",
+            {"Retry-After": OUTAGE_RETRY_AFTER},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

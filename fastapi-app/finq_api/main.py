@@ -49,10 +49,16 @@ def ensure_admin(settings: Settings) -> None:
     try:
         with session_scope() as session:
             exists = session.scalars(
-                select(User.id).where(User.username == settings.admin_username)).first()
+                select(User.id).where(User.username == settings.admin_username)
+            ).first()
             if exists is None:
-                session.add(User(username=settings.admin_username, role=Role.ADMIN.value,
-                                 password_hash=hash_password(settings.admin_password)))
+                session.add(
+                    User(
+                        username=settings.admin_username,
+                        role=Role.ADMIN.value,
+                        password_hash=hash_password(settings.admin_password),
+                    )
+                )
                 log.info("created admin account %r", settings.admin_username)
     except IntegrityError:
         pass
@@ -71,13 +77,15 @@ def custom_openapi(app: FastAPI) -> dict[str, Any]:
     """Publish every task type's parameter schema in /docs, as `params` alternatives."""
     if app.openapi_schema:
         return app.openapi_schema
-    schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                         routes=app.routes)
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     refs = []
     for task_type in TASK_TYPES.values():
         model_schema = task_type.params_model.model_json_schema(
-            ref_template="#/components/schemas/{model}")
+            ref_template="#/components/schemas/{model}"
+        )
         for name, sub in model_schema.pop("$defs", {}).items():
             components.setdefault(name, sub)
         components[task_type.params_model.__name__] = model_schema
@@ -109,14 +117,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (auth, users, task_types, stream, tasks, uploads, schedules, monitoring):
         app.include_router(module.router, dependencies=[Depends(global_limit)])
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["*"], allow_headers=["*"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/docs", include_in_schema=False)
     def swagger_ui() -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url="/openapi.json", title="finq API",
+            openapi_url="/openapi.json",
+            title="finq API",
             swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
             swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
             swagger_favicon_url="/static/vendor/swagger-ui/favicon-32x32.png",

@@ -24,8 +24,10 @@ log = logging.getLogger("finq.api")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 SERVED_BY = os.environ.get("API_NAME") or socket.gethostname()
 
-CSP = (b"default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
-       b"script-src 'self'; connect-src 'self'; frame-ancestors 'none'")
+CSP = (
+    b"default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+    b"script-src 'self'; connect-src 'self'; frame-ancestors 'none'"
+)
 # Swagger UI starts itself with an inline script: allowed on /docs alone.
 DOCS_CSP = CSP.replace(b"script-src 'self'", b"script-src 'self' 'unsafe-inline'")
 SECURITY_HEADERS = [
@@ -61,8 +63,7 @@ class EdgeMiddleware:
             rid = uuid.uuid4().hex
         token = request_id_var.set(rid)
         rid_header = (b"x-request-id", rid.encode())
-        csp = (b"content-security-policy",
-               DOCS_CSP if scope.get("path") == "/docs" else CSP)
+        csp = (b"content-security-policy", DOCS_CSP if scope.get("path") == "/docs" else CSP)
 
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
@@ -93,10 +94,16 @@ class EdgeMiddleware:
                 started = True
                 limits = (scope.get("state") or {}).get("ratelimit_headers") or {}
                 message["headers"] = [
-                    *(h for h in message.get("headers", [])
-                      if h[0].lower() not in _LIMIT_HEADER_NAMES or not limits),
+                    *(
+                        h
+                        for h in message.get("headers", [])
+                        if h[0].lower() not in _LIMIT_HEADER_NAMES or not limits
+                    ),
                     *((k.lower().encode(), v.encode()) for k, v in limits.items()),
-                    rid_header, csp, *SECURITY_HEADERS]
+                    rid_header,
+                    csp,
+                    *SECURITY_HEADERS,
+                ]
             await send(message)
 
         status = 500
@@ -117,8 +124,9 @@ class EdgeMiddleware:
             # outside this one: the client still gets the request id and the headers.
             if started:
                 raise
-            log.error("unhandled error on %s %s", scope.get("method"), scope.get("path"),
-                      exc_info=exc)
+            log.error(
+                "unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc
+            )
             status = 500
             await self._error(send, 500, "Internal server error", rid)
         finally:
@@ -127,16 +135,24 @@ class EdgeMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
             metrics.http_requests.labels(method, template, str(status)).inc()
-            metrics.http_latency.labels(method, template).observe(
-                time.perf_counter() - started_at)
+            metrics.http_latency.labels(method, template).observe(time.perf_counter() - started_at)
 
     async def _too_large(self, send: Send, rid: str) -> None:
         await self._error(send, 413, f"Request body larger than {self.max_body} bytes", rid)
 
     async def _error(self, send: Send, status: int, detail: str, rid: str) -> None:
         body = json.dumps({"detail": detail, "request_id": rid}).encode()
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", rid.encode()), (b"content-security-policy", CSP),
-            *SECURITY_HEADERS]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-request-id", rid.encode()),
+                    (b"content-security-policy", CSP),
+                    *SECURITY_HEADERS,
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

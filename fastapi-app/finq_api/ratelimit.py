@@ -64,8 +64,11 @@ def check(request: Request, spec: str, scope: str, key: str, fail_closed: bool) 
     except Exception as exc:
         if fail_closed:
             log.error("rate limiter unavailable (%s); refusing %s", type(exc).__name__, scope)
-            raise HTTPException(status_code=503, detail="Temporarily unavailable; retry shortly",
-                                headers={"Retry-After": OUTAGE_RETRY_AFTER}) from None
+            raise HTTPException(
+                status_code=503,
+                detail="Temporarily unavailable; retry shortly",
+                headers={"Retry-After": OUTAGE_RETRY_AFTER},
+            ) from None
         log.warning("rate limiter unavailable (%s); allowing %s", type(exc).__name__, scope)
         return
     headers = _headers(limit, stats.remaining, stats.reset_time)
@@ -73,8 +76,11 @@ def check(request: Request, spec: str, scope: str, key: str, fail_closed: bool) 
     if not allowed:
         metrics.rate_limited.labels(scope).inc()
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-        raise HTTPException(status_code=429, detail=f"Rate limit exceeded: {spec}",
-                            headers={**headers, "Retry-After": str(retry_after)})
+        raise HTTPException(
+            status_code=429,
+            detail=f"Rate limit exceeded: {spec}",
+            headers={**headers, "Retry-After": str(retry_after)},
+        )
 
 
 def global_key(request: Request) -> str:
@@ -100,22 +106,25 @@ def global_key(request: Request) -> str:
 async def global_limit(request: Request) -> None:
     settings = get_settings()
     if settings.rate_limit_enabled:
-        await run_in_threadpool(check, request, settings.rate_limit_global, "global",
-                                global_key(request), False)
+        await run_in_threadpool(
+            check, request, settings.rate_limit_global, "global", global_key(request), False
+        )
 
 
 async def login_limit(request: Request) -> None:
     settings = get_settings()
     if settings.rate_limit_enabled:
-        await run_in_threadpool(check, request, settings.rate_limit_login, "login",
-                                client_ip(request), True)
+        await run_in_threadpool(
+            check, request, settings.rate_limit_login, "login", client_ip(request), True
+        )
 
 
 async def submit_limit(request: Request, user: CurrentUser) -> None:
     settings = get_settings()
     if settings.rate_limit_enabled:
-        await run_in_threadpool(check, request, settings.rate_limit_submit, "submit",
-                                user.username, False)
+        await run_in_threadpool(
+            check, request, settings.rate_limit_submit, "submit", user.username, False
+        )
 
 
 GlobalLimit = Annotated[None, Depends(global_limit)]

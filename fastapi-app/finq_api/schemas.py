@@ -24,13 +24,15 @@ class NotifySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     webhook_url: str | None = Field(
-        default=None, max_length=2048,
+        default=None,
+        max_length=2048,
         description="http(s) URL that receives the finished task's JSON in a POST, signed "
         "with X-Finq-Signature: sha256=<HMAC-SHA256 of the body with WEBHOOK_SECRET>. Must "
         "resolve to public addresses only (unless the server sets WEBHOOK_ALLOW_PRIVATE).",
     )
-    email: str | None = Field(default=None, max_length=254,
-                              description="Address that receives an e-mail with the task.")
+    email: str | None = Field(
+        default=None, max_length=254, description="Address that receives an e-mail with the task."
+    )
 
     @model_validator(mode="after")
     def _at_least_one(self) -> "NotifySpec":
@@ -52,11 +54,14 @@ class TaskCreate(BaseModel):
     )
     delay_seconds: float | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS)
     max_retries: int | None = Field(
-        default=None, ge=0, le=10, description="Retries of transient failures (default from "
-        "MAX_RETRY_ATTEMPTS)."
+        default=None,
+        ge=0,
+        le=10,
+        description="Retries of transient failures (default from MAX_RETRY_ATTEMPTS).",
     )
     notify: NotifySpec | None = Field(
-        default=None, description="Notifications when the task reaches a final status.")
+        default=None, description="Notifications when the task reaches a final status."
+    )
 
     @model_validator(mode="after")
     def _one_start_time(self) -> "TaskCreate":
@@ -104,8 +109,9 @@ class TaskOut(BaseModel):
     idempotency_key: str | None
     notify: dict[str, str] | None = None
     deliveries: list[DeliveryOut] = Field(
-        default_factory=list, description="Notification attempts, oldest first (GET of one "
-        "task only).")
+        default_factory=list,
+        description="Notification attempts, oldest first (GET of one task only).",
+    )
 
 
 class TaskSummary(BaseModel):
@@ -167,8 +173,10 @@ class ScheduleCreate(BaseModel):
     priority: Priority = Priority.NORMAL
     max_retries: int | None = Field(default=None, ge=0, le=10)
     notify: NotifySpec | None = Field(
-        default=None, description="Notifications for every task the schedule creates, when it "
-        "reaches a final status (the same rules as a task's notify).")
+        default=None,
+        description="Notifications for every task the schedule creates, when it "
+        "reaches a final status (the same rules as a task's notify).",
+    )
 
 
 class ScheduleOut(BaseModel):

@@ -64,8 +64,9 @@ VERIFIED_TOKENS_CACHED = 4096
 @lru_cache(maxsize=VERIFIED_TOKENS_CACHED)
 def _verified(token: str, secret: str) -> tuple[str, float]:
     try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM],
-                            options={"require": ["sub", "exp", "iat", "jti"]})
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp", "iat", "jti"]}
+        )
     except jwt.PyJWTError as exc:
         raise InvalidToken() from exc
     sub = claims.get("sub")

@@ -83,8 +83,9 @@ def make_celery(settings: Settings) -> Celery:
 celery_app = make_celery(get_settings())
 
 
-def enqueue(task_id: str, priority: str, request_id: str | None = None,
-            eta: datetime | None = None) -> None:
+def enqueue(
+    task_id: str, priority: str, request_id: str | None = None, eta: datetime | None = None
+) -> None:
     """Put one task on its priority queue; raises kombu/redis errors when Redis is down."""
     celery_app.send_task(
         RUN_TASK,
@@ -113,5 +114,6 @@ def enqueue_notifications(task_id: str, status: str, spec: dict[str, Any]) -> No
 
 def enqueue_chart(task_id: str) -> None:
     """Queue the drawing of a successful task's chart; raises when Redis is down."""
-    celery_app.send_task(CHART_TASK, args=[task_id], queue=CHART_QUEUE, retry=True,
-                         retry_policy=SEND_RETRY)
+    celery_app.send_task(
+        CHART_TASK, args=[task_id], queue=CHART_QUEUE, retry=True, retry_policy=SEND_RETRY
+    )

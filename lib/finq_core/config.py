@@ -75,8 +75,14 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("webhook_secret", "smtp_host", "smtp_username", "smtp_password",
-                     "smtp_ca_file", mode="before")
+    @field_validator(
+        "webhook_secret",
+        "smtp_host",
+        "smtp_username",
+        "smtp_password",
+        "smtp_ca_file",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """`SMTP_HOST=` in an env file means "not configured", not the empty host name."""

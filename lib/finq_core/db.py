@@ -27,8 +27,10 @@ def make_engine(url: str) -> Engine:
     # 0.15 ms to encode; 100 cash-flow scenarios: 0.22 -> 0.11 ms to decode). It accepts what
     # json.dumps accepted here (NaN and Infinity included; the text differs only in spacing and
     # unescaped non-ASCII) and reads back the same floats (tests/integration/test_store.py).
-    kwargs: dict[str, Any] = {"json_serializer": _json_text,
-                              "json_deserializer": pydantic_core.from_json}
+    kwargs: dict[str, Any] = {
+        "json_serializer": _json_text,
+        "json_deserializer": pydantic_core.from_json,
+    }
     if url.startswith("sqlite"):
         db_path = url.split("///", 1)[-1]
         if db_path and db_path != ":memory:":

@@ -47,15 +47,21 @@ def dispatch_due(now: datetime, limit: int = 500) -> int:
         # Unscheduled records waiting unqueued: only those whose PENDING event is older than
         # the grace period (a retry in the API is still between its commit and its enqueue
         # otherwise).
-        last_event = (select(func.max(TaskEvent.at)).where(TaskEvent.task_id == Task.id)
-                      .correlate(Task).scalar_subquery())
+        last_event = (
+            select(func.max(TaskEvent.at))
+            .where(TaskEvent.task_id == Task.id)
+            .correlate(Task)
+            .scalar_subquery()
+        )
         rows = session.execute(
             select(Task.id, Task.priority, Task.request_id)
             .where(
                 Task.status == TaskStatus.PENDING.value,
                 Task.enqueued_at.is_(None),
-                or_(Task.scheduled_for <= now,
-                    Task.scheduled_for.is_(None) & (last_event < now - ORPHAN_GRACE)),
+                or_(
+                    Task.scheduled_for <= now,
+                    Task.scheduled_for.is_(None) & (last_event < now - ORPHAN_GRACE),
+                ),
             )
             .order_by(Task.scheduled_for, Task.created_at)
             .limit(limit)
@@ -98,17 +104,28 @@ def _fire_one(schedule_id: uuid.UUID, now: datetime) -> bool:
             if moved != 1:
                 return False
             task = Task(
-                id=uuid.uuid4(), owner=schedule.owner, type=schedule.type,
-                params=schedule.params, priority=schedule.priority,
-                max_retries=schedule.max_retries, status=TaskStatus.PENDING.value,
-                scheduled_for=run_at, schedule_id=schedule.id, created_at=now,
+                id=uuid.uuid4(),
+                owner=schedule.owner,
+                type=schedule.type,
+                params=schedule.params,
+                priority=schedule.priority,
+                max_retries=schedule.max_retries,
+                status=TaskStatus.PENDING.value,
+                scheduled_for=run_at,
+                schedule_id=schedule.id,
+                created_at=now,
                 idempotency_key=f"schedule:{schedule.id}:{run_at.isoformat()}",
                 notify=schedule.notify,
             )
             session.add(task)
             session.flush()
-            add_event(session, task.id, TaskStatus.PENDING.value,
-                      f"from schedule {schedule.name!r} due {run_at.isoformat()}", at=now)
+            add_event(
+                session,
+                task.id,
+                TaskStatus.PENDING.value,
+                f"from schedule {schedule.name!r} due {run_at.isoformat()}",
+                at=now,
+            )
     except IntegrityError:
         # The run already exists (a previous beat made it): nothing to do, nothing doubled.
         return True
@@ -121,15 +138,22 @@ def mark_stuck(now: datetime) -> int:
     settings = get_settings()
     cutoff = now - timedelta(seconds=broker.visibility_timeout(settings) + 60)
     with session_scope() as session:
-        ids = session.scalars(select(Task.id).where(
-            Task.status == TaskStatus.RUNNING.value, Task.started_at < cutoff)).all()
+        ids = session.scalars(
+            select(Task.id).where(Task.status == TaskStatus.RUNNING.value, Task.started_at < cutoff)
+        ).all()
         failed = 0
         for task_id in ids:
-            if transition(session, task_id, [TaskStatus.RUNNING], TaskStatus.FAILED,
-                          "stuck in RUNNING past the hard time limit",
-                          error={"type": "TimeLimitExceeded",
-                                 "message": f"timed out after {settings.default_task_timeout} s "
-                                            "(worker lost)"}):
+            if transition(
+                session,
+                task_id,
+                [TaskStatus.RUNNING],
+                TaskStatus.FAILED,
+                "stuck in RUNNING past the hard time limit",
+                error={
+                    "type": "TimeLimitExceeded",
+                    "message": f"timed out after {settings.default_task_timeout} s (worker lost)",
+                },
+            ):
                 failed += 1
     for task_id in ids:
         notify(task_id, TaskStatus.FAILED.value)
@@ -140,9 +164,11 @@ def purge_finished(now: datetime, batch: int = 1000) -> int:
     """Delete finished tasks older than RESULT_TTL_DAYS, with their history."""
     cutoff = now - timedelta(days=get_settings().result_ttl_days)
     with session_scope() as session:
-        ids = session.scalars(select(Task.id).where(
-            Task.status.in_([s.value for s in FINAL_STATUSES]),
-            Task.finished_at < cutoff).limit(batch)).all()
+        ids = session.scalars(
+            select(Task.id)
+            .where(Task.status.in_([s.value for s in FINAL_STATUSES]), Task.finished_at < cutoff)
+            .limit(batch)
+        ).all()
         if ids:
             for table in (TaskEvent, TaskChart, TaskDelivery):
                 session.execute(delete(table).where(table.task_id.in_(ids)))

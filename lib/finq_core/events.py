@@ -73,7 +73,7 @@ def queue_depths(queues: list[str]) -> dict[str, int]:
         for key in (name, *(f"{name}\x06\x16{step}" for step in (3, 6, 9))):
             pipe.llen(key)
     counts = pipe.execute()
-    return {name: int(sum(counts[i * 4:(i + 1) * 4])) for i, name in enumerate(queues)}
+    return {name: int(sum(counts[i * 4 : (i + 1) * 4])) for i, name in enumerate(queues)}
 
 
 def request_cancel(task_id: str) -> None:
@@ -108,8 +108,9 @@ def is_void(task_id: str) -> bool:
 
 def request_chart(task_id: str) -> bool:
     """True for the one request that should queue the drawing of this chart."""
-    return bool(get_redis().set(chart_request_key(task_id), "1", nx=True,
-                                ex=CHART_REQUEST_TTL_SECONDS))
+    return bool(
+        get_redis().set(chart_request_key(task_id), "1", nx=True, ex=CHART_REQUEST_TTL_SECONDS)
+    )
 
 
 def forget_chart_request(task_id: str) -> None:

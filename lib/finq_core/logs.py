@@ -33,7 +33,8 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter() if json_lines
+        JsonFormatter()
+        if json_lines
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     )
     root = logging.getLogger()

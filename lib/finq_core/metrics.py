@@ -24,28 +24,41 @@ from prometheus_client.registry import Collector
 HTTP_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 TASK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
-http_requests = Counter("finq_http_requests_total", "HTTP requests answered",
-                        ["method", "route", "status"])
-http_latency = Histogram("finq_http_request_duration_seconds", "HTTP request latency",
-                         ["method", "route"], buckets=HTTP_BUCKETS)
-rate_limited = Counter("finq_rate_limit_rejections_total", "Requests refused with 429",
-                       ["scope"])
-tasks_submitted = Counter("finq_tasks_submitted_total", "Tasks accepted by the API",
-                          ["type", "priority"])
-tasks_started = Counter("finq_tasks_started_total", "Task runs started by workers",
-                        ["type", "priority"])
-tasks_finished = Counter("finq_tasks_finished_total", "Task runs ended, by outcome",
-                         ["type", "priority", "status"])
-tasks_retried = Counter("finq_tasks_retried_total", "Transient failures sent back to retry",
-                        ["type", "priority"])
-task_runtime = Histogram("finq_task_runtime_seconds", "Run time of a task", ["type"],
-                         buckets=TASK_BUCKETS)
-task_queue_wait = Histogram("finq_task_queue_wait_seconds", "Submit (or due time) to start",
-                            ["type", "priority"], buckets=TASK_BUCKETS)
-worker_busy = Gauge("finq_worker_busy_slots", "Pool processes running a task",
-                    multiprocess_mode="livesum")
-worker_slots = Gauge("finq_worker_pool_slots", "Pool processes alive",
-                     multiprocess_mode="livesum")
+http_requests = Counter(
+    "finq_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
+)
+http_latency = Histogram(
+    "finq_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=HTTP_BUCKETS,
+)
+rate_limited = Counter("finq_rate_limit_rejections_total", "Requests refused with 429", ["scope"])
+tasks_submitted = Counter(
+    "finq_tasks_submitted_total", "Tasks accepted by the API", ["type", "priority"]
+)
+tasks_started = Counter(
+    "finq_tasks_started_total", "Task runs started by workers", ["type", "priority"]
+)
+tasks_finished = Counter(
+    "finq_tasks_finished_total", "Task runs ended, by outcome", ["type", "priority", "status"]
+)
+tasks_retried = Counter(
+    "finq_tasks_retried_total", "Transient failures sent back to retry", ["type", "priority"]
+)
+task_runtime = Histogram(
+    "finq_task_runtime_seconds", "Run time of a task", ["type"], buckets=TASK_BUCKETS
+)
+task_queue_wait = Histogram(
+    "finq_task_queue_wait_seconds",
+    "Submit (or due time) to start",
+    ["type", "priority"],
+    buckets=TASK_BUCKETS,
+)
+worker_busy = Gauge(
+    "finq_worker_busy_slots", "Pool processes running a task", multiprocess_mode="livesum"
+)
+worker_slots = Gauge("finq_worker_pool_slots", "Pool processes alive", multiprocess_mode="livesum")
 
 
 def zero_task_counters(types: Iterable[str], api: bool) -> None:
@@ -73,8 +86,9 @@ class QueueCollector(Collector):
         from finq_core.broker import QUEUES
         from finq_core.events import queue_depths
 
-        family = GaugeMetricFamily("finq_queue_depth", "Messages waiting per queue",
-                                   labels=["queue"])
+        family = GaugeMetricFamily(
+            "finq_queue_depth", "Messages waiting per queue", labels=["queue"]
+        )
         try:
             depths = queue_depths(QUEUES)
         except Exception:  # Redis down: no sample rather than a failed scrape

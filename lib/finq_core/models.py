@@ -123,7 +123,9 @@ class Task(Base):
     notify: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
     events: Mapped[list["TaskEvent"]] = relationship(
-        back_populates="task", cascade="all, delete-orphan", passive_deletes=True,
+        back_populates="task",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
         order_by="TaskEvent.id",
     )
 

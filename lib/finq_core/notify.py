@@ -125,7 +125,8 @@ def check_webhook_url(url: str, allow_private: bool) -> WebhookTarget:
             if not address_allowed(address):
                 raise TargetRefused(
                     f"host {host!r} resolves to {address}, a loopback, private, link-local, "
-                    "multicast or reserved address; webhooks must reach a public address")
+                    "multicast or reserved address; webhooks must reach a public address"
+                )
     path = parts.path or "/"
     if parts.query:
         path = f"{path}?{parts.query}"
@@ -158,8 +159,9 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """Like _PinnedHTTPConnection, with TLS verified against the host name (SNI too)."""
 
-    def __init__(self, host: str, port: int, address: str, timeout: float,
-                 context: ssl.SSLContext) -> None:
+    def __init__(
+        self, host: str, port: int, address: str, timeout: float, context: ssl.SSLContext
+    ) -> None:
         super().__init__(host, port, timeout=timeout, context=context)
         self._address = address
         self._tls = context
@@ -169,21 +171,27 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
 
 
-def post_webhook(target: WebhookTarget, body: bytes, headers: dict[str, str],
-                 timeout: float) -> int:
+def post_webhook(
+    target: WebhookTarget, body: bytes, headers: dict[str, str], timeout: float
+) -> int:
     """POST `body` to the target's checked addresses (the next one on a connection error);
     return the HTTP status of a 2xx answer or raise DeliveryFailed."""
     last: Exception | None = None
     for address in target.addresses:
         conn: http.client.HTTPConnection
         if target.scheme == "https":
-            conn = _PinnedHTTPSConnection(target.host, target.port, address, timeout,
-                                          ssl.create_default_context())
+            conn = _PinnedHTTPSConnection(
+                target.host, target.port, address, timeout, ssl.create_default_context()
+            )
         else:
             conn = _PinnedHTTPConnection(target.host, target.port, address, timeout)
         try:
-            conn.request("POST", target.path, body=body, headers={
-                "Content-Type": "application/json", "User-Agent": USER_AGENT, **headers})
+            conn.request(
+                "POST",
+                target.path,
+                body=body,
+                headers={"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers},
+            )
             resp = conn.getresponse()
             resp.read(RESPONSE_READ_LIMIT)
             status = resp.status
@@ -214,8 +222,9 @@ def send_email(settings: Settings, to: str, subject: str, text: str) -> None:
     try:
         smtp: smtplib.SMTP
         if settings.smtp_tls == "ssl":
-            smtp = smtplib.SMTP_SSL(settings.smtp_host, settings.smtp_port, timeout=timeout,
-                                    context=tls)
+            smtp = smtplib.SMTP_SSL(
+                settings.smtp_host, settings.smtp_port, timeout=timeout, context=tls
+            )
         else:
             smtp = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=timeout)
         with smtp:
@@ -227,12 +236,12 @@ def send_email(settings: Settings, to: str, subject: str, text: str) -> None:
             smtp.send_message(msg)
     except smtplib.SMTPResponseException as exc:
         # 4xx: try again later; 5xx: the server refuses for good (bad address, auth).
-        raise DeliveryFailed(f"SMTP {exc.smtp_code}: {_text(exc.smtp_error)}",
-                             exc.smtp_code < 500) from None
+        raise DeliveryFailed(
+            f"SMTP {exc.smtp_code}: {_text(exc.smtp_error)}", exc.smtp_code < 500
+        ) from None
     except smtplib.SMTPRecipientsRefused as exc:
         codes = [code for code, _ in exc.recipients.values()]
-        raise DeliveryFailed(f"recipient refused ({codes})",
-                             all(c < 500 for c in codes)) from None
+        raise DeliveryFailed(f"recipient refused ({codes})", all(c < 500 for c in codes)) from None
     except (OSError, smtplib.SMTPException) as exc:
         raise DeliveryFailed(f"{type(exc).__name__}: {exc}", True) from None
 
@@ -243,8 +252,9 @@ def _smtp_tls_context(settings: Settings) -> ssl.SSLContext:
     try:
         return ssl.create_default_context(cafile=settings.smtp_ca_file)
     except OSError as exc:  # ssl.SSLError too: a missing or unreadable file is not transient
-        raise DeliveryFailed(f"SMTP_CA_FILE {settings.smtp_ca_file!r} cannot be used: {exc}",
-                             False) from None
+        raise DeliveryFailed(
+            f"SMTP_CA_FILE {settings.smtp_ca_file!r} cannot be used: {exc}", False
+        ) from None
 
 
 def _text(value: Any) -> str:

@@ -52,13 +52,14 @@ def withdraw(r: "redis.Redis", name: str) -> None:
 def online(r: "redis.Redis") -> dict[str, dict[str, Any]]:
     """Every worker that beat within STALE_SECONDS, with what it announced last."""
     # The redis client's stubs type every reply as sync-or-async; this client is sync.
-    names = [_text(n) for n in cast(list[str | bytes],
-                                     r.zrangebyscore(BEATS, _now(r) - STALE_SECONDS, "+inf"))]
+    names = [
+        _text(n)
+        for n in cast(list[str | bytes], r.zrangebyscore(BEATS, _now(r) - STALE_SECONDS, "+inf"))
+    ]
     if not names:
         return {}
     infos = cast(list[str | bytes | None], r.mget([info_key(n) for n in names]))
-    return {name: json.loads(info) if info else {}
-            for name, info in zip(names, infos, strict=True)}
+    return {name: json.loads(info) if info else {} for name, info in zip(names, infos, strict=True)}
 
 
 def _text(value: str | bytes) -> str:

@@ -56,20 +56,33 @@ def task_view(task: Task) -> dict[str, Any]:
 
 
 def delivery_view(d: TaskDelivery) -> dict[str, Any]:
-    return {"channel": d.channel, "target": d.target, "task_status": d.task_status,
-            "attempt": d.attempt, "status": d.status, "http_status": d.http_status,
-            "error": d.error, "at": d.at}
+    return {
+        "channel": d.channel,
+        "target": d.target,
+        "task_status": d.task_status,
+        "attempt": d.attempt,
+        "status": d.status,
+        "http_status": d.http_status,
+        "error": d.error,
+        "at": d.at,
+    }
 
 
 def deliveries(session: Session, task_id: uuid.UUID) -> list[dict[str, Any]]:
     """Every notification attempt of a task, oldest first."""
-    rows = session.scalars(select(TaskDelivery).where(TaskDelivery.task_id == task_id)
-                           .order_by(TaskDelivery.id))
+    rows = session.scalars(
+        select(TaskDelivery).where(TaskDelivery.task_id == task_id).order_by(TaskDelivery.id)
+    )
     return [delivery_view(d) for d in rows]
 
 
-def add_event(session: Session, task_id: uuid.UUID, status: str, message: str | None = None,
-              at: datetime | None = None) -> None:
+def add_event(
+    session: Session,
+    task_id: uuid.UUID,
+    status: str,
+    message: str | None = None,
+    at: datetime | None = None,
+) -> None:
     """Record an event with the unit of work (flushed after a task added in the same session)."""
     session.add(TaskEvent(task_id=task_id, status=status, message=message, at=at or utcnow()))
 
@@ -86,19 +99,35 @@ _C = TASKS.c
 _TASK_COLUMNS = frozenset(_C.keys())
 _INSERT_TASK = insert(TASKS)
 _INSERT_EVENT = insert(EVENTS)
-_BY_ID_AND_STATUS = (_C.id == bindparam("task_id"),
-                     _C.status.in_(bindparam("from_statuses", expanding=True)))
+_BY_ID_AND_STATUS = (
+    _C.id == bindparam("task_id"),
+    _C.status.in_(bindparam("from_statuses", expanding=True)),
+)
 # A manual retry counted the attempt when asked (it cleared started_at); every other start
 # (first runs, transient retries, redeliveries after a lost worker) counts it here.
 _COUNTED_ALREADY = and_(_C.attempts > 0, _C.started_at.is_(None))
 _CLAIM = (
     update(TASKS)
     .where(*_BY_ID_AND_STATUS)
-    .values(status=TaskStatus.RUNNING.value, worker=bindparam("worker_name"),
-            started_at=bindparam("now"), progress=0.0, progress_message=None, error=None,
-            attempts=case((_COUNTED_ALREADY, _C.attempts), else_=_C.attempts + 1))
-    .returning(_C.type, _C.params, _C.attempts, _C.max_retries, _C.priority, _C.owner,
-               _C.scheduled_for, _C.created_at)
+    .values(
+        status=TaskStatus.RUNNING.value,
+        worker=bindparam("worker_name"),
+        started_at=bindparam("now"),
+        progress=0.0,
+        progress_message=None,
+        error=None,
+        attempts=case((_COUNTED_ALREADY, _C.attempts), else_=_C.attempts + 1),
+    )
+    .returning(
+        _C.type,
+        _C.params,
+        _C.attempts,
+        _C.max_retries,
+        _C.priority,
+        _C.owner,
+        _C.scheduled_for,
+        _C.created_at,
+    )
 )
 _PROGRESS = (
     update(TASKS)
@@ -111,16 +140,20 @@ _PROGRESS = (
 def _transition_stmt(columns: tuple[str, ...]) -> Update:
     """The transition UPDATE setting `columns` (a handful of combinations in practice).
     Parameters are named `set_<column>`: a column's own name is reserved for SQLAlchemy."""
-    return (update(TASKS)
-            .where(*_BY_ID_AND_STATUS)
-            .values({name: bindparam(f"set_{name}") for name in columns})
-            .returning(_C.notify))
+    return (
+        update(TASKS)
+        .where(*_BY_ID_AND_STATUS)
+        .values({name: bindparam(f"set_{name}") for name in columns})
+        .returning(_C.notify)
+    )
 
 
-def insert_event(session: Session, task_id: uuid.UUID, status: str, message: str | None,
-                 at: datetime) -> None:
-    session.execute(_INSERT_EVENT, {"task_id": task_id, "status": status, "message": message,
-                                    "at": at})
+def insert_event(
+    session: Session, task_id: uuid.UUID, status: str, message: str | None, at: datetime
+) -> None:
+    session.execute(
+        _INSERT_EVENT, {"task_id": task_id, "status": status, "message": message, "at": at}
+    )
 
 
 def insert_task(session: Session, values: dict[str, Any], message: str) -> None:
@@ -160,29 +193,40 @@ def transition(
     insert_event(session, task_id, to_status.value, message, now)
     if to_status.is_final and row.notify:
         session.info.setdefault(_FINAL_NOTIFICATIONS, []).append(
-            (str(task_id), to_status.value, dict(row.notify)))
+            (str(task_id), to_status.value, dict(row.notify))
+        )
     return True
 
 
-def set_progress(session: Session, task_id: uuid.UUID, fraction: float,
-                 message: str | None) -> None:
+def set_progress(
+    session: Session, task_id: uuid.UUID, fraction: float, message: str | None
+) -> None:
     """Store a running task's progress (no event: progress is not a transition). A prebuilt
     Core UPDATE: the ORM's bulk-update path cost 0.44 ms of CPU a write, a Core UPDATE built
     per call 0.25 ms (SQLite, in-process, median of 5 x 1,000)."""
     session.execute(_PROGRESS, {"task_id": task_id, "fraction": fraction, "text": message})
 
 
-def claim_running(session: Session, task_id: uuid.UUID, from_statuses: Iterable[str],
-                  worker: str) -> Row[Any] | None:
+def claim_running(
+    session: Session, task_id: uuid.UUID, from_statuses: Iterable[str], worker: str
+) -> Row[Any] | None:
     """Move a task to RUNNING on `worker` and return what running it needs, in one UPDATE ...
     RETURNING (the attempt counted in SQL, see _COUNTED_ALREADY); None when it is in none of
     `from_statuses`."""
     now = utcnow()
-    row = session.execute(_CLAIM, {"task_id": task_id, "worker_name": worker, "now": now,
-                                   "from_statuses": [str(s) for s in from_statuses]}).first()
+    row = session.execute(
+        _CLAIM,
+        {
+            "task_id": task_id,
+            "worker_name": worker,
+            "now": now,
+            "from_statuses": [str(s) for s in from_statuses],
+        },
+    ).first()
     if row is not None:
-        insert_event(session, task_id, TaskStatus.RUNNING.value,
-                     f"attempt {row.attempts} on {worker}", now)
+        insert_event(
+            session, task_id, TaskStatus.RUNNING.value, f"attempt {row.attempts} on {worker}", now
+        )
     return row
 
 
@@ -209,10 +253,17 @@ def _record_unqueued(task_id: str, status: str, spec: dict[str, Any]) -> None:
         with session_scope() as s:
             for channel, key in broker.NOTIFY_CHANNELS:
                 if spec.get(key):
-                    s.add(TaskDelivery(
-                        task_id=uuid.UUID(task_id), channel=channel, target=spec[key],
-                        task_status=status, attempt=0, status=DeliveryStatus.FAILED.value,
-                        error="could not be queued: the queue (Redis) was unavailable"))
+                    s.add(
+                        TaskDelivery(
+                            task_id=uuid.UUID(task_id),
+                            channel=channel,
+                            target=spec[key],
+                            task_status=status,
+                            attempt=0,
+                            status=DeliveryStatus.FAILED.value,
+                            error="could not be queued: the queue (Redis) was unavailable",
+                        )
+                    )
     except Exception as exc:
         log.error("could not record the unqueued notifications of %s: %s", task_id, exc)
 
@@ -223,8 +274,10 @@ def notify(task_id: uuid.UUID, status: str, **extra: Any) -> None:
 
 def notify_progress(task_id: uuid.UUID, fraction: float, message: str | None) -> bool | None:
     """Publish a running task's progress; whether a cancel was requested (None: unknown)."""
-    return events.publish_and_check_cancel(str(task_id), _change(
-        task_id, TaskStatus.RUNNING.value, {"progress": fraction, "message": message}))
+    return events.publish_and_check_cancel(
+        str(task_id),
+        _change(task_id, TaskStatus.RUNNING.value, {"progress": fraction, "message": message}),
+    )
 
 
 def _change(task_id: uuid.UUID, status: str, extra: dict[str, Any]) -> dict[str, Any]:

@@ -23,9 +23,16 @@ PRICE_DTYPE = np.dtype("<f8")
 def new_upload(owner: str, filename: str, table: PriceTable, size_bytes: int) -> Upload:
     prices = np.ascontiguousarray(table.prices, dtype=PRICE_DTYPE)
     return Upload(
-        id=uuid.uuid4(), owner=owner, filename=filename[:255], assets=list(table.assets),
-        dates=list(table.dates), rows=table.rows, first_date=table.dates[0],
-        last_date=table.dates[-1], prices=prices.tobytes(), size_bytes=size_bytes,
+        id=uuid.uuid4(),
+        owner=owner,
+        filename=filename[:255],
+        assets=list(table.assets),
+        dates=list(table.dates),
+        rows=table.rows,
+        first_date=table.dates[0],
+        last_date=table.dates[-1],
+        prices=prices.tobytes(),
+        size_bytes=size_bytes,
     )
 
 
@@ -42,13 +49,17 @@ def find_upload(session: Session, upload_id: Any, owner: str) -> Upload | None:
     if uid is None:
         return None
     upload: Upload | None = session.scalars(
-        select(Upload).where(Upload.id == uid, Upload.owner == owner)).first()
+        select(Upload).where(Upload.id == uid, Upload.owner == owner)
+    ).first()
     return upload
 
 
 def upload_table(upload: Upload) -> PriceTable:
-    prices = np.frombuffer(upload.prices, dtype=PRICE_DTYPE).reshape(
-        upload.rows, len(upload.assets)).astype(np.float64)  # a writable, native-order copy
+    prices = (
+        np.frombuffer(upload.prices, dtype=PRICE_DTYPE)
+        .reshape(upload.rows, len(upload.assets))
+        .astype(np.float64)
+    )  # a writable, native-order copy
     return PriceTable(tuple(upload.dates), tuple(upload.assets), prices)
 
 

@@ -27,8 +27,11 @@ def to_json(value: Any) -> Any:
         return {str(k): to_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         if value and all(type(v) is float for v in value):
-            return value if all(map(math.isfinite, value)) else [
-                v if math.isfinite(v) else None for v in value]
+            return (
+                value
+                if all(map(math.isfinite, value))
+                else [v if math.isfinite(v) else None for v in value]
+            )
         return [to_json(v) for v in value]
     if isinstance(value, np.generic):
         return to_json(value.item())

@@ -205,8 +205,9 @@ class _Trace:
         m = payoffs.size
         starts = np.unique(np.linspace(0, m, self.segments + 1)[:-1].astype(np.int64))
         ends = np.append(starts[1:], m)
-        for seg_sum, end in zip(np.add.reduceat(payoffs, starts).tolist(), ends.tolist(),
-                                strict=True):
+        for seg_sum, end in zip(
+            np.add.reduceat(payoffs, starts).tolist(), ends.tolist(), strict=True
+        ):
             self._sum += seg_sum
             count = self._n + end
             self.counts.append(count)

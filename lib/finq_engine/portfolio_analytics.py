@@ -72,8 +72,9 @@ def check_against_upload(p: CsvPortfolioParams, n_assets: int) -> list[tuple[str
     problems = []
     if p.weights is not None:
         if len(p.weights) != n_assets:
-            problems.append(("weights", f"has {len(p.weights)} entries but the upload has "
-                                        f"{n_assets} assets"))
+            problems.append(
+                ("weights", f"has {len(p.weights)} entries but the upload has {n_assets} assets")
+            )
         elif not any(p.weights):
             problems.append(("weights", "must not all be zero"))
     return problems
@@ -92,9 +93,14 @@ def drawdown_curve(values: FloatArray) -> FloatArray:
     return out
 
 
-def portfolio_analytics(prices: FloatArray, weights: FloatArray, risk_free_rate: float,
-                        confidence: float, ctx: RunContext,
-                        assets: Sequence[str] | None = None) -> dict[str, Any]:
+def portfolio_analytics(
+    prices: FloatArray,
+    weights: FloatArray,
+    risk_free_rate: float,
+    confidence: float,
+    ctx: RunContext,
+    assets: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """The analytics of a (dates x assets) matrix of positive prices; see the module doc."""
     n_rows, n_assets = prices.shape
     names = list(assets) if assets is not None else [f"asset {i + 1}" for i in range(n_assets)]
@@ -129,11 +135,23 @@ def portfolio_analytics(prices: FloatArray, weights: FloatArray, risk_free_rate:
         "observations": int(n_rows - 1),
         "weights": weights,
         "per_asset": [
-            {"asset": a, "annual_return": r, "annual_volatility": v, "sharpe": s,
-             "max_drawdown": d, "total_return": t}
-            for a, r, v, s, d, t in zip(names, annual_return.tolist(), annual_vol.tolist(),
-                                     sharpe.tolist(), drawdown.tolist(), total.tolist(),
-                                     strict=True)
+            {
+                "asset": a,
+                "annual_return": r,
+                "annual_volatility": v,
+                "sharpe": s,
+                "max_drawdown": d,
+                "total_return": t,
+            }
+            for a, r, v, s, d, t in zip(
+                names,
+                annual_return.tolist(),
+                annual_vol.tolist(),
+                sharpe.tolist(),
+                drawdown.tolist(),
+                total.tolist(),
+                strict=True,
+            )
         ],
         "correlation": corr,
         "portfolio_annual_return": p_return,
@@ -153,14 +171,16 @@ def resolve_weights(p: CsvPortfolioParams, n_assets: int) -> FloatArray:
     return np.asarray(p.weights, dtype=np.float64)
 
 
-def csv_portfolio_analytics(p: CsvPortfolioParams, ctx: RunContext, table: PriceTable
-                            ) -> dict[str, Any]:
+def csv_portfolio_analytics(
+    p: CsvPortfolioParams, ctx: RunContext, table: PriceTable
+) -> dict[str, Any]:
     problems = check_against_upload(p, len(table.assets))
     if problems:
         raise CalculationError("; ".join(f"{field}: {msg}" for field, msg in problems))
     weights = resolve_weights(p, len(table.assets))
-    out = portfolio_analytics(table.prices, weights, p.risk_free_rate, p.confidence, ctx,
-                              table.assets)
+    out = portfolio_analytics(
+        table.prices, weights, p.risk_free_rate, p.confidence, ctx, table.assets
+    )
     out["first_date"] = table.dates[0]
     out["last_date"] = table.dates[-1]
     return out

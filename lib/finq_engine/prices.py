@@ -45,12 +45,15 @@ class PriceTable:
 
 def _header(row: list[str] | None, max_assets: int) -> tuple[str, ...]:
     if row is None:
-        raise PriceTableError("the file is empty; expected a header row such as "
-                              "'date,ASSET1,ASSET2'")
+        raise PriceTableError(
+            "the file is empty; expected a header row such as 'date,ASSET1,ASSET2'"
+        )
     cells = [c.strip() for c in row]
     if len(cells) < 2:
-        raise PriceTableError("bad header: expected a date column followed by at least one "
-                              "asset column, e.g. 'date,ASSET1,ASSET2'")
+        raise PriceTableError(
+            "bad header: expected a date column followed by at least one "
+            "asset column, e.g. 'date,ASSET1,ASSET2'"
+        )
     if not cells[0]:
         raise PriceTableError("bad header: the first column (the dates) has no name")
     assets = cells[1:]
@@ -61,27 +64,32 @@ def _header(row: list[str] | None, max_assets: int) -> tuple[str, ...]:
         if not name:
             raise PriceTableError(f"bad header: column {i} has no asset name")
         if len(name) > MAX_ASSET_NAME:
-            raise PriceTableError(f"bad header: column {i}'s name is longer than "
-                                  f"{MAX_ASSET_NAME} characters")
+            raise PriceTableError(
+                f"bad header: column {i}'s name is longer than {MAX_ASSET_NAME} characters"
+            )
         if name in seen:
             raise PriceTableError(f"bad header: asset {name!r} appears twice")
         seen.add(name)
     return tuple(assets)
 
 
-def _first_bad_cell(cells: list[list[str]], lines: list[int], assets: tuple[str, ...]
-                    ) -> PriceTableError:
+def _first_bad_cell(
+    cells: list[list[str]], lines: list[int], assets: tuple[str, ...]
+) -> PriceTableError:
     """Locate the first cell NumPy could not convert (the slow path, only on failure)."""
     for r, row in enumerate(cells):
         for c, cell in enumerate(row):
             try:
                 value = float(cell)
             except ValueError:
-                return PriceTableError(f"line {lines[r]}, column {assets[c]!r}: {cell.strip()!r}"
-                                       " is not a number")
+                return PriceTableError(
+                    f"line {lines[r]}, column {assets[c]!r}: {cell.strip()!r} is not a number"
+                )
             if not math.isfinite(value):
-                return PriceTableError(f"line {lines[r]}, column {assets[c]!r}: {cell.strip()!r}"
-                                       " is not a finite number")
+                return PriceTableError(
+                    f"line {lines[r]}, column {assets[c]!r}: {cell.strip()!r}"
+                    " is not a finite number"
+                )
     return PriceTableError("a price is not a number")  # pragma: no cover - NumPy disagreed
 
 
@@ -106,20 +114,22 @@ def parse_price_csv(data: bytes, max_assets: int = 200, max_rows: int = 100_000)
                 continue  # blank lines (a trailing newline, spacing) carry nothing
             line = reader.line_num
             if len(row) != width:
-                raise PriceTableError(f"line {line} has {len(row)} cells; the header has "
-                                      f"{width}")
+                raise PriceTableError(f"line {line} has {len(row)} cells; the header has {width}")
             if len(dates) >= max_rows:
                 raise PriceTableError(f"too many rows: at most {max_rows:,} dates")
             raw_date = row[0].strip()
             try:
                 day = date.fromisoformat(raw_date)
             except ValueError:
-                raise PriceTableError(f"line {line}, date column: {raw_date!r} is not a date "
-                                      "(YYYY-MM-DD)") from None
+                raise PriceTableError(
+                    f"line {line}, date column: {raw_date!r} is not a date (YYYY-MM-DD)"
+                ) from None
             if previous is not None and day <= previous:
                 what = "a duplicate date" if day == previous else "out of order"
-                raise PriceTableError(f"line {line}: {day.isoformat()} is {what}; dates must "
-                                      f"be strictly increasing (previous {previous.isoformat()})")
+                raise PriceTableError(
+                    f"line {line}: {day.isoformat()} is {what}; dates must "
+                    f"be strictly increasing (previous {previous.isoformat()})"
+                )
             previous = day
             dates.append(day.isoformat())
             cells.append(row[1:])
@@ -127,8 +137,9 @@ def parse_price_csv(data: bytes, max_assets: int = 200, max_rows: int = 100_000)
     except csv.Error as exc:
         raise PriceTableError(f"line {reader.line_num}: malformed CSV ({exc})") from None
     if len(dates) < MIN_ROWS:
-        raise PriceTableError(f"too few rows: {len(dates)} dates; at least {MIN_ROWS} are "
-                              "needed (two returns)")
+        raise PriceTableError(
+            f"too few rows: {len(dates)} dates; at least {MIN_ROWS} are needed (two returns)"
+        )
     try:
         prices = np.array(cells, dtype=np.float64)
     except ValueError:
@@ -136,11 +147,13 @@ def parse_price_csv(data: bytes, max_assets: int = 200, max_rows: int = 100_000)
     finite = np.isfinite(prices)
     if not finite.all():
         r, c = np.argwhere(~finite)[0]
-        raise PriceTableError(f"line {lines[r]}, column {assets[c]!r}: {cells[r][c].strip()!r} "
-                              "is not a finite number")
+        raise PriceTableError(
+            f"line {lines[r]}, column {assets[c]!r}: {cells[r][c].strip()!r} is not a finite number"
+        )
     bad = prices <= 0
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise PriceTableError(f"line {lines[r]}, column {assets[c]!r}: price {cells[r][c].strip()}"
-                              " is not positive")
+        raise PriceTableError(
+            f"line {lines[r]}, column {assets[c]!r}: price {cells[r][c].strip()} is not positive"
+        )
     return PriceTable(tuple(dates), assets, prices)

@@ -62,8 +62,9 @@ class TaskType:
         value = params.get(self.upload.param)
         return str(value) if value is not None else None
 
-    def execute(self, params: Mapping[str, Any], ctx: RunContext,
-                table: PriceTable | None = None) -> dict[str, Any]:
+    def execute(
+        self, params: Mapping[str, Any], ctx: RunContext, table: PriceTable | None = None
+    ) -> dict[str, Any]:
         """Validate again (the worker trusts nothing it did not check) and compute."""
         parsed = self.parse(params)
         if self.upload is None:

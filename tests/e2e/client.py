@@ -17,8 +17,9 @@ def login(base_url: str, username: str, password: str) -> httpx.Client:
     return client
 
 
-def submit(client: httpx.Client, type_: str, params: dict[str, Any], **extra: Any
-           ) -> dict[str, Any]:
+def submit(
+    client: httpx.Client, type_: str, params: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
     resp = client.post("/api/v1/tasks", json={"type": type_, "params": params, **extra})
     assert resp.status_code == 202, resp.text
     body: dict[str, Any] = resp.json()

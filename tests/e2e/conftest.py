@@ -90,16 +90,30 @@ def mailbox() -> Iterator[Mailbox]:
 
 
 @pytest.fixture(scope="module")
-def notify_stack(mailbox: Mailbox, tmp_path_factory: pytest.TempPathFactory
-                 ) -> Iterator[LocalStack]:
-    s = start_stack(tmp_path_factory.mktemp("notify") / "run", "--api-replicas", "1",
-                    "--worker-replicas", "1", env={
-                        "WORKER_CONCURRENCY": "2", "GUNICORN_WORKERS": "1",
-                        "RATE_LIMIT_ENABLED": "false", "DEFAULT_TASK_TIMEOUT": "20",
-                        "WEBHOOK_ALLOW_PRIVATE": "true", "NOTIFY_MAX_ATTEMPTS": "3",
-                        "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mailbox.port),
-                        "SMTP_TLS": "none", "SMTP_USERNAME": SMTP_USER,
-                        "SMTP_PASSWORD": SMTP_PASSWORD, "SMTP_FROM": "finq@test.example"})
+def notify_stack(
+    mailbox: Mailbox, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalStack]:
+    s = start_stack(
+        tmp_path_factory.mktemp("notify") / "run",
+        "--api-replicas",
+        "1",
+        "--worker-replicas",
+        "1",
+        env={
+            "WORKER_CONCURRENCY": "2",
+            "GUNICORN_WORKERS": "1",
+            "RATE_LIMIT_ENABLED": "false",
+            "DEFAULT_TASK_TIMEOUT": "20",
+            "WEBHOOK_ALLOW_PRIVATE": "true",
+            "NOTIFY_MAX_ATTEMPTS": "3",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(mailbox.port),
+            "SMTP_TLS": "none",
+            "SMTP_USERNAME": SMTP_USER,
+            "SMTP_PASSWORD": SMTP_PASSWORD,
+            "SMTP_FROM": "finq@test.example",
+        },
+    )
     yield s
     stop_stack(s)
 

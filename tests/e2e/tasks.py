@@ -9,9 +9,18 @@ QUICK_LOAN: dict[str, Any] = {"principal": 1000, "annual_rate": 0.05, "years": 1
 def monte_carlo(paths: int, steps: int = 252, seed: int = 7) -> dict[str, Any]:
     """A European call by simulation: run time grows linearly with paths x steps, and the
     engine reports progress and checks for cancels after every chunk."""
-    return {"spot": 100, "strike": 100, "maturity": 1, "rate": 0.03, "volatility": 0.2,
-            "option_type": "call", "style": "asian_arithmetic", "paths": paths,
-            "steps": steps, "seed": seed}
+    return {
+        "spot": 100,
+        "strike": 100,
+        "maturity": 1,
+        "rate": 0.03,
+        "volatility": 0.2,
+        "option_type": "call",
+        "style": "asian_arithmetic",
+        "paths": paths,
+        "steps": steps,
+        "seed": seed,
+    }
 
 
 # Seconds on one core of the CI machine, roughly: ~1 s, ~10 s, far past any time limit.

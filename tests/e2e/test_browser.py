@@ -45,7 +45,9 @@ MC_PATHS, MC_STEPS = "450000", "252"
 FAILING_CASH_FLOWS = {"cash_flows": [-1] + [1] * 400, "discount_rate": -0.99}
 CSV = "date,ALPHA,BETA,GAMMA\n" + "".join(
     f"2024-{1 + d // 28:02d}-{1 + d % 28:02d},{100 + d * 0.3 + (d % 7):.2f},"
-    f"{50 + (d % 11) * 0.8:.2f},{20 + d * 0.05:.2f}\n" for d in range(120))
+    f"{50 + (d % 11) * 0.8:.2f},{20 + d * 0.05:.2f}\n"
+    for d in range(120)
+)
 
 # Records every value the task page's progress bar takes (the attribute reflects `.value`),
 # so a test can check the bar moved without sampling it at the right moment.
@@ -64,10 +66,19 @@ def browser() -> Iterator[WebDriver]:
     profile = tempfile.mkdtemp(prefix="finq-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
-                 f"--window-size={DESKTOP[0]},{DESKTOP[1]}", "--lang=en-US"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        f"--window-size={DESKTOP[0]},{DESKTOP[1]}",
+        "--lang=en-US",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     yield driver
@@ -87,8 +98,7 @@ def alice_api(stack: LocalStack, accounts: dict[str, tuple[str, str]]) -> httpx.
 
 
 @pytest.fixture(scope="module")
-def page(browser: WebDriver, stack: LocalStack, accounts: dict[str, tuple[str, str]]
-         ) -> WebDriver:
+def page(browser: WebDriver, stack: LocalStack, accounts: dict[str, tuple[str, str]]) -> WebDriver:
     """The browser, logged in as alice through the login form."""
     browser.get(stack.url + "/")
     until(browser, lambda d: d.find_element(By.ID, "login-username").is_displayed())
@@ -102,13 +112,17 @@ def page(browser: WebDriver, stack: LocalStack, accounts: dict[str, tuple[str, s
     return browser
 
 
-def until(driver: WebDriver, condition: Callable[[WebDriver], Any], timeout: float = 30,
-          what: str = "condition") -> Any:
+def until(
+    driver: WebDriver,
+    condition: Callable[[WebDriver], Any],
+    timeout: float = 30,
+    what: str = "condition",
+) -> Any:
     # A list re-rendered between finding an element and reading it (a refresh after an
     # action, an SSE update) leaves a stale reference: look again at the next poll.
-    return WebDriverWait(driver, timeout, poll_frequency=0.05,
-                         ignored_exceptions=(StaleElementReferenceException,)
-                         ).until(condition, message=what)
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(condition, message=what)
 
 
 def shot(driver: WebDriver, name: str, height: int | None = None) -> None:
@@ -190,8 +204,11 @@ def choose_type(driver: WebDriver, name: str) -> None:
 def task_id_from_url(driver: WebDriver, before: str) -> str:
     """The id of the task page the browser went to after a submit: a page other than `before`
     (the previous task's page may still be on screen when the click returns), showing its id."""
-    until(driver, lambda d: "#/tasks/" in d.current_url and d.current_url != before,
-          what="the new task's page")
+    until(
+        driver,
+        lambda d: "#/tasks/" in d.current_url and d.current_url != before,
+        what="the new task's page",
+    )
     task_id = str(driver.current_url.rsplit("/", 1)[-1])
     until(driver, lambda d: task_id in text(d, "#task-title"), what="the new task's title")
     return task_id
@@ -207,18 +224,32 @@ def test_submit_monte_carlo_watch_progress_and_see_the_chart(page: WebDriver) ->
     before = page.current_url
     page.find_element(By.ID, "submit-button").click()
     task_id = task_id_from_url(page, before)
-    until(page, lambda d: any(0 < v < 1 for v in d.execute_script("return window.__progress")),
-          60, "the progress bar to move")
+    until(
+        page,
+        lambda d: any(0 < v < 1 for v in d.execute_script("return window.__progress")),
+        60,
+        "the progress bar to move",
+    )
     until(page, lambda d: text(d, "#task-status") == "SUCCESS", 120, "SUCCESS")
-    until(page, lambda d: d.find_element(By.ID, "task-progress").get_attribute("value") == "1",
-          30, "the bar at 100%")
+    until(
+        page,
+        lambda d: d.find_element(By.ID, "task-progress").get_attribute("value") == "1",
+        30,
+        "the bar at 100%",
+    )
     assert text(page, "#task-progress-text").startswith("100%")
     seen = page.execute_script("return window.__progress")
     assert seen == sorted(seen), seen  # it only ever moved forward
-    until(page, lambda d: d.execute_script(
-        "const i = document.querySelector('#task-chart');"
-        "return !document.querySelector('#task-chart-card').hidden && i.complete "
-        "&& i.naturalWidth > 0"), 30, "the chart")
+    until(
+        page,
+        lambda d: d.execute_script(
+            "const i = document.querySelector('#task-chart');"
+            "return !document.querySelector('#task-chart-card').hidden && i.complete "
+            "&& i.naturalWidth > 0"
+        ),
+        30,
+        "the chart",
+    )
     assert page.find_element(By.ID, "task-chart").get_attribute("alt")
     assert "price" in text(page, "#task-result")
     assert task_id in text(page, "#task-title")
@@ -239,16 +270,30 @@ def test_upload_a_csv_and_analyse_it(page: WebDriver, tmp_path: Path) -> None:
     page.find_element(By.ID, "upload-file").send_keys(str(good))
     page.find_element(By.ID, "upload-submit").click()
     row_css = "#upload-table tbody tr"
-    until(page, lambda d: any("three-assets.csv" in r.text
-                              for r in d.find_elements(By.CSS_SELECTOR, row_css)), 30, "row")
+    until(
+        page,
+        lambda d: any(
+            "three-assets.csv" in r.text for r in d.find_elements(By.CSS_SELECTOR, row_css)
+        ),
+        30,
+        "row",
+    )
     assert page.find_element(By.ID, "upload-error").get_attribute("hidden") is not None
     shot(page, "uploads")
-    row = next(r for r in page.find_elements(By.CSS_SELECTOR, row_css)
-               if "three-assets.csv" in r.text)
+    row = next(
+        r for r in page.find_elements(By.CSS_SELECTOR, row_css) if "three-assets.csv" in r.text
+    )
     upload_id = row.get_attribute("data-upload")
     row.find_element(By.CSS_SELECTOR, "[data-action=analyse]").click()
-    until(page, lambda d: Select(d.find_element(By.ID, "task-type")).first_selected_option
-          .get_attribute("value") == "csv_portfolio_analytics", 30, "the analytics form")
+    until(
+        page,
+        lambda d: (
+            Select(d.find_element(By.ID, "task-type")).first_selected_option.get_attribute("value")
+            == "csv_portfolio_analytics"
+        ),
+        30,
+        "the analytics form",
+    )
     select = Select(page.find_element(By.ID, "param-upload_id"))
     assert select.first_selected_option.get_attribute("value") == upload_id
     field(page, "param-weights", "0.5, 0.3, 0.2")
@@ -256,9 +301,15 @@ def test_upload_a_csv_and_analyse_it(page: WebDriver, tmp_path: Path) -> None:
     page.find_element(By.ID, "submit-button").click()
     task_id_from_url(page, before)
     until(page, lambda d: text(d, "#task-status") == "SUCCESS", 60, "SUCCESS")
-    until(page, lambda d: not d.find_element(By.ID, "task-chart-card").get_attribute("hidden")
-          and d.execute_script("return document.querySelector('#task-chart').naturalWidth")
-          > 0, 30, "the chart")
+    until(
+        page,
+        lambda d: (
+            not d.find_element(By.ID, "task-chart-card").get_attribute("hidden")
+            and d.execute_script("return document.querySelector('#task-chart').naturalWidth") > 0
+        ),
+        30,
+        "the chart",
+    )
     result = text(page, "#task-result")
     assert "per_asset" in result and "ALPHA" in result and "var" in result
 
@@ -268,14 +319,19 @@ def test_cancel_a_scheduled_task_from_the_list(page: WebDriver) -> None:
     # A loopback webhook is refused, on its field (the shared stack keeps the safe default).
     field(page, "notify-webhook", "http://127.0.0.1:9/hook")
     page.find_element(By.ID, "submit-button").click()
-    until(page, lambda d: "resolves to 127.0.0.1" in text(
-        d, "[data-error-for='notify.webhook_url']"), 30, "the webhook error")
+    until(
+        page,
+        lambda d: "resolves to 127.0.0.1" in text(d, "[data-error-for='notify.webhook_url']"),
+        30,
+        "the webhook error",
+    )
     assert page.find_element(By.ID, "notify-webhook").get_attribute("aria-invalid") == "true"
     page.find_element(By.ID, "notify-webhook").clear()
     page.execute_script(
         "const d = new Date(Date.now() + 3600e3), p = (n) => String(n).padStart(2, '0');"
         "document.querySelector('#run-at').value = `${d.getFullYear()}-${p(d.getMonth() + 1)}"
-        "-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;")
+        "-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;"
+    )
     before = page.current_url
     page.find_element(By.ID, "submit-button").click()
     task_id = task_id_from_url(page, before)
@@ -287,8 +343,12 @@ def test_cancel_a_scheduled_task_from_the_list(page: WebDriver) -> None:
     page.find_element(By.CSS_SELECTOR, f"{row} [data-action=cancel]").click()
     until(page, lambda d: text(d, f"{row} .badge") == "CANCELLED", 30, "CANCELLED")
     # The badge may turn first (the SSE stream), the message when the cancel's answer arrives.
-    until(page, lambda d: f"Cancel requested for {task_id}" in text(d, "#flash"), 30,
-          "the cancel message")
+    until(
+        page,
+        lambda d: f"Cancel requested for {task_id}" in text(d, "#flash"),
+        30,
+        "the cancel message",
+    )
     page.execute_script("document.querySelector('#run-at').value = '';")
 
 
@@ -299,16 +359,26 @@ def test_retry_a_failed_task(page: WebDriver, alice_api: httpx.Client) -> None:
     until(page, lambda d: "NPV overflows" in text(d, "#task-error"), 30, "the error")
     assert "attempt 1" in text(page, "#task-attempts")
     page.find_element(By.ID, "task-retry").click()
-    until(page, lambda d: "attempt 2" in text(d, "#task-attempts")
-          and text(d, "#task-status") == "FAILED", 60, "the second attempt to fail")
+    until(
+        page,
+        lambda d: "attempt 2" in text(d, "#task-attempts") and text(d, "#task-status") == "FAILED",
+        60,
+        "the second attempt to fail",
+    )
     statuses = [e["status"] for e in alice_api.get(f"/api/v1/tasks/{task['id']}/history").json()]
     assert statuses == ["PENDING", "RUNNING", "FAILED", "PENDING", "RUNNING", "FAILED"]
-    until(page, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#task-timeline li")) == 6, 30,
-          "the timeline")
+    until(
+        page,
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#task-timeline li")) == 6,
+        30,
+        "the timeline",
+    )
 
 
 def test_another_users_tasks_and_uploads_are_nowhere(
-    page: WebDriver, stack: LocalStack, accounts: dict[str, tuple[str, str]],
+    page: WebDriver,
+    stack: LocalStack,
+    accounts: dict[str, tuple[str, str]],
 ) -> None:
     bob = login(stack.url, *accounts["bob"])
     theirs = submit(bob, "loan_amortization", QUICK_LOAN, delay_seconds=3600)
@@ -339,55 +409,76 @@ def test_another_users_tasks_and_uploads_are_nowhere(
 def test_readable_on_a_phone_and_usable_with_the_keyboard(page: WebDriver) -> None:
     page.set_window_size(390, 844)
     try:
-        for hash_, view in (("#/submit", "view-submit"), ("#/tasks", "view-tasks"),
-                            ("#/uploads", "view-uploads"), ("#/schedules", "view-schedules")):
+        for hash_, view in (
+            ("#/submit", "view-submit"),
+            ("#/tasks", "view-tasks"),
+            ("#/uploads", "view-uploads"),
+            ("#/schedules", "view-schedules"),
+        ):
             go(page, hash_)
             until(page, lambda d, v=view: d.find_element(By.ID, v).is_displayed())
             overflow = page.execute_script(
-                "return document.documentElement.scrollWidth - window.innerWidth")
+                "return document.documentElement.scrollWidth - window.innerWidth"
+            )
             assert overflow <= 1, f"{hash_} scrolls sideways by {overflow}px"
         go(page, "#/submit")
         until(page, lambda d: d.find_element(By.ID, "view-submit").is_displayed())
         unlabelled = page.execute_script(
             "return [...document.querySelectorAll('#submit-form input, #submit-form select,"
             " #submit-form textarea, #upload-form input')].filter(e => !e.labels.length)"
-            ".map(e => e.id)")
+            ".map(e => e.id)"
+        )
         assert unlabelled == []
         # Tab reaches the submit button, which is a real button the keyboard can press.
         page.find_element(By.ID, "task-type").click()
         reachable = page.execute_script(
             "return [...document.querySelectorAll('#submit-form *')].filter(e => e.tabIndex >= 0"
-            " && !e.disabled && e.offsetParent !== null).map(e => e.id)")
+            " && !e.disabled && e.offsetParent !== null).map(e => e.id)"
+        )
         assert "submit-button" in reachable and "notify-webhook" in reachable
         assert "repeat" in reachable
     finally:
         page.set_window_size(*DESKTOP)
 
 
-def test_deliveries_show_on_the_task_page(page: WebDriver, stack: LocalStack,
-                                          alice_api: httpx.Client) -> None:
+def test_deliveries_show_on_the_task_page(
+    page: WebDriver, stack: LocalStack, alice_api: httpx.Client
+) -> None:
     """A webhook refused at send time (its stored target now points at loopback) is listed
     on the task page with its outcome."""
-    task = submit(alice_api, "loan_amortization", QUICK_LOAN, delay_seconds=3600,
-                  notify={"webhook_url": "http://93.184.215.14/finq"})
+    task = submit(
+        alice_api,
+        "loan_amortization",
+        QUICK_LOAN,
+        delay_seconds=3600,
+        notify={"webhook_url": "http://93.184.215.14/finq"},
+    )
     engine = sa.create_engine(stack.info["DATABASE_URL"])
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE tasks SET notify = :n WHERE id = :id"), {
-            "n": json.dumps({"webhook_url": f"http://127.0.0.1:9/{uuid.uuid4().hex}"}),
-            "id": task["id"].replace("-", "")})
+        conn.execute(
+            sa.text("UPDATE tasks SET notify = :n WHERE id = :id"),
+            {
+                "n": json.dumps({"webhook_url": f"http://127.0.0.1:9/{uuid.uuid4().hex}"}),
+                "id": task["id"].replace("-", ""),
+            },
+        )
     engine.dispose()
     go(page, f"#/tasks/{task['id']}")
     until(page, lambda d: d.find_element(By.ID, "task-deliveries-card").is_displayed(), 30)
     page.find_element(By.ID, "task-cancel").click()
-    until(page, lambda d: d.find_elements(By.CSS_SELECTOR,
-                                          "#task-deliveries tr[data-delivery=refused]"),
-          30, "the refused delivery")
+    until(
+        page,
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#task-deliveries tr[data-delivery=refused]"),
+        30,
+        "the refused delivery",
+    )
     row = text(page, "#task-deliveries tbody tr")
     assert "webhook" in row and "CANCELLED" in row and "resolves to 127.0.0.1" in row
 
 
-def test_create_a_schedule_from_the_form_and_delete_it(page: WebDriver,
-                                                      alice_api: httpx.Client) -> None:
+def test_create_a_schedule_from_the_form_and_delete_it(
+    page: WebDriver, alice_api: httpx.Client
+) -> None:
     choose_type(page, "loan_amortization")
     assert not page.find_element(By.ID, "schedule-cron").is_displayed()
     Select(page.find_element(By.ID, "repeat")).select_by_value("cron")
@@ -407,25 +498,38 @@ def test_create_a_schedule_from_the_form_and_delete_it(page: WebDriver,
     field(page, "schedule-cron", "61 * * * *")
     field(page, "notify-webhook", "http://127.0.0.1:9/hook")
     page.find_element(By.ID, "submit-button").click()
-    until(page, lambda d: "invalid cron" in text(d, "[data-error-for='schedule.cron']"), 30,
-          "the cron error")
+    until(
+        page,
+        lambda d: "invalid cron" in text(d, "[data-error-for='schedule.cron']"),
+        30,
+        "the cron error",
+    )
     assert page.find_element(By.ID, "schedule-cron").get_attribute("aria-invalid") == "true"
     assert page.find_element(By.ID, "schedule-name").get_attribute("aria-invalid") is None
     shot_of(page, "schedule-form", "fieldset:has(#repeat)")
     field(page, "schedule-cron", "30 5 * * 1-5")
     page.find_element(By.ID, "submit-button").click()
-    until(page, lambda d: "resolves to 127.0.0.1" in text(
-        d, "[data-error-for='notify.webhook_url']"), 30, "the webhook error")
+    until(
+        page,
+        lambda d: "resolves to 127.0.0.1" in text(d, "[data-error-for='notify.webhook_url']"),
+        30,
+        "the webhook error",
+    )
     assert text(page, "[data-error-for='schedule.cron']") == ""
     page.find_element(By.ID, "notify-webhook").clear()
     Select(page.find_element(By.ID, "priority")).select_by_value("low")
     page.find_element(By.ID, "submit-button").click()
-    until(page, lambda d: d.find_element(By.ID, "view-schedules").is_displayed(), 30,
-          "the schedules")
+    until(
+        page, lambda d: d.find_element(By.ID, "view-schedules").is_displayed(), 30, "the schedules"
+    )
     until(page, lambda d: f"Schedule “{name}” created" in text(d, "#flash"), 30, "the message")
     (created,) = [s for s in alice_api.get("/api/v1/schedules").json() if s["name"] == name]
     assert (created["cron"], created["type"], created["priority"], created["notify"]) == (
-        "30 5 * * 1-5", "loan_amortization", "low", None)
+        "30 5 * * 1-5",
+        "loan_amortization",
+        "low",
+        None,
+    )
     assert created["params"]["principal"] == 10000  # the form's example, defaults filled in
     row_css = f"tr[data-schedule='{created['id']}']"
     until(page, lambda d: d.find_elements(By.CSS_SELECTOR, row_css), 30, "the row")
@@ -462,8 +566,12 @@ def test_delete_a_finished_task_from_its_page(page: WebDriver, alice_api: httpx.
     task = submit(alice_api, "loan_amortization", QUICK_LOAN)
     assert wait_final(alice_api, task["id"])["status"] == "SUCCESS"
     go(page, f"#/tasks/{task['id']}")
-    until(page, lambda d: text(d, "#task-status") == "SUCCESS"
-          and task["id"] in text(d, "#task-title"), 30, "SUCCESS")
+    until(
+        page,
+        lambda d: text(d, "#task-status") == "SUCCESS" and task["id"] in text(d, "#task-title"),
+        30,
+        "SUCCESS",
+    )
     delete = page.find_element(By.ID, "task-delete")
     assert delete.is_displayed()
     delete.click()
@@ -481,8 +589,15 @@ def test_delete_a_finished_task_from_its_page(page: WebDriver, alice_api: httpx.
     gone = submit(alice_api, "loan_amortization", QUICK_LOAN)
     wait_final(alice_api, gone["id"])
     go(page, f"#/tasks/{gone['id']}")
-    until(page, lambda d: d.find_element(By.ID, "task-delete").is_displayed()
-          and gone["id"] in text(d, "#task-title"), 30, "the task page")
+    until(
+        page,
+        lambda d: (
+            d.find_element(By.ID, "task-delete").is_displayed()
+            and gone["id"] in text(d, "#task-title")
+        ),
+        30,
+        "the task page",
+    )
     assert alice_api.delete(f"/api/v1/tasks/{gone['id']}").status_code == 204
     page.find_element(By.ID, "task-delete").click()
     confirm(page)
@@ -504,7 +619,9 @@ def test_a_user_does_not_see_accounts(page: WebDriver, alice_api: httpx.Client) 
 
 
 def test_admin_creates_an_account_that_logs_in_and_then_deletes_it(
-    page: WebDriver, stack: LocalStack, accounts: dict[str, tuple[str, str]],
+    page: WebDriver,
+    stack: LocalStack,
+    accounts: dict[str, tuple[str, str]],
 ) -> None:
     admin_name, admin_password = stack.admin
     newcomer, password = f"carol{uuid.uuid4().hex[:6]}", "a long enough password"
@@ -512,8 +629,12 @@ def test_admin_creates_an_account_that_logs_in_and_then_deletes_it(
         sign_in(tab, admin_name, admin_password)
         until(tab, lambda d: d.find_element(By.ID, "nav-accounts").is_displayed(), 30, "the link")
         tab.find_element(By.ID, "nav-accounts").click()
-        until(tab, lambda d: d.find_elements(By.CSS_SELECTOR, f"tr[data-user='{admin_name}']"),
-              30, "the accounts")
+        until(
+            tab,
+            lambda d: d.find_elements(By.CSS_SELECTOR, f"tr[data-user='{admin_name}']"),
+            30,
+            "the accounts",
+        )
         assert "(you)" in text(tab, f"tr[data-user='{admin_name}']")
         assert tab.find_elements(By.CSS_SELECTOR, f"tr[data-user='{accounts['alice'][0]}']")
         # Checked in the page, then by the API: each error beside its field.
@@ -526,8 +647,12 @@ def test_admin_creates_an_account_that_logs_in_and_then_deletes_it(
         field(tab, "account-username", accounts["alice"][0])
         field(tab, "account-password", password)
         tab.find_element(By.ID, "account-submit").click()
-        until(tab, lambda d: text(d, "[data-error-for='account.username']")
-              == "Username already exists", 30, "the 409 beside the field")
+        until(
+            tab,
+            lambda d: text(d, "[data-error-for='account.username']") == "Username already exists",
+            30,
+            "the 409 beside the field",
+        )
         assert text(tab, "[data-error-for='account.password']") == ""
         field(tab, "account-username", newcomer)
         field(tab, "account-password", password)
@@ -539,16 +664,26 @@ def test_admin_creates_an_account_that_logs_in_and_then_deletes_it(
         shot(tab, "accounts")
         tab.set_window_size(390, 844)
         try:  # on a phone: no sideways scrolling, and every field labelled
-            assert tab.execute_script(
-                "return document.documentElement.scrollWidth - window.innerWidth") <= 1
-            assert tab.execute_script(
-                "return [...document.querySelectorAll('#account-form input, #account-form select')]"
-                ".filter(e => !e.labels.length).map(e => e.id)") == []
+            assert (
+                tab.execute_script(
+                    "return document.documentElement.scrollWidth - window.innerWidth"
+                )
+                <= 1
+            )
+            assert (
+                tab.execute_script(
+                    "return [...document.querySelectorAll("
+                    "'#account-form input, #account-form select')]"
+                    ".filter(e => !e.labels.length).map(e => e.id)"
+                )
+                == []
+            )
         finally:
             tab.set_window_size(*DESKTOP)
         # An admin cannot delete themselves: the API says so.
-        tab.find_element(By.CSS_SELECTOR, f"tr[data-user='{admin_name}'] [data-action=delete]"
-                         ).click()
+        tab.find_element(
+            By.CSS_SELECTOR, f"tr[data-user='{admin_name}'] [data-action=delete]"
+        ).click()
         confirm(tab)
         until(tab, lambda d: "cannot delete themselves" in text(d, "#flash"), 30, "the 409")
 
@@ -565,8 +700,9 @@ def test_admin_creates_an_account_that_logs_in_and_then_deletes_it(
         until(tab, lambda d: not d.find_elements(By.CSS_SELECTOR, row), 30, "the row to go")
         assert f"Deleted the account “{newcomer}”" in text(tab, "#flash")
         tab.find_element(By.ID, "logout").click()
-    refused = httpx.post(stack.url + "/api/v1/auth/token",
-                         data={"username": newcomer, "password": password})
+    refused = httpx.post(
+        stack.url + "/api/v1/auth/token", data={"username": newcomer, "password": password}
+    )
     assert refused.status_code == 401
     # The first tab is still alice's.
     assert text(page, "#whoami") == accounts["alice"][0]

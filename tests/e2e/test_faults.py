@@ -22,10 +22,19 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 def fragile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     # A 10 s hard limit makes the broker's visibility timeout 30 s: a message whose whole
     # worker died comes back within that, instead of minutes.
-    s = start_stack(tmp_path_factory.mktemp("faults") / "run", "--api-replicas", "2",
-                    "--worker-replicas", "2", env={
-                        "WORKER_CONCURRENCY": "2", "GUNICORN_WORKERS": "1",
-                        "RATE_LIMIT_ENABLED": "false", "DEFAULT_TASK_TIMEOUT": "10"})
+    s = start_stack(
+        tmp_path_factory.mktemp("faults") / "run",
+        "--api-replicas",
+        "2",
+        "--worker-replicas",
+        "2",
+        env={
+            "WORKER_CONCURRENCY": "2",
+            "GUNICORN_WORKERS": "1",
+            "RATE_LIMIT_ENABLED": "false",
+            "DEFAULT_TASK_TIMEOUT": "10",
+        },
+    )
     yield s
     stop_stack(s)
 
@@ -60,19 +69,24 @@ def wait_running(client: httpx.Client, n: int, on: str = "") -> None:
     """Until `n` tasks run on the worker whose hostname starts with `on` (any worker by
     default): a kill must hit a worker that is running something, or there is nothing to
     redeliver and the test proves nothing."""
+
     def busy() -> bool:
         page = client.get("/api/v1/tasks", params={"status": "RUNNING"}).json()
         if not on:
             return len(page["items"]) >= n
         records = [client.get(f"/api/v1/tasks/{t['id']}").json() for t in page["items"]]
-        return sum(r.get("status") == "RUNNING" and (r.get("worker") or "").startswith(on)
-                   for r in records) >= n
+        return (
+            sum(
+                r.get("status") == "RUNNING" and (r.get("worker") or "").startswith(on)
+                for r in records
+            )
+            >= n
+        )
 
     wait_until(busy, 60, 0.05, what=f"{n} tasks running on {on or 'any worker'}")
 
 
-def test_kill_9_of_a_worker_process_mid_task(fragile: LocalStack,
-                                             client: httpx.Client) -> None:
+def test_kill_9_of_a_worker_process_mid_task(fragile: LocalStack, client: httpx.Client) -> None:
     ids = [submit(client, "monte_carlo_option", ONE_SECOND_MC)["id"] for _ in range(50)]
     wait_running(client, 2, on="worker1@")  # both pool processes of worker-1 are busy
     main = fragile.pid_of("workers:worker-1")
@@ -91,14 +105,14 @@ def test_kill_9_of_a_whole_worker_mid_task(fragile: LocalStack, client: httpx.Cl
     assert max(t["attempts"] for t in finals) == 2, "the killed worker was running a task"
 
 
-def test_redis_restart_with_500_tasks_queued(fragile: LocalStack,
-                                             client: httpx.Client) -> None:
+def test_redis_restart_with_500_tasks_queued(fragile: LocalStack, client: httpx.Client) -> None:
     fragile.supervisorctl("stop", "workers:*")
     try:
         ids = [submit(client, "loan_amortization", QUICK_LOAN)["id"] for _ in range(500)]
         assert "stopped" in fragile.supervisorctl("stop", "redis").lower()
-        refused = client.post("/api/v1/tasks", json={"type": "loan_amortization",
-                                                     "params": QUICK_LOAN})
+        refused = client.post(
+            "/api/v1/tasks", json={"type": "loan_amortization", "params": QUICK_LOAN}
+        )
         assert refused.status_code == 503
         assert "Redis" in refused.json()["detail"]
         assert refused.headers["Retry-After"]
@@ -117,8 +131,11 @@ def test_redis_restart_with_500_tasks_queued(fragile: LocalStack,
     finally:
         fragile.supervisorctl("start", "redis")
         fragile.supervisorctl("start", "workers:*")
-    wait_until(lambda: httpx.get(fragile.url + "/health/ready").status_code == 200, 30,
-               what="readiness after the restart")
+    wait_until(
+        lambda: httpx.get(fragile.url + "/health/ready").status_code == 200,
+        30,
+        what="readiness after the restart",
+    )
     assert_each_succeeded_once(client, ids)
     # The refused submission left nothing behind.
     assert client.get("/api/v1/monitoring/queues").json()["tasks_by_status"]["PENDING"] == 0

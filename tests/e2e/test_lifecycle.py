@@ -26,8 +26,9 @@ def history(client: httpx.Client, task_id: str) -> list[str]:
     return [e["status"] for e in client.get(f"/api/v1/tasks/{task_id}/history").json()]
 
 
-def wait_status(client: httpx.Client, task_id: str, status: str, timeout: float = 60
-                ) -> dict[str, Any]:
+def wait_status(
+    client: httpx.Client, task_id: str, status: str, timeout: float = 60
+) -> dict[str, Any]:
     def probe() -> dict[str, Any] | None:
         body: dict[str, Any] = client.get(f"/api/v1/tasks/{task_id}").json()
         return body if body["status"] == status else None
@@ -41,11 +42,15 @@ def test_idempotency_key_under_20_concurrent_requests(admin: httpx.Client) -> No
     barrier = threading.Barrier(20)
 
     def send() -> None:
-        with httpx.Client(base_url=str(admin.base_url), headers=admin.headers,
-                          timeout=30) as c:
+        with httpx.Client(base_url=str(admin.base_url), headers=admin.headers, timeout=30) as c:
             barrier.wait()
-            results.append(c.post("/api/v1/tasks", headers={"Idempotency-Key": key},
-                                  json={"type": "loan_amortization", "params": QUICK_LOAN}))
+            results.append(
+                c.post(
+                    "/api/v1/tasks",
+                    headers={"Idempotency-Key": key},
+                    json={"type": "loan_amortization", "params": QUICK_LOAN},
+                )
+            )
 
     threads = [threading.Thread(target=send) for _ in range(20)]
     for t in threads:
@@ -77,8 +82,12 @@ def test_cancel_a_pending_task_it_never_runs(admin: httpx.Client) -> None:
 
 def test_cancel_a_running_task_stops_within_a_chunk(admin: httpx.Client) -> None:
     task = submit(admin, "monte_carlo_option", LONG_MC)
-    wait_until(lambda: admin.get(f"/api/v1/tasks/{task['id']}").json()["progress"] > 0, 60,
-               0.05, what="progress")
+    wait_until(
+        lambda: admin.get(f"/api/v1/tasks/{task['id']}").json()["progress"] > 0,
+        60,
+        0.05,
+        what="progress",
+    )
     asked = time.monotonic()
     resp = admin.post(f"/api/v1/tasks/{task['id']}/cancel")
     assert resp.status_code in (200, 202)
@@ -98,8 +107,7 @@ def test_retry_a_cancelled_task_runs_it(admin: httpx.Client) -> None:
     assert resp.json()["status"] == "PENDING" and resp.json()["attempts"] == 1
     done = wait_final(admin, task["id"])
     assert done["status"] == "SUCCESS" and done["attempts"] == 1
-    assert history(admin, task["id"]) == ["PENDING", "CANCELLED", "PENDING", "RUNNING",
-                                          "SUCCESS"]
+    assert history(admin, task["id"]) == ["PENDING", "CANCELLED", "PENDING", "RUNNING", "SUCCESS"]
     assert admin.post(f"/api/v1/tasks/{task['id']}/retry").status_code == 409
 
 
@@ -126,8 +134,10 @@ def test_delete_only_finished_tasks(admin: httpx.Client) -> None:
 
 def test_listing_filters_and_cursor_pagination(stack: LocalStack, admin: httpx.Client) -> None:
     name = f"lister{time.time_ns() % 10**8}"
-    assert admin.post("/api/v1/users", json={"username": name, "password": "p" * 16}
-                      ).status_code == 201
+    assert (
+        admin.post("/api/v1/users", json={"username": name, "password": "p" * 16}).status_code
+        == 201
+    )
     user = login(stack.url, name, "p" * 16)
     made = [submit(user, "loan_amortization", QUICK_LOAN)["id"] for _ in range(5)]
     made.append(submit(user, "loan_amortization", QUICK_LOAN, delay_seconds=300)["id"])
@@ -174,8 +184,12 @@ def test_events_stream_status_and_progress(stack: LocalStack, admin: httpx.Clien
     assert progress == sorted(progress) and len(progress) >= 2
     # EventSource cannot send headers: the token may come as a query parameter.
     token = admin.headers["Authorization"].split()[1]
-    with httpx.stream("GET", f"{stack.url}/api/v1/tasks/{task['id']}/events",
-                      params={"access_token": token}, timeout=30) as resp:
+    with httpx.stream(
+        "GET",
+        f"{stack.url}/api/v1/tasks/{task['id']}/events",
+        params={"access_token": token},
+        timeout=30,
+    ) as resp:
         assert resp.status_code == 200
     assert httpx.get(f"{stack.url}/api/v1/tasks/{task['id']}/events").status_code == 401
 
@@ -187,8 +201,9 @@ def test_monitoring_queues(admin: httpx.Client) -> None:
     assert body["tasks_by_status"]["SUCCESS"] >= 1
 
 
-def test_high_priority_overtakes_queued_normal_tasks(stack: LocalStack,
-                                                     admin: httpx.Client) -> None:
+def test_high_priority_overtakes_queued_normal_tasks(
+    stack: LocalStack, admin: httpx.Client
+) -> None:
     """With the workers stopped, 300 normal tasks are queued, then one high task; once the
     workers are back the high one starts before all of them but those already reserved."""
     stack.supervisorctl("stop", "workers:*")
@@ -213,11 +228,18 @@ def test_high_priority_overtakes_queued_normal_tasks(stack: LocalStack,
     assert sum(t > low_at for t in normal_at) <= 3
 
 
-def test_schedule_fires_on_time_and_survives_a_beat_restart(stack: LocalStack,
-                                                           admin: httpx.Client) -> None:
-    resp = admin.post("/api/v1/schedules", json={
-        "name": "every-2s", "cron": "* * * * * */2", "type": "loan_amortization",
-        "params": QUICK_LOAN})
+def test_schedule_fires_on_time_and_survives_a_beat_restart(
+    stack: LocalStack, admin: httpx.Client
+) -> None:
+    resp = admin.post(
+        "/api/v1/schedules",
+        json={
+            "name": "every-2s",
+            "cron": "* * * * * */2",
+            "type": "loan_amortization",
+            "params": QUICK_LOAN,
+        },
+    )
     assert resp.status_code == 201
     schedule = resp.json()
     assert schedule["id"] in {s["id"] for s in admin.get("/api/v1/schedules").json()}
@@ -225,8 +247,11 @@ def test_schedule_fires_on_time_and_survives_a_beat_restart(stack: LocalStack,
     def runs() -> list[dict[str, Any]]:
         items = admin.get("/api/v1/tasks", params={"limit": 200}).json()["items"]
         full = [admin.get(f"/api/v1/tasks/{i['id']}").json() for i in items]
-        return [t for t in full if (t["idempotency_key"] or "").startswith(
-            f"schedule:{schedule['id']}:")]
+        return [
+            t
+            for t in full
+            if (t["idempotency_key"] or "").startswith(f"schedule:{schedule['id']}:")
+        ]
 
     wait_until(lambda: len(runs()) >= 2, 30, 0.5, what="two scheduled runs")
     stack.supervisorctl("restart", "beat")
@@ -241,12 +266,19 @@ def test_schedule_fires_on_time_and_survives_a_beat_restart(stack: LocalStack,
 
 
 def test_schedule_validation(admin: httpx.Client) -> None:
-    bad = admin.post("/api/v1/schedules", json={"name": "x", "cron": "61 * * * *",
-                                                "type": "loan_amortization",
-                                                "params": QUICK_LOAN})
+    bad = admin.post(
+        "/api/v1/schedules",
+        json={"name": "x", "cron": "61 * * * *", "type": "loan_amortization", "params": QUICK_LOAN},
+    )
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "cron"]
-    bad = admin.post("/api/v1/schedules", json={"name": "x", "cron": "* * * * *",
-                                                "type": "loan_amortization",
-                                                "params": {"principal": -1}})
+    bad = admin.post(
+        "/api/v1/schedules",
+        json={
+            "name": "x",
+            "cron": "* * * * *",
+            "type": "loan_amortization",
+            "params": {"principal": -1},
+        },
+    )
     assert bad.status_code == 422
     assert ["body", "params", "principal"] in [e["loc"] for e in bad.json()["detail"]]

@@ -24,12 +24,35 @@ def test_locust_mix_completes_every_task(stack: LocalStack, tmp_path: Path) -> N
     env.update(FINQ_USERNAME=stack.admin[0], FINQ_PASSWORD=stack.admin[1])
     env.pop("MIN_TASKS_PER_SEC", None)
     proc = subprocess.run(
-        [str(VENV_BIN / "locust"), "-f", str(ROOT / "loadtest" / "locustfile.py"),
-         "--headless", "--host", stack.url, "--users", "3", "--spawn-rate", "3",
-         "--run-time", "5s", "--stop-timeout", "90", "--only-summary",
-         "--finq-summary", str(summary_path), "--finq-min-tasks-per-sec", "0",
-         "--csv", str(tmp_path / "locust")],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
+        [
+            str(VENV_BIN / "locust"),
+            "-f",
+            str(ROOT / "loadtest" / "locustfile.py"),
+            "--headless",
+            "--host",
+            stack.url,
+            "--users",
+            "3",
+            "--spawn-rate",
+            "3",
+            "--run-time",
+            "5s",
+            "--stop-timeout",
+            "90",
+            "--only-summary",
+            "--finq-summary",
+            str(summary_path),
+            "--finq-min-tasks-per-sec",
+            "0",
+            "--csv",
+            str(tmp_path / "locust"),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     output = proc.stdout[-3000:] + proc.stderr[-3000:]
     assert summary_path.exists(), output
     summary = json.loads(summary_path.read_text())

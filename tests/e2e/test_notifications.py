@@ -28,9 +28,11 @@ def admin(notify_stack: LocalStack) -> httpx.Client:
     return login(notify_stack.url, *notify_stack.admin)
 
 
-def settled(client: httpx.Client, task_id: str, channels: int, timeout: float = 60
-            ) -> list[dict[str, Any]]:
+def settled(
+    client: httpx.Client, task_id: str, channels: int, timeout: float = 60
+) -> list[dict[str, Any]]:
     """The task's deliveries once every channel has a final outcome."""
+
     def probe() -> list[dict[str, Any]] | None:
         body = client.get(f"/api/v1/tasks/{task_id}").json()
         done = [d for d in body["deliveries"] if d["status"] in SETTLED]
@@ -45,21 +47,30 @@ def verify(secret: str, body: bytes, header: str) -> bool:
 
 
 def test_signed_webhook_retried_after_a_500_and_an_email(
-    notify_stack: LocalStack, admin: httpx.Client, receiver: Receiver, mailbox: Mailbox,
+    notify_stack: LocalStack,
+    admin: httpx.Client,
+    receiver: Receiver,
+    mailbox: Mailbox,
 ) -> None:
     path = receiver.new_path(500)  # the first attempt fails, the second is answered 200
-    task = submit(admin, "loan_amortization", QUICK_LOAN, notify={
-        "webhook_url": receiver.base_url + path, "email": "ops@example.com"})
-    assert task["notify"] == {"webhook_url": receiver.base_url + path,
-                              "email": "ops@example.com"}
+    task = submit(
+        admin,
+        "loan_amortization",
+        QUICK_LOAN,
+        notify={"webhook_url": receiver.base_url + path, "email": "ops@example.com"},
+    )
+    assert task["notify"] == {"webhook_url": receiver.base_url + path, "email": "ops@example.com"}
     deliveries = settled(admin, task["id"], channels=2)
     hooks = [d for d in deliveries if d["channel"] == "webhook"]
     assert [(d["attempt"], d["status"], d["http_status"]) for d in hooks] == [
-        (1, "retrying", 500), (2, "delivered", 200)]
+        (1, "retrying", 500),
+        (2, "delivered", 200),
+    ]
     assert "next attempt in" in hooks[0]["error"]
     mails = [d for d in deliveries if d["channel"] == "email"]
     assert [(d["attempt"], d["status"], d["target"]) for d in mails] == [
-        (1, "delivered", "ops@example.com")]
+        (1, "delivered", "ops@example.com")
+    ]
     assert {d["task_status"] for d in deliveries} == {"SUCCESS"}
 
     first, second = receiver.at(path)
@@ -67,8 +78,9 @@ def test_signed_webhook_retried_after_a_500_and_an_email(
     assert first.headers["X-Finq-Delivery"] == second.headers["X-Finq-Delivery"]
     assert first.headers["X-Finq-Event"] == "task.success"
     assert first.headers["Content-Type"] == "application/json"
-    assert verify(notify_stack.info["WEBHOOK_SECRET"], second.body,
-                  second.headers["X-Finq-Signature"])
+    assert verify(
+        notify_stack.info["WEBHOOK_SECRET"], second.body, second.headers["X-Finq-Signature"]
+    )
     assert not verify("another-secret", second.body, second.headers["X-Finq-Signature"])
     sent = second.json()
     assert sent["id"] == task["id"] and sent["status"] == "SUCCESS"
@@ -84,25 +96,38 @@ def test_signed_webhook_retried_after_a_500_and_an_email(
     assert task["id"] in message["Subject"] and "SUCCESS" in message["Subject"]
     assert message["From"] == "finq@test.example"
     text = message.get_content()
-    assert json.loads(text[text.index("{"):])["id"] == task["id"]
+    assert json.loads(text[text.index("{") :])["id"] == task["id"]
     assert any(m.login == SMTP_USER for m in mailbox.messages)
 
 
 def test_cancel_and_failure_notify_and_permanent_errors_are_not_retried(
-    admin: httpx.Client, receiver: Receiver,
+    admin: httpx.Client,
+    receiver: Receiver,
 ) -> None:
     cancelled_path = receiver.new_path()
     gone_path = receiver.new_path(404)
     down_path = receiver.new_path(503, 503, 503, 503)
-    cancelled = submit(admin, "loan_amortization", QUICK_LOAN, delay_seconds=3600,
-                       notify={"webhook_url": receiver.base_url + cancelled_path})
+    cancelled = submit(
+        admin,
+        "loan_amortization",
+        QUICK_LOAN,
+        delay_seconds=3600,
+        notify={"webhook_url": receiver.base_url + cancelled_path},
+    )
     assert admin.post(f"/api/v1/tasks/{cancelled['id']}/cancel").status_code == 200
-    gone = submit(admin, "loan_amortization", QUICK_LOAN,
-                  notify={"webhook_url": receiver.base_url + gone_path})
+    gone = submit(
+        admin,
+        "loan_amortization",
+        QUICK_LOAN,
+        notify={"webhook_url": receiver.base_url + gone_path},
+    )
     # Valid, but overflows at run time: a FAILED outcome.
-    failing = submit(admin, "cash_flow_analysis", {"cash_flows": [-1] + [1] * 400,
-                                                   "discount_rate": -0.99},
-                     notify={"webhook_url": receiver.base_url + down_path})
+    failing = submit(
+        admin,
+        "cash_flow_analysis",
+        {"cash_flows": [-1] + [1] * 400, "discount_rate": -0.99},
+        notify={"webhook_url": receiver.base_url + down_path},
+    )
 
     (c,) = settled(admin, cancelled["id"], 1)
     assert (c["task_status"], c["status"], c["attempt"]) == ("CANCELLED", "delivered", 1)
@@ -115,7 +140,10 @@ def test_cancel_and_failure_notify_and_permanent_errors_are_not_retried(
     attempts = settled(admin, failing["id"], 1)
     # NOTIFY_MAX_ATTEMPTS=3: two retries with backoff, then failed for good.
     assert [(d["attempt"], d["status"], d["http_status"]) for d in attempts] == [
-        (1, "retrying", 503), (2, "retrying", 503), (3, "failed", 503)]
+        (1, "retrying", 503),
+        (2, "retrying", 503),
+        (3, "failed", 503),
+    ]
     assert all(d["task_status"] == "FAILED" for d in attempts)
     assert len(receiver.at(down_path)) == 3
 
@@ -124,9 +152,16 @@ def test_a_schedules_runs_notify_its_targets(admin: httpx.Client, receiver: Rece
     """A schedule's notify is stored with it and copied into every task it creates."""
     path = receiver.new_path()
     notify = {"webhook_url": receiver.base_url + path}
-    resp = admin.post("/api/v1/schedules", json={
-        "name": "notified", "cron": "* * * * * */2", "type": "loan_amortization",
-        "params": QUICK_LOAN, "notify": notify})
+    resp = admin.post(
+        "/api/v1/schedules",
+        json={
+            "name": "notified",
+            "cron": "* * * * * */2",
+            "type": "loan_amortization",
+            "params": QUICK_LOAN,
+            "notify": notify,
+        },
+    )
     assert resp.status_code == 201, resp.text
     schedule = resp.json()
     try:
@@ -152,17 +187,21 @@ def test_bad_targets_answer_422_naming_the_field(admin: httpx.Client) -> None:
         ({"email": "a@example.com\r\nBcc: b@example.com"}, "email", "not a valid e-mail"),
     ]
     for notify, field, needle in cases:
-        resp = admin.post("/api/v1/tasks", json={"type": "loan_amortization",
-                                                 "params": QUICK_LOAN, "notify": notify})
+        resp = admin.post(
+            "/api/v1/tasks",
+            json={"type": "loan_amortization", "params": QUICK_LOAN, "notify": notify},
+        )
         assert resp.status_code == 422, resp.text
         (err,) = resp.json()["detail"]
         assert err["loc"] == ["body", "notify", field] and needle in err["msg"], err
-    empty = admin.post("/api/v1/tasks", json={"type": "loan_amortization",
-                                              "params": QUICK_LOAN, "notify": {}})
+    empty = admin.post(
+        "/api/v1/tasks", json={"type": "loan_amortization", "params": QUICK_LOAN, "notify": {}}
+    )
     assert empty.status_code == 422 and empty.json()["detail"][0]["loc"] == ["body", "notify"]
 
 
 # ---- the shared stack: production defaults (no private targets, no SMTP) ---------------------
+
 
 @pytest.fixture(scope="module")
 def shared_admin(stack: LocalStack) -> httpx.Client:
@@ -170,32 +209,55 @@ def shared_admin(stack: LocalStack) -> httpx.Client:
 
 
 def test_loopback_and_private_webhooks_are_refused_at_submission(
-    shared_admin: httpx.Client, receiver: Receiver,
+    shared_admin: httpx.Client,
+    receiver: Receiver,
 ) -> None:
-    for url, address in ((receiver.base_url + "/hook", "127.0.0.1"),
-                         ("http://localhost:9/x", "127.0.0.1"),
-                         ("http://[::1]/x", "::1"),
-                         ("http://10.0.0.8/x", "10.0.0.8"),
-                         ("http://169.254.169.254/latest/meta-data/", "169.254.169.254")):
-        resp = shared_admin.post("/api/v1/tasks", json={
-            "type": "loan_amortization", "params": QUICK_LOAN, "notify": {"webhook_url": url}})
+    for url, address in (
+        (receiver.base_url + "/hook", "127.0.0.1"),
+        ("http://localhost:9/x", "127.0.0.1"),
+        ("http://[::1]/x", "::1"),
+        ("http://10.0.0.8/x", "10.0.0.8"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254"),
+    ):
+        resp = shared_admin.post(
+            "/api/v1/tasks",
+            json={
+                "type": "loan_amortization",
+                "params": QUICK_LOAN,
+                "notify": {"webhook_url": url},
+            },
+        )
         assert resp.status_code == 422, resp.text
         (err,) = resp.json()["detail"]
         assert err["loc"] == ["body", "notify", "webhook_url"]
         assert f"resolves to {address}" in err["msg"] or address in err["msg"]
     assert receiver.at("/hook") == []
-    mail = shared_admin.post("/api/v1/tasks", json={
-        "type": "loan_amortization", "params": QUICK_LOAN, "notify": {"email": "a@b.example"}})
+    mail = shared_admin.post(
+        "/api/v1/tasks",
+        json={
+            "type": "loan_amortization",
+            "params": QUICK_LOAN,
+            "notify": {"email": "a@b.example"},
+        },
+    )
     assert mail.status_code == 422
     assert mail.json()["detail"][0]["loc"] == ["body", "notify", "email"]
     assert "SMTP_HOST" in mail.json()["detail"][0]["msg"]
     # A schedule's notify goes through the same checks; nothing is stored when refused.
-    for notify, field, needle in (({"webhook_url": receiver.base_url + "/hook"}, "webhook_url",
-                                   "resolves to 127.0.0.1"),
-                                  ({"email": "a@b.example"}, "email", "SMTP_HOST")):
-        resp = shared_admin.post("/api/v1/schedules", json={
-            "name": "refused", "cron": "* * * * *", "type": "loan_amortization",
-            "params": QUICK_LOAN, "notify": notify})
+    for notify, field, needle in (
+        ({"webhook_url": receiver.base_url + "/hook"}, "webhook_url", "resolves to 127.0.0.1"),
+        ({"email": "a@b.example"}, "email", "SMTP_HOST"),
+    ):
+        resp = shared_admin.post(
+            "/api/v1/schedules",
+            json={
+                "name": "refused",
+                "cron": "* * * * *",
+                "type": "loan_amortization",
+                "params": QUICK_LOAN,
+                "notify": notify,
+            },
+        )
         assert resp.status_code == 422, resp.text
         (err,) = resp.json()["detail"]
         assert err["loc"] == ["body", "notify", field] and needle in err["msg"], err
@@ -203,19 +265,30 @@ def test_loopback_and_private_webhooks_are_refused_at_submission(
 
 
 def test_the_target_is_checked_again_at_send_time(
-    stack: LocalStack, shared_admin: httpx.Client, receiver: Receiver,
+    stack: LocalStack,
+    shared_admin: httpx.Client,
+    receiver: Receiver,
 ) -> None:
     """A name that resolved to a public address at submission may point at 127.0.0.1 when the
     task ends (DNS rebinding). Simulated by changing the stored target to a loopback URL after
     submission: the worker must refuse it and never connect."""
     path = receiver.new_path()
-    task = submit(shared_admin, "loan_amortization", QUICK_LOAN, delay_seconds=3600,
-                  notify={"webhook_url": "http://93.184.215.14/hook"})
+    task = submit(
+        shared_admin,
+        "loan_amortization",
+        QUICK_LOAN,
+        delay_seconds=3600,
+        notify={"webhook_url": "http://93.184.215.14/hook"},
+    )
     engine = sa.create_engine(stack.info["DATABASE_URL"])
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE tasks SET notify = :n WHERE id = :id"), {
-            "n": json.dumps({"webhook_url": receiver.base_url + path}),
-            "id": task["id"].replace("-", "")})
+        conn.execute(
+            sa.text("UPDATE tasks SET notify = :n WHERE id = :id"),
+            {
+                "n": json.dumps({"webhook_url": receiver.base_url + path}),
+                "id": task["id"].replace("-", ""),
+            },
+        )
     engine.dispose()
     assert shared_admin.post(f"/api/v1/tasks/{task['id']}/cancel").status_code == 200
     (d,) = settled(shared_admin, task["id"], 1)

@@ -19,17 +19,22 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    s = start_stack(tmp_path_factory.mktemp("obs") / "run", "--api-replicas", "2",
-                    "--worker-replicas", "2", env={
-                        "WORKER_CONCURRENCY": "2", "GUNICORN_WORKERS": "2",
-                        "RATE_LIMIT_ENABLED": "false"})
+    s = start_stack(
+        tmp_path_factory.mktemp("obs") / "run",
+        "--api-replicas",
+        "2",
+        "--worker-replicas",
+        "2",
+        env={"WORKER_CONCURRENCY": "2", "GUNICORN_WORKERS": "2", "RATE_LIMIT_ENABLED": "false"},
+    )
     yield s
     stop_stack(s)
 
 
 def scrape(ports: str) -> str:
-    return "\n".join(httpx.get(f"http://127.0.0.1:{p}/metrics", timeout=10).text
-                     for p in ports.split(","))
+    return "\n".join(
+        httpx.get(f"http://127.0.0.1:{p}/metrics", timeout=10).text for p in ports.split(",")
+    )
 
 
 def total(text: str, name: str, **labels: str) -> float:
@@ -48,13 +53,18 @@ def total(text: str, name: str, **labels: str) -> float:
 def test_counts_summary_and_trace(observed: LocalStack) -> None:
     client = login(observed.url, *observed.admin)
     trace = f"trace-{uuid.uuid4().hex}"
-    first = client.post("/api/v1/tasks", headers={"X-Request-ID": trace},
-                        json={"type": "loan_amortization", "params": QUICK_LOAN})
+    first = client.post(
+        "/api/v1/tasks",
+        headers={"X-Request-ID": trace},
+        json={"type": "loan_amortization", "params": QUICK_LOAN},
+    )
     assert first.status_code == 202 and first.headers["X-Request-ID"] == trace
-    ok = [first.json()["id"]] + [submit(client, "loan_amortization", QUICK_LOAN)["id"]
-                                 for _ in range(5)]
-    later = [submit(client, "loan_amortization", QUICK_LOAN, delay_seconds=300)["id"]
-             for _ in range(2)]
+    ok = [first.json()["id"]] + [
+        submit(client, "loan_amortization", QUICK_LOAN)["id"] for _ in range(5)
+    ]
+    later = [
+        submit(client, "loan_amortization", QUICK_LOAN, delay_seconds=300)["id"] for _ in range(2)
+    ]
     for tid in later:
         assert client.post(f"/api/v1/tasks/{tid}/cancel").status_code == 200
     for tid in ok:
@@ -62,26 +72,36 @@ def test_counts_summary_and_trace(observed: LocalStack) -> None:
 
     api = scrape(observed.info["API_PORTS"])
     assert total(api, "finq_tasks_submitted_total", type="loan_amortization") == 8
-    assert total(api, "finq_http_requests_total", route="/api/v1/tasks", method="POST",
-                 status="202") == 8
-    assert total(api, "finq_http_request_duration_seconds_count", route="/api/v1/tasks",
-                 method="POST") == 8
+    assert (
+        total(api, "finq_http_requests_total", route="/api/v1/tasks", method="POST", status="202")
+        == 8
+    )
+    assert (
+        total(api, "finq_http_request_duration_seconds_count", route="/api/v1/tasks", method="POST")
+        == 8
+    )
 
     def worker_counts() -> tuple[float, float]:
         text = scrape(observed.info["WORKER_METRICS_PORTS"])
-        return (total(text, "finq_tasks_finished_total", status="success"),
-                total(text, "finq_tasks_started_total"))
+        return (
+            total(text, "finq_tasks_finished_total", status="success"),
+            total(text, "finq_tasks_started_total"),
+        )
 
     wait_until(lambda: worker_counts() == (6, 6), 10, what="worker counters to settle")
     workers = scrape(observed.info["WORKER_METRICS_PORTS"])
     assert total(workers, "finq_task_runtime_seconds_count", type="loan_amortization") == 6
     assert total(workers, "finq_worker_pool_slots") == 4
-    assert "finq_queue_depth{queue=\"high\"}" in api
+    assert 'finq_queue_depth{queue="high"}' in api
     # Every (type, priority, outcome) series exists from the start at 0: a series born at 3
     # has no rate(), and the first failures of a type would escape the dashboard and alerts.
-    zero = [line for line in workers.splitlines()
-            if line.startswith("finq_tasks_finished_total{") and 'type="bond_analytics"' in line
-            and 'status="failed"' in line]
+    zero = [
+        line
+        for line in workers.splitlines()
+        if line.startswith("finq_tasks_finished_total{")
+        and 'type="bond_analytics"' in line
+        and 'status="failed"' in line
+    ]
     replicas = len(observed.info["WORKER_METRICS_PORTS"].split(","))
     assert len(zero) == 3 * replicas and all(line.endswith(" 0.0") for line in zero), zero
     assert 'finq_tasks_submitted_total{priority="low",type="black_scholes"} 0.0' in api
@@ -105,8 +125,9 @@ def test_counts_summary_and_trace(observed: LocalStack) -> None:
     assert trace in nginx_log
     assert re.search(rf'"msg": "task submitted", "request_id": "{trace}"', api_logs)
     assert re.search(rf'"msg": "task started", "request_id": "{trace}"', worker_logs)
-    done = re.search(rf'^.*"msg": "task succeeded", "request_id": "{trace}".*$', worker_logs,
-                     re.MULTILINE)
+    done = re.search(
+        rf'^.*"msg": "task succeeded", "request_id": "{trace}".*$', worker_logs, re.MULTILINE
+    )
     assert done is not None
     # The line says what the run cost in CPU as well as in wall time (docs/operations.md).
     spent = json.loads(done.group(0))

@@ -26,13 +26,23 @@ PASSWORD = "correct horse battery"
 
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    s = start_stack(tmp_path_factory.mktemp("secure") / "run", "--api-replicas", "2",
-                    "--worker-replicas", "1", env={
-                        "WORKER_CONCURRENCY": "1", "GUNICORN_WORKERS": "1",
-                        "RATE_LIMIT_LOGIN": f"{LOGIN_LIMIT}/minute",
-                        "RATE_LIMIT_SUBMIT": "8/minute", "RATE_LIMIT_GLOBAL": "100000/minute",
-                        "MAX_BODY_BYTES": "65536", "CORS_ORIGINS": "https://allowed.example",
-                        "ACCESS_TOKEN_EXPIRE_MINUTES": "5"})
+    s = start_stack(
+        tmp_path_factory.mktemp("secure") / "run",
+        "--api-replicas",
+        "2",
+        "--worker-replicas",
+        "1",
+        env={
+            "WORKER_CONCURRENCY": "1",
+            "GUNICORN_WORKERS": "1",
+            "RATE_LIMIT_LOGIN": f"{LOGIN_LIMIT}/minute",
+            "RATE_LIMIT_SUBMIT": "8/minute",
+            "RATE_LIMIT_GLOBAL": "100000/minute",
+            "MAX_BODY_BYTES": "65536",
+            "CORS_ORIGINS": "https://allowed.example",
+            "ACCESS_TOKEN_EXPIRE_MINUTES": "5",
+        },
+    )
     yield s
     stop_stack(s)
 
@@ -40,8 +50,11 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 def token_client(secure: LocalStack, username: str) -> httpx.Client:
     """A client with a token signed by the stack's key (logins here are rate limited to a
     handful a minute; the login route itself is tested on its own)."""
-    return httpx.Client(base_url=secure.url, timeout=30,
-                        headers={"Authorization": f"Bearer {forge(secure, sub=username)}"})
+    return httpx.Client(
+        base_url=secure.url,
+        timeout=30,
+        headers={"Authorization": f"Bearer {forge(secure, sub=username)}"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +66,19 @@ def admin(secure: LocalStack) -> httpx.Client:
 
 def make_user(admin: httpx.Client, role: str = "user") -> tuple[str, httpx.Client]:
     name = f"u{uuid.uuid4().hex[:10]}"
-    resp = admin.post("/api/v1/users", json={"username": name, "password": PASSWORD,
-                                             "role": role})
+    resp = admin.post("/api/v1/users", json={"username": name, "password": PASSWORD, "role": role})
     assert resp.status_code == 201, resp.text
     return name, token_client(admin.secure, name)  # type: ignore[attr-defined]
 
 
 def forge(secure: LocalStack, **overrides: object) -> str:
     now = datetime.now(UTC)
-    claims: dict[str, object] = {"sub": secure.admin[0], "iat": now,
-                                 "exp": now + timedelta(minutes=5), "jti": uuid.uuid4().hex}
+    claims: dict[str, object] = {
+        "sub": secure.admin[0],
+        "iat": now,
+        "exp": now + timedelta(minutes=5),
+        "jti": uuid.uuid4().hex,
+    }
     claims.update(overrides)
     claims = {k: v for k, v in claims.items() if v is not None}
     return jwt.encode(claims, secure.info["APP_SECRET_KEY"], algorithm="HS256")
@@ -71,11 +87,16 @@ def forge(secure: LocalStack, **overrides: object) -> str:
 def test_bad_tokens_all_get_the_same_401(secure: LocalStack) -> None:
     good = forge(secure)
     header, payload, signature = good.split(".")
-    alg_none = jwt.encode({"sub": secure.admin[0], "exp": int(time.time()) + 60,
-                           "iat": int(time.time()), "jti": "x"}, key=None, algorithm="none")
-    wrong_key = jwt.encode({"sub": secure.admin[0], "exp": int(time.time()) + 60,
-                            "iat": int(time.time()), "jti": "x"}, "another-secret-" * 4,
-                           algorithm="HS256")
+    alg_none = jwt.encode(
+        {"sub": secure.admin[0], "exp": int(time.time()) + 60, "iat": int(time.time()), "jti": "x"},
+        key=None,
+        algorithm="none",
+    )
+    wrong_key = jwt.encode(
+        {"sub": secure.admin[0], "exp": int(time.time()) + 60, "iat": int(time.time()), "jti": "x"},
+        "another-secret-" * 4,
+        algorithm="HS256",
+    )
     cases = {
         "none": None,
         "garbage": "not-a-token",
@@ -94,21 +115,26 @@ def test_bad_tokens_all_get_the_same_401(secure: LocalStack) -> None:
         assert resp.headers["WWW-Authenticate"] == "Bearer", name
         bodies.add(resp.json()["detail"])
     assert bodies == {"Could not validate credentials"}
-    assert httpx.get(secure.url + "/api/v1/tasks",
-                     headers={"Authorization": f"Bearer {good}"}).status_code == 200
+    assert (
+        httpx.get(
+            secure.url + "/api/v1/tasks", headers={"Authorization": f"Bearer {good}"}
+        ).status_code
+        == 200
+    )
 
 
 def test_token_shape_and_me(secure: LocalStack, admin: httpx.Client) -> None:
     name, _ = make_user(admin)
-    resp = httpx.post(secure.url + "/api/v1/auth/token",
-                      data={"username": name, "password": PASSWORD})
+    resp = httpx.post(
+        secure.url + "/api/v1/auth/token", data={"username": name, "password": PASSWORD}
+    )
     body = resp.json()
     assert body["token_type"] == "bearer" and body["expires_in"] == 300
-    claims = jwt.decode(body["access_token"], secure.info["APP_SECRET_KEY"],
-                        algorithms=["HS256"])
+    claims = jwt.decode(body["access_token"], secure.info["APP_SECRET_KEY"], algorithms=["HS256"])
     assert claims["sub"] == name and {"exp", "iat", "jti"} <= set(claims)
-    me = httpx.get(secure.url + "/api/v1/auth/me",
-                   headers={"Authorization": f"Bearer {body['access_token']}"}).json()
+    me = httpx.get(
+        secure.url + "/api/v1/auth/me", headers={"Authorization": f"Bearer {body['access_token']}"}
+    ).json()
     assert me["username"] == name and me["role"] == "user"
 
 
@@ -117,8 +143,14 @@ def test_owners_are_isolated(admin: httpx.Client) -> None:
     _, bob = make_user(admin)
     task = submit(alice, "loan_amortization", QUICK_LOAN)
     wait_final(alice, task["id"])
-    for method, path in [("GET", ""), ("GET", "/history"), ("POST", "/cancel"),
-                         ("POST", "/retry"), ("DELETE", ""), ("GET", "/events")]:
+    for method, path in [
+        ("GET", ""),
+        ("GET", "/history"),
+        ("POST", "/cancel"),
+        ("POST", "/retry"),
+        ("DELETE", ""),
+        ("GET", "/events"),
+    ]:
         resp = bob.request(method, f"/api/v1/tasks/{task['id']}{path}")
         assert resp.status_code == 404, (method, path, resp.status_code)
         assert resp.json()["detail"] == "Task not found"
@@ -132,15 +164,19 @@ def test_owners_are_isolated(admin: httpx.Client) -> None:
 def test_user_management_is_for_admins(admin: httpx.Client) -> None:
     name, alice = make_user(admin)
     assert alice.get("/api/v1/users").status_code == 403
-    assert alice.post("/api/v1/users", json={"username": "mallory", "password": PASSWORD}
-                      ).status_code == 403
+    assert (
+        alice.post("/api/v1/users", json={"username": "mallory", "password": PASSWORD}).status_code
+        == 403
+    )
     assert name in {u["username"] for u in admin.get("/api/v1/users").json()}
     short = admin.post("/api/v1/users", json={"username": "shorty", "password": "short"})
     assert short.status_code == 422 and short.json()["detail"][0]["loc"] == ["body", "password"]
     odd = admin.post("/api/v1/users", json={"username": "a b;drop", "password": PASSWORD})
     assert odd.status_code == 422 and odd.json()["detail"][0]["loc"] == ["body", "username"]
-    assert admin.post("/api/v1/users", json={"username": name, "password": PASSWORD}
-                      ).status_code == 409
+    assert (
+        admin.post("/api/v1/users", json={"username": name, "password": PASSWORD}).status_code
+        == 409
+    )
     assert admin.delete(f"/api/v1/users/{name}").status_code == 204
     assert alice.get("/api/v1/tasks").status_code == 401  # a deleted user's token is void
     assert admin.delete(f"/api/v1/users/{name}").status_code == 404
@@ -157,15 +193,20 @@ def test_login_limit_is_shared_by_replicas_and_ignores_forged_addresses(
     replicas, remaining = set(), []
     with httpx.Client(base_url=secure.url) as c:
         for i in range(LOGIN_LIMIT):
-            resp = c.post("/api/v1/auth/token",
-                          data={"username": "ghost", "password": "wrong-password"},
-                          headers={"X-Forwarded-For": f"10.0.0.{i}"})  # forged: ignored
+            resp = c.post(
+                "/api/v1/auth/token",
+                data={"username": "ghost", "password": "wrong-password"},
+                headers={"X-Forwarded-For": f"10.0.0.{i}"},
+            )  # forged: ignored
             assert resp.status_code == 401
             replicas.add(resp.headers["X-Served-By"])
             remaining.append(int(resp.headers["X-RateLimit-Remaining"]))
             assert resp.headers["X-RateLimit-Limit"] == str(LOGIN_LIMIT)
-        blocked = c.post("/api/v1/auth/token", data={"username": "ghost", "password": "x"},
-                         headers={"X-Forwarded-For": "203.0.113.9"})
+        blocked = c.post(
+            "/api/v1/auth/token",
+            data={"username": "ghost", "password": "x"},
+            headers={"X-Forwarded-For": "203.0.113.9"},
+        )
     assert replicas == {"api-1", "api-2"}, "requests should alternate between replicas"
     assert remaining == list(range(LOGIN_LIMIT - 1, -1, -1)), "counted once, across replicas"
     assert blocked.status_code == 429
@@ -177,17 +218,25 @@ def test_login_limit_is_shared_by_replicas_and_ignores_forged_addresses(
 
 def test_submission_limit_per_user(admin: httpx.Client) -> None:
     _, carol = make_user(admin)
-    codes = [carol.post("/api/v1/tasks", json={"type": "loan_amortization",
-                                               "params": QUICK_LOAN}).status_code
-             for _ in range(9)]
+    codes = [
+        carol.post(
+            "/api/v1/tasks", json={"type": "loan_amortization", "params": QUICK_LOAN}
+        ).status_code
+        for _ in range(9)
+    ]
     assert codes == [202] * 8 + [429]
     _, dave = make_user(admin)  # another user has a budget of their own
-    assert dave.post("/api/v1/tasks", json={"type": "loan_amortization",
-                                            "params": QUICK_LOAN}).status_code == 202
+    assert (
+        dave.post(
+            "/api/v1/tasks", json={"type": "loan_amortization", "params": QUICK_LOAN}
+        ).status_code
+        == 202
+    )
 
 
-def test_bodies_are_bounded_in_nginx_and_in_the_app(secure: LocalStack,
-                                                    admin: httpx.Client) -> None:
+def test_bodies_are_bounded_in_nginx_and_in_the_app(
+    secure: LocalStack, admin: httpx.Client
+) -> None:
     big = b'{"type": "loan_amortization", "params": {"x": "' + b"a" * 70_000 + b'"}}'
     resp = admin.post("/api/v1/tasks", content=big, headers={"content-type": "application/json"})
     assert resp.status_code == 413 and resp.json()["request_id"]
@@ -197,13 +246,19 @@ def test_bodies_are_bounded_in_nginx_and_in_the_app(secure: LocalStack,
     def chunks() -> Iterator[bytes]:
         yield big
 
-    direct = httpx.post(f"http://127.0.0.1:{port}/api/v1/tasks", content=chunks(),
-                        headers={"content-type": "application/json",
-                                 "Authorization": admin.headers["Authorization"]})
+    direct = httpx.post(
+        f"http://127.0.0.1:{port}/api/v1/tasks",
+        content=chunks(),
+        headers={
+            "content-type": "application/json",
+            "Authorization": admin.headers["Authorization"],
+        },
+    )
     assert direct.status_code == 413
     deep = b"[" * 100_000 + b"]" * 100_000
-    resp = admin.post("/api/v1/tasks", content=deep[:60_000],
-                      headers={"content-type": "application/json"})
+    resp = admin.post(
+        "/api/v1/tasks", content=deep[:60_000], headers={"content-type": "application/json"}
+    )
     assert resp.status_code in (400, 422)
 
 
@@ -214,26 +269,32 @@ def test_security_headers_and_cors(secure: LocalStack) -> None:
     assert resp.headers["Referrer-Policy"] == "no-referrer"
     assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
     preflight = {"Access-Control-Request-Method": "POST"}
-    ok = httpx.options(secure.url + "/api/v1/tasks",
-                       headers={**preflight, "Origin": "https://allowed.example"})
+    ok = httpx.options(
+        secure.url + "/api/v1/tasks", headers={**preflight, "Origin": "https://allowed.example"}
+    )
     assert ok.headers.get("access-control-allow-origin") == "https://allowed.example"
-    other = httpx.options(secure.url + "/api/v1/tasks",
-                          headers={**preflight, "Origin": "https://evil.example"})
+    other = httpx.options(
+        secure.url + "/api/v1/tasks", headers={**preflight, "Origin": "https://evil.example"}
+    )
     assert "access-control-allow-origin" not in other.headers
 
 
 def test_flower_needs_its_password_and_hides_metrics(secure: LocalStack) -> None:
     assert httpx.get(secure.url + "/flower/").status_code == 401
     assert httpx.get(secure.url + "/flower/", auth=secure.flower_auth).status_code == 200
-    assert httpx.get(secure.url + "/flower/metrics", auth=secure.flower_auth
-                     ).status_code == 404
+    assert httpx.get(secure.url + "/flower/metrics", auth=secure.flower_auth).status_code == 404
 
 
 def test_flower_shows_the_workers_without_task_events(secure: LocalStack) -> None:
     """Task events are off by default (TASK_EVENTS): Flower still lists every worker."""
+
     def workers() -> dict[str, object] | None:
-        resp = httpx.get(secure.url + "/flower/api/workers", params={"refresh": "1"},
-                         auth=secure.flower_auth, timeout=20)
+        resp = httpx.get(
+            secure.url + "/flower/api/workers",
+            params={"refresh": "1"},
+            auth=secure.flower_auth,
+            timeout=20,
+        )
         assert resp.status_code == 200, resp.text
         found = {name: info for name, info in resp.json().items() if name.startswith("worker")}
         return found or None
@@ -244,14 +305,22 @@ def test_flower_shows_the_workers_without_task_events(secure: LocalStack) -> Non
 
 def test_production_refuses_to_start_without_a_real_secret(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in STACK_ENV_DROP}
-    env.update(PATH=f"{VENV_BIN}:{env['PATH']}", APP_ENV="production",
-               DATABASE_URL=f"sqlite:///{tmp_path}/x.db")
+    env.update(
+        PATH=f"{VENV_BIN}:{env['PATH']}",
+        APP_ENV="production",
+        DATABASE_URL=f"sqlite:///{tmp_path}/x.db",
+    )
     for secret in (None, "too-short", "change-me-to-a-long-random-string"):
         if secret is None:
             env.pop("APP_SECRET_KEY", None)
         else:
             env["APP_SECRET_KEY"] = secret
-        out = subprocess.run([str(ROOT / "scripts" / "finq-service"), "api"], env=env,
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [str(ROOT / "deploy" / "finq-service"), "api"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 2
         assert "APP_SECRET_KEY" in out.stderr and "Traceback" not in out.stderr

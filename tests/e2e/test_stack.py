@@ -51,8 +51,9 @@ def test_the_vertical_slice(stack: LocalStack, admin: httpx.Client) -> None:
 
 
 def test_bad_input_names_the_field(admin: httpx.Client) -> None:
-    resp = admin.post("/api/v1/tasks", json={"type": "loan_amortization",
-                                             "params": {**LOAN, "annual_rate": -1}})
+    resp = admin.post(
+        "/api/v1/tasks", json={"type": "loan_amortization", "params": {**LOAN, "annual_rate": -1}}
+    )
     assert resp.status_code == 422
     body = resp.json()
     assert [e["loc"] for e in body["detail"]] == [["body", "params", "annual_rate"]]
@@ -60,8 +61,9 @@ def test_bad_input_names_the_field(admin: httpx.Client) -> None:
     unknown = admin.post("/api/v1/tasks", json={"type": "nope", "params": {}})
     assert unknown.status_code == 422
     assert unknown.json()["detail"][0]["loc"] == ["body", "type"]
-    not_json = admin.post("/api/v1/tasks", content=b"{oops",
-                          headers={"content-type": "application/json"})
+    not_json = admin.post(
+        "/api/v1/tasks", content=b"{oops", headers={"content-type": "application/json"}
+    )
     assert not_json.status_code == 422
 
 
@@ -73,8 +75,9 @@ def test_docs_and_schema_through_nginx(stack: LocalStack) -> None:
 
 
 def test_requests_need_a_token(stack: LocalStack) -> None:
-    resp = httpx.post(stack.url + "/api/v1/tasks", json={"type": "loan_amortization",
-                                                         "params": LOAN})
+    resp = httpx.post(
+        stack.url + "/api/v1/tasks", json={"type": "loan_amortization", "params": LOAN}
+    )
     assert resp.status_code == 401
     assert resp.headers["WWW-Authenticate"] == "Bearer"
 
@@ -117,9 +120,14 @@ def test_kill_9_of_a_replica_loses_no_request(stack: LocalStack, admin: httpx.Cl
     assert sent == 300
     assert failures == []
     # Supervisor brings the replica back.
-    wait_until(lambda: stack.pid_of("api:api-2") not in (0, victim)
-               and httpx.get(stack.url + "/health").status_code == 200, 60,
-               what="api-2 to be restarted")
+    wait_until(
+        lambda: (
+            stack.pid_of("api:api-2") not in (0, victim)
+            and httpx.get(stack.url + "/health").status_code == 200
+        ),
+        60,
+        what="api-2 to be restarted",
+    )
 
 
 def _descendants(pid: int) -> set[int]:
@@ -152,8 +160,14 @@ def _alive(pid: int) -> bool:
 def test_scaled_stack_starts_and_stop_leaves_nothing(tmp_path: Path) -> None:
     """`make run API_REPLICAS=N WORKER_REPLICAS=M` then `make stop`: every process gone."""
     started = time.monotonic()
-    small = start_stack(tmp_path / "run", "--api-replicas", "4", "--worker-replicas", "1",
-                        env={"WORKER_CONCURRENCY": "1", "GUNICORN_WORKERS": "1"})
+    small = start_stack(
+        tmp_path / "run",
+        "--api-replicas",
+        "4",
+        "--worker-replicas",
+        "1",
+        env={"WORKER_CONCURRENCY": "1", "GUNICORN_WORKERS": "1"},
+    )
     try:
         assert time.monotonic() - started < 60
         with httpx.Client(base_url=small.url) as c:

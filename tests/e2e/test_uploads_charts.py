@@ -31,6 +31,7 @@ def wait_chart(client: httpx.Client, task_id: str) -> httpx.Response:
 
     return wait_until(probe, 30, 0.1, what=f"the chart of {task_id}")
 
+
 pytestmark = pytest.mark.e2e
 
 
@@ -39,8 +40,9 @@ def price_csv(rows: int = 260, assets: int = 3, seed: int = 1) -> tuple[bytes, n
     prices = 100 * np.exp(np.cumsum(rng.normal(0.0004, 0.012, (rows, assets)), axis=0))
     dates = np.datetime64("2023-01-02") + np.arange(rows)
     lines = ["date," + ",".join(f"ASSET{j}" for j in range(assets))]
-    lines += [f"{d},{','.join(f'{p:.6f}' for p in row)}" for d, row in zip(dates, prices,
-                                                                             strict=True)]
+    lines += [
+        f"{d},{','.join(f'{p:.6f}' for p in row)}" for d, row in zip(dates, prices, strict=True)
+    ]
     return ("\n".join(lines) + "\n").encode(), np.round(prices, 6)
 
 
@@ -74,25 +76,30 @@ def test_an_upload_reports_its_shape(alice: httpx.Client, alice_upload: dict[str
     assert alice_upload["filename"] == "my prices.csv"  # no folders kept
     assert alice_upload["assets"] == ["ASSET0", "ASSET1", "ASSET2"]
     assert alice_upload["rows"] == 260
-    assert (alice_upload["first_date"], alice_upload["last_date"]) == ("2023-01-02",
-                                                                       "2023-09-18")
+    assert (alice_upload["first_date"], alice_upload["last_date"]) == ("2023-01-02", "2023-09-18")
     listed = alice.get("/api/v1/uploads").json()
     assert alice_upload["id"] in [u["id"] for u in listed]
     assert alice.get(f"/api/v1/uploads/{alice_upload['id']}").json() == alice_upload
 
 
-@pytest.mark.parametrize(("data", "needle"), [
-    (b"", "empty"),
-    (b"date\n2024-01-01\n", "bad header"),
-    (b"date,A\n2024-01-01,1\n2024-01-02,oops\n2024-01-03,2\n",
-     "line 3, column 'A': 'oops' is not a number"),
-    (b"date,A\n2024-01-01,1\n2024-01-02,2\n", "too few rows"),
-    (b"date,A\n2024-01-02,1\n2024-01-01,2\n2024-01-03,2\n", "out of order"),
-    (b"date,A\n2024-01-01,1\n2024-01-01,2\n2024-01-03,2\n", "duplicate date"),
-    (b"date,A\n2024-01-01,1\n2024-01-02,-2\n2024-01-03,2\n", "not positive"),
-])
-def test_bad_files_answer_422_naming_the_problem(alice: httpx.Client, data: bytes,
-                                                 needle: str) -> None:
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (b"", "empty"),
+        (b"date\n2024-01-01\n", "bad header"),
+        (
+            b"date,A\n2024-01-01,1\n2024-01-02,oops\n2024-01-03,2\n",
+            "line 3, column 'A': 'oops' is not a number",
+        ),
+        (b"date,A\n2024-01-01,1\n2024-01-02,2\n", "too few rows"),
+        (b"date,A\n2024-01-02,1\n2024-01-01,2\n2024-01-03,2\n", "out of order"),
+        (b"date,A\n2024-01-01,1\n2024-01-01,2\n2024-01-03,2\n", "duplicate date"),
+        (b"date,A\n2024-01-01,1\n2024-01-02,-2\n2024-01-03,2\n", "not positive"),
+    ],
+)
+def test_bad_files_answer_422_naming_the_problem(
+    alice: httpx.Client, data: bytes, needle: str
+) -> None:
     resp = upload(alice, data)
     assert resp.status_code == 422, resp.text
     (err,) = resp.json()["detail"]
@@ -108,25 +115,35 @@ def test_missing_file_and_size_limit(alice: httpx.Client) -> None:
     assert too_big.status_code == 413 and "UPLOAD_MAX_BYTES" in too_big.json()["detail"]
 
 
-def test_uploads_are_private(alice: httpx.Client, bob: httpx.Client,
-                             alice_upload: dict[str, Any]) -> None:
+def test_uploads_are_private(
+    alice: httpx.Client, bob: httpx.Client, alice_upload: dict[str, Any]
+) -> None:
     uid = alice_upload["id"]
     assert uid not in [u["id"] for u in bob.get("/api/v1/uploads").json()]
     assert bob.get(f"/api/v1/uploads/{uid}").status_code == 404
     assert bob.delete(f"/api/v1/uploads/{uid}").status_code == 404
-    resp = bob.post("/api/v1/tasks", json={"type": "csv_portfolio_analytics",
-                                           "params": {"upload_id": uid}})
+    resp = bob.post(
+        "/api/v1/tasks", json={"type": "csv_portfolio_analytics", "params": {"upload_id": uid}}
+    )
     assert resp.status_code == 422
     (err,) = resp.json()["detail"]
     assert err["loc"] == ["body", "params", "upload_id"] and "not found" in err["msg"]
 
 
-def test_csv_analytics_end_to_end_with_chart(alice: httpx.Client, bob: httpx.Client,
-                                             alice_upload: dict[str, Any]) -> None:
+def test_csv_analytics_end_to_end_with_chart(
+    alice: httpx.Client, bob: httpx.Client, alice_upload: dict[str, Any]
+) -> None:
     _, prices = price_csv()
-    task = submit(alice, "csv_portfolio_analytics", {
-        "upload_id": alice_upload["id"], "weights": [0.5, 0.3, 0.2], "confidence": 0.9,
-        "risk_free_rate": 0.01})
+    task = submit(
+        alice,
+        "csv_portfolio_analytics",
+        {
+            "upload_id": alice_upload["id"],
+            "weights": [0.5, 0.3, 0.2],
+            "confidence": 0.9,
+            "risk_free_rate": 0.01,
+        },
+    )
     done = wait_final(alice, task["id"])
     assert done["status"] == "SUCCESS", done["error"]
     result = done["result"]
@@ -149,19 +166,28 @@ def test_csv_analytics_end_to_end_with_chart(alice: httpx.Client, bob: httpx.Cli
     assert alice.get(f"/api/v1/tasks/{uuid.uuid4()}/chart.png").status_code == 404
 
 
-def test_weights_must_match_the_upload(alice: httpx.Client,
-                                       alice_upload: dict[str, Any]) -> None:
-    for weights, needle in (([1.0, 0.0], "has 2 entries but the upload has 3 assets"),
-                            ([0, 0, 0], "must not all be zero")):
-        resp = alice.post("/api/v1/tasks", json={"type": "csv_portfolio_analytics", "params": {
-            "upload_id": alice_upload["id"], "weights": weights}})
+def test_weights_must_match_the_upload(alice: httpx.Client, alice_upload: dict[str, Any]) -> None:
+    for weights, needle in (
+        ([1.0, 0.0], "has 2 entries but the upload has 3 assets"),
+        ([0, 0, 0], "must not all be zero"),
+    ):
+        resp = alice.post(
+            "/api/v1/tasks",
+            json={
+                "type": "csv_portfolio_analytics",
+                "params": {"upload_id": alice_upload["id"], "weights": weights},
+            },
+        )
         assert resp.status_code == 422
         (err,) = resp.json()["detail"]
         assert err["loc"] == ["body", "params", "weights"] and needle in err["msg"]
 
 
 def test_the_worker_checks_the_owner_and_existence_again(
-    stack: LocalStack, alice: httpx.Client, bob: httpx.Client, alice_upload: dict[str, Any],
+    stack: LocalStack,
+    alice: httpx.Client,
+    bob: httpx.Client,
+    alice_upload: dict[str, Any],
 ) -> None:
     """Submission checks are not enough: the worker loads an upload by id *and* the task's
     owner. A waiting task of Bob's is made to point at Alice's upload behind the API's back;
@@ -169,15 +195,17 @@ def test_the_worker_checks_the_owner_and_existence_again(
     (They wait an hour; cancel + retry then queues them at once, when we are ready.)"""
     data, _ = price_csv(seed=2)
     own = upload(bob, data).json()
-    stolen = submit(bob, "csv_portfolio_analytics", {"upload_id": own["id"]},
-                    delay_seconds=3600)
-    deleted = submit(bob, "csv_portfolio_analytics", {"upload_id": own["id"]},
-                     delay_seconds=3600)
+    stolen = submit(bob, "csv_portfolio_analytics", {"upload_id": own["id"]}, delay_seconds=3600)
+    deleted = submit(bob, "csv_portfolio_analytics", {"upload_id": own["id"]}, delay_seconds=3600)
     engine = sa.create_engine(stack.info["DATABASE_URL"])
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE tasks SET params = :p WHERE id = :id"), {
-            "p": json.dumps({**stolen["params"], "upload_id": alice_upload["id"]}),
-            "id": stolen["id"].replace("-", "")})
+        conn.execute(
+            sa.text("UPDATE tasks SET params = :p WHERE id = :id"),
+            {
+                "p": json.dumps({**stolen["params"], "upload_id": alice_upload["id"]}),
+                "id": stolen["id"].replace("-", ""),
+            },
+        )
     engine.dispose()
     assert bob.delete(f"/api/v1/uploads/{own['id']}").status_code == 204
     for task in (stolen, deleted):
@@ -193,8 +221,11 @@ def test_the_worker_checks_the_owner_and_existence_again(
 
 def test_every_type_gets_a_chart_and_deleting_the_task_removes_it(alice: httpx.Client) -> None:
     examples = {t["name"]: t["example"] for t in alice.get("/api/v1/task-types").json()}
-    ids = {name: submit(alice, name, params)["id"] for name, params in examples.items()
-           if name != "csv_portfolio_analytics"}
+    ids = {
+        name: submit(alice, name, params)["id"]
+        for name, params in examples.items()
+        if name != "csv_portfolio_analytics"
+    }
     for name, task_id in ids.items():
         assert wait_final(alice, task_id)["status"] == "SUCCESS", name
         # Nothing is drawn until someone asks: the first request queues the drawing.

@@ -46,19 +46,30 @@ def test_a_worker_that_stopped_beating_drops_out(r: redis.Redis) -> None:
 
 
 def test_the_worker_announces_itself_and_the_task_it_runs(
-        r: redis.Redis, celery_worker: subprocess.Popen[bytes]) -> None:
+    r: redis.Redis, celery_worker: subprocess.Popen[bytes]
+) -> None:
     from finq_api.routes.monitoring import workers
 
     name = f"testworker@{socket.gethostname()}"
-    info = wait_until(lambda: presence.online(r).get(name), 30, 0.2,
-                      what="the worker's first heartbeat")
+    info = wait_until(
+        lambda: presence.online(r).get(name), 30, 0.2, what="the worker's first heartbeat"
+    )
     assert info["slots"] == 2 and info["pid"] == celery_worker.pid
     task_id = submit("monte_carlo_option", LONG_MC)
     # The heartbeat carries the running task within a beat or two.
     listed = wait_until(
-        lambda: next((w for w in workers() if w["name"] == name and str(task_id) in w["tasks"]),
-                     None), 10 * presence.BEAT_SECONDS, 0.1, what="the running task announced")
+        lambda: next(
+            (w for w in workers() if w["name"] == name and str(task_id) in w["tasks"]), None
+        ),
+        10 * presence.BEAT_SECONDS,
+        0.1,
+        what="the running task announced",
+    )
     assert listed["slots"] == 2 and 1 <= listed["active"] <= 2
     assert outcome(task_id, 120).status == "SUCCESS"
-    wait_until(lambda: str(task_id) not in presence.online(r)[name]["tasks"],
-               3 * presence.BEAT_SECONDS, 0.1, what="the finished task to leave the heartbeat")
+    wait_until(
+        lambda: str(task_id) not in presence.online(r)[name]["tasks"],
+        3 * presence.BEAT_SECONDS,
+        0.1,
+        what="the finished task to leave the heartbeat",
+    )

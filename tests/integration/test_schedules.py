@@ -21,11 +21,21 @@ def test_fired_tasks_carry_the_schedules_notify(migrated_db: str) -> None:
     with_notify, without = uuid.uuid4(), uuid.uuid4()
     with session_scope() as s:
         for sid, spec in ((with_notify, notify), (without, None)):
-            s.add(Schedule(id=sid, owner="tester", name=f"n-{sid}", cron="* * * * *",
-                           type="loan_amortization",
-                           params={"principal": 1000, "annual_rate": 0.05, "years": 1},
-                           priority="low", max_retries=1, created_at=now,
-                           next_run_at=now - timedelta(minutes=2), notify=spec))
+            s.add(
+                Schedule(
+                    id=sid,
+                    owner="tester",
+                    name=f"n-{sid}",
+                    cron="* * * * *",
+                    type="loan_amortization",
+                    params={"principal": 1000, "annual_rate": 0.05, "years": 1},
+                    priority="low",
+                    max_retries=1,
+                    created_at=now,
+                    next_run_at=now - timedelta(minutes=2),
+                    notify=spec,
+                )
+            )
     # Each fires its first due run and the two minute marks since: 3 runs each.
     assert fire_schedules(now) == 6
     with session_scope() as s:

@@ -18,10 +18,12 @@ from finq_core.notify import DeliveryFailed, send_email
 from tests.helpers import free_port
 from tests.mailserver import SMTP_PASSWORD, SMTP_USER, Mailbox, smtp_server
 
-pytestmark = [pytest.mark.integration,
-              # aiosmtpd warns of AUTH without STARTTLS: the `ssl` server is TLS throughout,
-              # and the `none` server is the plain case under test.
-              pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")]
+pytestmark = [
+    pytest.mark.integration,
+    # aiosmtpd warns of AUTH without STARTTLS: the `ssl` server is TLS throughout,
+    # and the `none` server is the plain case under test.
+    pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS"),
+]
 
 Mode = Literal["none", "starttls", "ssl"]
 
@@ -36,11 +38,28 @@ def make_cert(folder: Path) -> Cert:
     """A self-signed certificate for localhost and 127.0.0.1 (its own CA)."""
     folder.mkdir(parents=True, exist_ok=True)
     cert = Cert(folder / "cert.pem", folder / "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-                    "-keyout", str(cert.key), "-out", str(cert.cert)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(cert.key),
+            "-out",
+            str(cert.cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert
 
 
@@ -62,8 +81,11 @@ def server(mode: Mode, cert: Cert) -> Iterator[Mailbox]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert.cert, cert.key)
     if mode == "starttls":
-        options: dict[str, Any] = {"tls_context": context, "require_starttls": True,
-                                   "auth_require_tls": True}
+        options: dict[str, Any] = {
+            "tls_context": context,
+            "require_starttls": True,
+            "auth_require_tls": True,
+        }
     elif mode == "ssl":
         # The whole connection is TLS; aiosmtpd's own "TLS before AUTH" rule knows only
         # STARTTLS, so it is switched off here (the mailbox records the encryption).
@@ -75,20 +97,30 @@ def server(mode: Mode, cert: Cert) -> Iterator[Mailbox]:
 
 
 def settings(port: int, tls: Mode, ca_file: Path | None) -> Settings:
-    return Settings(smtp_host="localhost", smtp_port=port, smtp_tls=tls,
-                    smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD,
-                    smtp_from="finq@test.example",
-                    smtp_ca_file=str(ca_file) if ca_file else None,
-                    notify_timeout_seconds=10)
+    return Settings(
+        smtp_host="localhost",
+        smtp_port=port,
+        smtp_tls=tls,
+        smtp_username=SMTP_USER,
+        smtp_password=SMTP_PASSWORD,
+        smtp_from="finq@test.example",
+        smtp_ca_file=str(ca_file) if ca_file else None,
+        notify_timeout_seconds=10,
+    )
 
 
 @pytest.mark.parametrize("mode", ["starttls", "ssl"])
 def test_tls_delivers_with_credentials_when_the_ca_file_trusts_the_server(
-    mode: Mode, cert: Cert,
+    mode: Mode,
+    cert: Cert,
 ) -> None:
     with server(mode, cert) as box:
-        send_email(settings(box.port, mode, cert.cert), "ops@example.com",
-                   f"finq: over {mode}", "the task's JSON")
+        send_email(
+            settings(box.port, mode, cert.cert),
+            "ops@example.com",
+            f"finq: over {mode}",
+            "the task's JSON",
+        )
     (mail,) = box.messages
     assert mail.rcpts == ["ops@example.com"] and mail.mail_from == "finq@test.example"
     assert mail.message["Subject"] == f"finq: over {mode}"
@@ -100,7 +132,10 @@ def test_tls_delivers_with_credentials_when_the_ca_file_trusts_the_server(
 @pytest.mark.parametrize("mode", ["starttls", "ssl"])
 @pytest.mark.parametrize("trust", ["system CAs", "another CA file"])
 def test_an_untrusted_certificate_fails_before_anything_is_sent(
-    mode: Mode, trust: str, cert: Cert, other_cert: Cert,
+    mode: Mode,
+    trust: str,
+    cert: Cert,
+    other_cert: Cert,
 ) -> None:
     ca_file = other_cert.cert if trust == "another CA file" else None
     with server(mode, cert) as box, pytest.raises(DeliveryFailed) as failed:

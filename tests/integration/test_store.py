@@ -20,8 +20,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[Engine]:
+def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('store')}/store.db"
     else:
@@ -40,8 +41,13 @@ def session(engine: Engine) -> Iterator[Session]:
 
 
 def new_task(session: Session, owner: str = "alice", key: str | None = None) -> Task:
-    task = Task(id=uuid.uuid4(), owner=owner, type="loan_amortization",
-                params={"principal": 1, "annual_rate": 0.1, "years": 1}, idempotency_key=key)
+    task = Task(
+        id=uuid.uuid4(),
+        owner=owner,
+        type="loan_amortization",
+        params={"principal": 1, "annual_rate": 0.1, "years": 1},
+        idempotency_key=key,
+    )
     session.add(task)
     add_event(session, task.id, TaskStatus.PENDING.value, "queued")
     session.commit()
@@ -50,8 +56,16 @@ def new_task(session: Session, owner: str = "alice", key: str | None = None) -> 
 
 def test_migrations_create_every_table(engine: Engine) -> None:
     tables = set(inspect(engine).get_table_names())
-    assert {"users", "tasks", "task_events", "schedules", "alembic_version", "uploads",
-            "task_charts", "task_deliveries"} <= tables
+    assert {
+        "users",
+        "tasks",
+        "task_events",
+        "schedules",
+        "alembic_version",
+        "uploads",
+        "task_charts",
+        "task_deliveries",
+    } <= tables
     assert "notify" in {c["name"] for c in inspect(engine).get_columns("schedules")}
 
 
@@ -71,17 +85,20 @@ def test_transition_is_conditional(session: Session) -> None:
     session.commit()
     # A second delivery racing for the same start loses; so does a late cancel of a success.
     assert not transition(session, task.id, [TaskStatus.PENDING], TaskStatus.RUNNING)
-    assert transition(session, task.id, [TaskStatus.RUNNING], TaskStatus.SUCCESS,
-                      result={"ok": True})
-    assert not transition(session, task.id, [TaskStatus.PENDING, TaskStatus.RUNNING],
-                          TaskStatus.CANCELLED)
+    assert transition(
+        session, task.id, [TaskStatus.RUNNING], TaskStatus.SUCCESS, result={"ok": True}
+    )
+    assert not transition(
+        session, task.id, [TaskStatus.PENDING, TaskStatus.RUNNING], TaskStatus.CANCELLED
+    )
     session.commit()
     session.expire_all()
     loaded = session.get(Task, task.id)
     assert loaded is not None and loaded.status == TaskStatus.SUCCESS
     assert loaded.finished_at is not None and loaded.result == {"ok": True}
-    history = session.scalars(select(TaskEvent.status).where(TaskEvent.task_id == task.id)
-                              .order_by(TaskEvent.id)).all()
+    history = session.scalars(
+        select(TaskEvent.status).where(TaskEvent.task_id == task.id).order_by(TaskEvent.id)
+    ).all()
     assert history == ["PENDING", "RUNNING", "SUCCESS"]
 
 
@@ -106,8 +123,9 @@ def test_progress_is_stored_only_while_running(session: Session) -> None:
     session.expire_all()
     done = session.get(Task, task.id)
     assert done is not None and (done.progress, done.status) == (1.0, TaskStatus.SUCCESS)
-    history = session.scalars(select(TaskEvent.status).where(TaskEvent.task_id == task.id)
-                              .order_by(TaskEvent.id)).all()
+    history = session.scalars(
+        select(TaskEvent.status).where(TaskEvent.task_id == task.id).order_by(TaskEvent.id)
+    ).all()
     assert history == ["PENDING", "RUNNING", "SUCCESS"]  # progress is no transition
 
 
@@ -130,8 +148,11 @@ def test_deleting_a_task_deletes_its_history(session: Session) -> None:
 def test_uploads_round_trip_and_stay_with_their_owner(session: Session) -> None:
     """The price matrix survives BYTEA/BLOB bit for bit, and lookups are by id *and* owner."""
     prices = np.random.default_rng(1).uniform(1, 500, (1000, 7))
-    table = PriceTable(tuple(str(np.datetime64("2020-01-01") + i) for i in range(1000)),
-                       tuple(f"A{i}" for i in range(7)), prices)
+    table = PriceTable(
+        tuple(str(np.datetime64("2020-01-01") + i) for i in range(1000)),
+        tuple(f"A{i}" for i in range(7)),
+        prices,
+    )
     upload = new_upload("alice", "p.csv", table, 12345)
     session.add(upload)
     session.commit()
@@ -148,15 +169,24 @@ def test_uploads_round_trip_and_stay_with_their_owner(session: Session) -> None:
 def test_charts_and_deliveries_go_with_their_task(session: Session) -> None:
     task = new_task(session)
     session.add(TaskChart(task_id=task.id, png=b"\x89PNG..."))
-    session.add(TaskDelivery(task_id=task.id, channel="webhook", target="https://x.example/",
-                             task_status="SUCCESS", attempt=1, status="delivered",
-                             http_status=200))
+    session.add(
+        TaskDelivery(
+            task_id=task.id,
+            channel="webhook",
+            target="https://x.example/",
+            task_status="SUCCESS",
+            attempt=1,
+            status="delivered",
+            http_status=200,
+        )
+    )
     session.commit()
     session.delete(session.get(Task, task.id))
     session.commit()
     assert session.get(TaskChart, task.id) is None
-    assert session.scalars(select(TaskDelivery).where(TaskDelivery.task_id == task.id)
-                           ).first() is None
+    assert (
+        session.scalars(select(TaskDelivery).where(TaskDelivery.task_id == task.id)).first() is None
+    )
 
 
 def test_a_final_transition_of_a_notified_task_is_queued_after_commit_only(
@@ -164,12 +194,14 @@ def test_a_final_transition_of_a_notified_task_is_queued_after_commit_only(
 ) -> None:
     """The notification jobs wait for the commit: a rolled-back final status sends nothing."""
     task = new_task(session)
-    session.execute(update(Task).where(Task.id == task.id).values(
-        notify={"webhook_url": "https://x.example/"}))
+    session.execute(
+        update(Task).where(Task.id == task.id).values(notify={"webhook_url": "https://x.example/"})
+    )
     session.commit()
     assert transition(session, task.id, [TaskStatus.PENDING], TaskStatus.CANCELLED)
     assert session.info["finq_final_notifications"] == [
-        (str(task.id), "CANCELLED", {"webhook_url": "https://x.example/"})]
+        (str(task.id), "CANCELLED", {"webhook_url": "https://x.example/"})
+    ]
     session.rollback()
     assert "finq_final_notifications" not in session.info
 
@@ -181,8 +213,13 @@ def test_json_documents_round_trip_exactly(session: Session) -> None:
     # read back as Python ints (equal in JSON, not in Python), whichever codec reads them.
     rng = np.random.default_rng(3)
     floats = [float(x) for x in rng.standard_normal(2_000) * 10.0 ** rng.integers(-300, 15, 2_000)]
-    result = {"values": floats, "tiny": 5e-324, "int": 2**53 + 1,
-              "text": "é ✓ \u2028", "nested": [{"a": None, "b": True}, []]}
+    result = {
+        "values": floats,
+        "tiny": 5e-324,
+        "int": 2**53 + 1,
+        "text": "é ✓ \u2028",
+        "nested": [{"a": None, "b": True}, []],
+    }
     task = new_task(session)
     assert transition(session, task.id, [TaskStatus.PENDING], TaskStatus.RUNNING, worker="w1")
     assert transition(session, task.id, [TaskStatus.RUNNING], TaskStatus.SUCCESS, result=result)

@@ -17,8 +17,7 @@ from finq_core.models import Role, Task, User
 
 pytestmark = pytest.mark.integration
 
-LOAN = {"type": "loan_amortization", "params": {"principal": 1000, "annual_rate": 0.05,
-                                                "years": 1}}
+LOAN = {"type": "loan_amortization", "params": {"principal": 1000, "annual_rate": 0.05, "years": 1}}
 
 
 @pytest.fixture
@@ -33,7 +32,8 @@ def client(redis_server: str, migrated_db: str) -> Iterator[TestClient]:
 
 
 def test_a_submission_that_loses_the_race_for_its_key_voids_its_message(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch,
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Two submissions with one Idempotency-Key both pass the early look-up; the loser has
     sent its message when the unique key refuses its record. It answers with the winner's

@@ -45,17 +45,29 @@ def running_elsewhere() -> uuid.UUID:
     """A quick task's record, RUNNING on another worker (first@host) on its first attempt."""
     tid = uuid.uuid4()
     with session_scope() as s:
-        s.add(Task(id=tid, owner="tester", type="loan_amortization", attempts=1,
-                   status=TaskStatus.RUNNING.value, worker="first@host", started_at=utcnow(),
-                   params={"principal": 1000, "annual_rate": 0.05, "years": 1}))
+        s.add(
+            Task(
+                id=tid,
+                owner="tester",
+                type="loan_amortization",
+                attempts=1,
+                status=TaskStatus.RUNNING.value,
+                worker="first@host",
+                started_at=utcnow(),
+                params={"principal": 1000, "annual_rate": 0.05, "years": 1},
+            )
+        )
         add_event(s, tid, TaskStatus.PENDING.value, "queued")
     return tid
 
 
 def history(task_id: uuid.UUID) -> list[str]:
     with session_scope() as s:
-        return list(s.scalars(select(TaskEvent.status).where(TaskEvent.task_id == task_id)
-                              .order_by(TaskEvent.id)))
+        return list(
+            s.scalars(
+                select(TaskEvent.status).where(TaskEvent.task_id == task_id).order_by(TaskEvent.id)
+            )
+        )
 
 
 def test_a_task_runs_to_success(celery_worker: subprocess.Popen[bytes]) -> None:
@@ -89,8 +101,14 @@ def test_a_message_that_arrives_before_its_record_waits_for_it(
 
     wait_until(retried_and_held, 15, 0.02, what="the early message to be retried")
     with session_scope() as s:
-        s.add(Task(id=tid, owner="tester", type="loan_amortization",
-                   params={"principal": 1000, "annual_rate": 0.05, "years": 1}))
+        s.add(
+            Task(
+                id=tid,
+                owner="tester",
+                type="loan_amortization",
+                params={"principal": 1000, "annual_rate": 0.05, "years": 1},
+            )
+        )
         add_event(s, tid, TaskStatus.PENDING.value, "queued")
     task = outcome(tid)
     assert task.status == TaskStatus.SUCCESS, task.error
@@ -99,7 +117,8 @@ def test_a_message_that_arrives_before_its_record_waits_for_it(
 
 
 def test_a_message_whose_submission_failed_is_dropped_at_once(
-    celery_worker: subprocess.Popen[bytes], worker_log: Path,
+    celery_worker: subprocess.Popen[bytes],
+    worker_log: Path,
 ) -> None:
     """A submission that lost the race for its idempotency key (or whose commit failed) has
     sent its message already; the API marks it void and the worker drops it on its first
@@ -107,27 +126,49 @@ def test_a_message_whose_submission_failed_is_dropped_at_once(
     tid = uuid.uuid4()
     events.mark_void(str(tid))
     broker.enqueue(str(tid), "normal")
-    line = wait_until(lambda: next((x for x in worker_log.read_text().splitlines()
-                                    if str(tid) in x and "dropping the message" in x), None),
-                      15, 0.05, what="the void message to be dropped")
+    line = wait_until(
+        lambda: next(
+            (
+                x
+                for x in worker_log.read_text().splitlines()
+                if str(tid) in x and "dropping the message" in x
+            ),
+            None,
+        ),
+        15,
+        0.05,
+        what="the void message to be dropped",
+    )
     assert "submission failed" in line
     r = redis.Redis.from_url(os.environ["REDIS_URL"])
     # Acknowledged (acks late: just after the task returned); the log line above says it was
     # dropped on this delivery, not retried.
-    wait_until(lambda: not [raw for raw in r.hvals("unacked") if str(tid).encode() in raw],
-               10, 0.05, what="the void message to be acknowledged")
+    wait_until(
+        lambda: not [raw for raw in r.hvals("unacked") if str(tid).encode() in raw],
+        10,
+        0.05,
+        what="the void message to be acknowledged",
+    )
 
 
 def test_a_void_mark_never_drops_a_record_that_exists(
-    redis_server: str, migrated_db: str, monkeypatch: pytest.MonkeyPatch,
+    redis_server: str,
+    migrated_db: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A commit can raise after the database did commit (the connection broke on the way
     back): the API marks the message void, yet the record exists. The worker's looks before
     the commit was visible missed it; it looks once more before dropping, and runs it."""
     tid = uuid.uuid4()
     with session_scope() as s:
-        s.add(Task(id=tid, owner="tester", type="loan_amortization",
-                   params={"principal": 1000, "annual_rate": 0.05, "years": 1}))
+        s.add(
+            Task(
+                id=tid,
+                owner="tester",
+                type="loan_amortization",
+                params={"principal": 1000, "annual_rate": 0.05, "years": 1},
+            )
+        )
         add_event(s, tid, TaskStatus.PENDING.value, "queued")
     events.mark_void(str(tid))
 
@@ -142,7 +183,9 @@ def test_a_void_mark_never_drops_a_record_that_exists(
 
 
 def test_a_claim_that_sees_the_record_only_after_its_update_looks_again(
-    redis_server: str, migrated_db: str, monkeypatch: pytest.MonkeyPatch,
+    redis_server: str,
+    migrated_db: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """On PostgreSQL each statement has its own snapshot: the API's commit can land between
     the claim's UPDATE (no row yet) and the read after it (PENDING). That is "not visible
@@ -150,8 +193,14 @@ def test_a_claim_that_sees_the_record_only_after_its_update_looks_again(
     202 for. Simulated here by an UPDATE that matches nothing."""
     tid = uuid.uuid4()
     with session_scope() as s:
-        s.add(Task(id=tid, owner="tester", type="loan_amortization",
-                   params={"principal": 1000, "annual_rate": 0.05, "years": 1}))
+        s.add(
+            Task(
+                id=tid,
+                owner="tester",
+                type="loan_amortization",
+                params={"principal": 1000, "annual_rate": 0.05, "years": 1},
+            )
+        )
         add_event(s, tid, TaskStatus.PENDING.value, "queued")
     monkeypatch.setattr(runner, "claim_running", lambda *_args: None)
     with pytest.raises(runner.NoRecord):
@@ -162,7 +211,8 @@ def test_a_claim_that_sees_the_record_only_after_its_update_looks_again(
 
 
 def test_a_running_task_is_taken_over_only_by_a_delivery_that_continues_it(
-    redis_server: str, migrated_db: str,
+    redis_server: str,
+    migrated_db: str,
 ) -> None:
     """A fresh message for a RUNNING task is a duplicate (the beat re-sent a task whose
     "queued" mark a crash lost): refused, the run goes on alone. A redelivered one (its worker
@@ -240,20 +290,29 @@ def test_charts_are_drawn_when_asked_for_and_a_failure_is_remembered(
 
 
 def test_a_progress_report_publishes_and_learns_of_a_cancel_in_one_go(
-    redis_server: str, migrated_db: str, monkeypatch: pytest.MonkeyPatch,
+    redis_server: str,
+    migrated_db: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each report stores the fraction, publishes it, and reads the cancel flag in the same
     round trip: the next cancel check between chunks needs no Redis call of its own."""
     tid = uuid.uuid4()
     with session_scope() as s:
-        s.add(Task(id=tid, owner="tester", type="monte_carlo_option", params={},
-                   status=TaskStatus.RUNNING.value, started_at=utcnow()))
+        s.add(
+            Task(
+                id=tid,
+                owner="tester",
+                type="monte_carlo_option",
+                params={},
+                status=TaskStatus.RUNNING.value,
+                started_at=utcnow(),
+            )
+        )
     sub = redis.Redis.from_url(os.environ["REDIS_URL"]).pubsub()
     sub.subscribe(events.channel(str(tid)))
     wait_until(lambda: sub.get_message(timeout=0.1), 5, 0, what="the subscription")
     # No cancel check of its own: only the reports may read the flag.
-    monkeypatch.setattr(events, "cancel_requested",
-                        lambda _tid: pytest.fail("a second round trip"))
+    monkeypatch.setattr(events, "cancel_requested", lambda _tid: pytest.fail("a second round trip"))
     ctx = WorkerContext(tid, interval=0.0)
     ctx.cancel_check_seconds = 3600.0
     ctx.progress(0.25, "a quarter")
@@ -261,8 +320,11 @@ def test_a_progress_report_publishes_and_learns_of_a_cancel_in_one_go(
     events.request_cancel(str(tid))
     ctx.progress(0.5, "half")
     assert ctx.cancelled()
-    frames = [json.loads(m["data"]) for m in iter(lambda: sub.get_message(timeout=1.0), None)
-              if m["type"] == "message"]
+    frames = [
+        json.loads(m["data"])
+        for m in iter(lambda: sub.get_message(timeout=1.0), None)
+        if m["type"] == "message"
+    ]
     assert [(f["progress"], f["message"]) for f in frames] == [(0.25, "a quarter"), (0.5, "half")]
     with session_scope() as s:
         task = s.get(Task, tid)
@@ -270,7 +332,8 @@ def test_a_progress_report_publishes_and_learns_of_a_cancel_in_one_go(
 
 
 def test_a_retry_that_waited_for_its_record_never_takes_over_a_run(
-    redis_server: str, migrated_db: str,
+    redis_server: str,
+    migrated_db: str,
 ) -> None:
     """A message retried only because its record was not visible yet continues no run: if a
     duplicate started the task meanwhile, it must not start a second run beside it. A retry
@@ -288,7 +351,9 @@ def test_a_retry_that_waited_for_its_record_never_takes_over_a_run(
 
 
 def test_a_void_message_whose_record_was_seen_is_not_dropped(
-    redis_server: str, migrated_db: str, monkeypatch: pytest.MonkeyPatch,
+    redis_server: str,
+    migrated_db: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The last look before dropping a void message saw the record (committed, not claimable
     by this statement's snapshot yet): the message waits for it like any early one."""

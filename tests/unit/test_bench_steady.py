@@ -32,17 +32,18 @@ def test_drain_is_left_out(steady_efficiency: Callable[..., Any]) -> None:
 
 
 def test_a_run_across_the_window_edge_counts_in_proportion(
-        steady_efficiency: Callable[..., Any]) -> None:
+    steady_efficiency: Callable[..., Any],
+) -> None:
     # Window [1, 3]: the second slot fills at 1 s, the last start is at 3 s. "long" (4 CPU-s
     # over 0..4, a core to itself throughout) did half its work inside; "short" all of it.
     spans = [("long", 0.0, 4.0), ("short", 1.0, 3.0), ("tail", 3.0, 4.0)]
-    eff = steady_efficiency(spans, {"long": 4.0, "short": 2.0, "tail": 1.0}, slots=2,
-                            n_cores=2)
+    eff = steady_efficiency(spans, {"long": 4.0, "short": 2.0, "tail": 1.0}, slots=2, n_cores=2)
     assert eff == pytest.approx(1.0)
 
 
 def test_work_is_credited_at_the_speed_a_fair_scheduler_gives(
-        steady_efficiency: Callable[..., Any]) -> None:
+    steady_efficiency: Callable[..., Any],
+) -> None:
     # One core, two slots, a perfect platform. x (1 CPU-s) and y (2 CPU-s) share the core
     # from 0; x ends at 2, z (0.5 CPU-s) starts there and shares with y until 3; y then runs
     # alone, twice as fast, until 3.5. Window [0, 2]: x did all its work, y half of it (not
@@ -53,7 +54,8 @@ def test_work_is_credited_at_the_speed_a_fair_scheduler_gives(
 
 
 def test_a_slot_freed_and_refilled_at_once_does_not_open_the_window(
-        steady_efficiency: Callable[..., Any]) -> None:
+    steady_efficiency: Callable[..., Any],
+) -> None:
     # a ends at 10 as b starts: one task running, not two. Both slots are first busy at 15,
     # which is also the last start: no window.
     spans = [("x", 0.0, 10.0), ("x", 10.0, 20.0), ("x", 15.0, 30.0)]

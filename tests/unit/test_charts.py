@@ -22,8 +22,9 @@ def table(rows: int = 500, assets: int = 12) -> PriceTable:
     return PriceTable(dates, tuple(f"A{i}" for i in range(assets)), prices)
 
 
-def run(type_name: str, params: dict[str, Any], data: PriceTable | None = None
-        ) -> tuple[dict[str, Any], dict[str, Any]]:
+def run(
+    type_name: str, params: dict[str, Any], data: PriceTable | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     task_type = TASK_TYPES[type_name]
     stored = task_type.parse(params).model_dump(mode="json", by_alias=True)
     return stored, task_type.execute(params, NullContext(), data)
@@ -48,22 +49,57 @@ def test_each_example_renders_a_png(name: str) -> None:
     assert size(png) == (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
 
 
-@pytest.mark.parametrize(("name", "params"), [
-    ("black_scholes", {"spot": 100, "strike": 95, "maturity": 0.5, "rate": 0.02,
-                       "volatility": 0.3, "option_type": "put"}),  # scalar: payoff diagram
-    ("black_scholes", {"spot": np.linspace(50, 150, 200_000).tolist(), "strike": 100,
-                       "maturity": [0.25] * 200_000, "rate": 0.01, "volatility": 0.2,
-                       "option_type": "call"}),  # large and two varying inputs
-    ("portfolio_var", {"weights": [0.5, 0.5], "portfolio_value": 1e6, "method": "monte_carlo",
-                       "expected_returns": [0, 0], "covariance": [[1e-4, 0], [0, 1e-4]],
-                       "simulations": 10_000, "seed": 1}),
-    ("cash_flow_analysis", {"cash_flows": [[-100, 60, 60], [-100, 10, 10]],
-                            "discount_rate": 0.05}),
-    ("loan_amortization", {"principal": 1e5, "annual_rate": 0.04, "years": 100,
-                           "periods_per_year": 365}),  # 36,500 rows
-    ("bond_analytics", {"coupon_rate": 0.0, "maturity": 100, "frequency": 12,
-                        "yield": 0.03}),  # zero coupon, 1,200 periods
-])
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        (
+            "black_scholes",
+            {
+                "spot": 100,
+                "strike": 95,
+                "maturity": 0.5,
+                "rate": 0.02,
+                "volatility": 0.3,
+                "option_type": "put",
+            },
+        ),  # scalar: payoff diagram
+        (
+            "black_scholes",
+            {
+                "spot": np.linspace(50, 150, 200_000).tolist(),
+                "strike": 100,
+                "maturity": [0.25] * 200_000,
+                "rate": 0.01,
+                "volatility": 0.2,
+                "option_type": "call",
+            },
+        ),  # large and two varying inputs
+        (
+            "portfolio_var",
+            {
+                "weights": [0.5, 0.5],
+                "portfolio_value": 1e6,
+                "method": "monte_carlo",
+                "expected_returns": [0, 0],
+                "covariance": [[1e-4, 0], [0, 1e-4]],
+                "simulations": 10_000,
+                "seed": 1,
+            },
+        ),
+        (
+            "cash_flow_analysis",
+            {"cash_flows": [[-100, 60, 60], [-100, 10, 10]], "discount_rate": 0.05},
+        ),
+        (
+            "loan_amortization",
+            {"principal": 1e5, "annual_rate": 0.04, "years": 100, "periods_per_year": 365},
+        ),  # 36,500 rows
+        (
+            "bond_analytics",
+            {"coupon_rate": 0.0, "maturity": 100, "frequency": 12, "yield": 0.03},
+        ),  # zero coupon, 1,200 periods
+    ],
+)
 def test_variants_and_large_results_render(name: str, params: dict[str, Any]) -> None:
     stored, result = run(name, params)
     png = render_chart(name, stored, result)
@@ -72,8 +108,9 @@ def test_variants_and_large_results_render(name: str, params: dict[str, Any]) ->
 
 def test_csv_analytics_with_many_assets_and_rows() -> None:
     data = table(rows=20_000, assets=60)
-    stored, result = run("csv_portfolio_analytics",
-                         {"upload_id": "6f1c1d2e-0000-4000-8000-000000000001"}, data)
+    stored, result = run(
+        "csv_portfolio_analytics", {"upload_id": "6f1c1d2e-0000-4000-8000-000000000001"}, data
+    )
     png = render_chart("csv_portfolio_analytics", stored, result, data)
     assert png is not None and png.startswith(PNG_MAGIC)
 

@@ -20,10 +20,15 @@ def example_keys() -> set[str]:
 def infra_keys() -> set[str]:
     """Variables read outside Settings: by compose, the service script and the local stack."""
     found: set[str] = set()
-    files = [ROOT / "docker-compose.yml", ROOT / "scripts" / "finq-service",
-             ROOT / "scripts" / "localstack.py", ROOT / "fastapi-app" / "gunicorn.conf.py",
-             *(ROOT / "fastapi-app").rglob("*.py"), *(ROOT / "celery-worker").rglob("*.py"),
-             *(ROOT / "lib").rglob("*.py")]
+    files = [
+        ROOT / "docker-compose.yml",
+        ROOT / "deploy" / "finq-service",
+        ROOT / "scripts" / "localstack.py",
+        ROOT / "fastapi-app" / "gunicorn.conf.py",
+        *(ROOT / "fastapi-app").rglob("*.py"),
+        *(ROOT / "celery-worker").rglob("*.py"),
+        *(ROOT / "lib").rglob("*.py"),
+    ]
     for path in files:
         if path.exists():
             text = path.read_text()
@@ -34,11 +39,26 @@ def infra_keys() -> set[str]:
 
 
 # Read by the code but deliberately not for users to set (set per process by the launchers).
-INTERNAL = {"API_BIND", "API_NAME", "WORKER_NAME", "FLOWER_ADDRESS",
-            "FLOWER_URL_PREFIX", "RUN_DIR", "GUNICORN_KEEPALIVE", "GUNICORN_TIMEOUT",
-            "GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_MAX_REQUESTS", "FORWARDED_ALLOW_IPS",
-            "PATH", "HOSTNAME", "HOME", "BASH_SOURCE", "WORKER_METRICS_ADDRESS",
-            "PROMETHEUS_MULTIPROC_DIR", "TMPDIR"}
+INTERNAL = {
+    "API_BIND",
+    "API_NAME",
+    "WORKER_NAME",
+    "FLOWER_ADDRESS",
+    "FLOWER_URL_PREFIX",
+    "RUN_DIR",
+    "GUNICORN_KEEPALIVE",
+    "GUNICORN_TIMEOUT",
+    "GUNICORN_GRACEFUL_TIMEOUT",
+    "GUNICORN_MAX_REQUESTS",
+    "FORWARDED_ALLOW_IPS",
+    "PATH",
+    "HOSTNAME",
+    "HOME",
+    "BASH_SOURCE",
+    "WORKER_METRICS_ADDRESS",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "TMPDIR",
+}
 
 
 def test_every_setting_is_documented() -> None:
@@ -49,8 +69,9 @@ def test_every_setting_is_documented() -> None:
 
 def test_every_infrastructure_variable_is_documented() -> None:
     missing = infra_keys() - INTERNAL - example_keys()
-    assert not missing, f"variables read by compose/scripts but not in .env.example: " \
-                        f"{sorted(missing)}"
+    assert not missing, (
+        f"variables read by compose/scripts but not in .env.example: {sorted(missing)}"
+    )
 
 
 def test_nothing_documented_is_unused() -> None:

@@ -35,11 +35,17 @@ def test_unexpected_error_is_generic_json_with_request_id(
     assert any(r.exc_info and SECRET in str(r.exc_info[1]) for r in caplog.records)
 
 
-@pytest.mark.parametrize(("error", "service"), [
-    (redis.ConnectionError(f"Error 111 connecting to {SECRET}"), "Redis"),
-    (OperationalError("INSERT ...", {}, Exception(f"could not connect to {SECRET}")), "database"),
-    (PoolTimeoutError(f"QueuePool limit reached for {SECRET}"), "database"),
-])
+@pytest.mark.parametrize(
+    ("error", "service"),
+    [
+        (redis.ConnectionError(f"Error 111 connecting to {SECRET}"), "Redis"),
+        (
+            OperationalError("INSERT ...", {}, Exception(f"could not connect to {SECRET}")),
+            "database",
+        ),
+        (PoolTimeoutError(f"QueuePool limit reached for {SECRET}"), "database"),
+    ],
+)
 def test_a_backing_service_down_is_503_naming_it(error: Exception, service: str) -> None:
     """Whichever endpoint meets the outage: "retry shortly", not a bug, and no internals."""
     app = create_app()

@@ -16,7 +16,8 @@ MON = ROOT / "deploy" / "monitoring"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None and not Path("/usr/bin/promtool").exists(),
-    reason="promtool missing: `make install` installs Debian's prometheus package")
+    reason="promtool missing: `make install` installs Debian's prometheus package",
+)
 
 
 def exported_names() -> set[str]:
@@ -26,8 +27,7 @@ def exported_names() -> set[str]:
         if callable(describe) and hasattr(value, "_name"):
             for family in describe():
                 base = family.name
-                names |= {base, f"{base}_total", f"{base}_bucket", f"{base}_count",
-                          f"{base}_sum"}
+                names |= {base, f"{base}_total", f"{base}_bucket", f"{base}_count", f"{base}_sum"}
     return names
 
 
@@ -36,15 +36,21 @@ def used_names(expr: str) -> set[str]:
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PROMTOOL or "/usr/bin/promtool", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [PROMTOOL or "/usr/bin/promtool", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @needs_promtool
 def test_prometheus_config_is_valid(tmp_path: Path) -> None:
     shutil.copy(MON / "alerts.yml", tmp_path / "alerts.yml")
-    config = (MON / "prometheus.yml").read_text().replace("/etc/prometheus/alerts.yml",
-                                                          "alerts.yml")
+    config = (
+        (MON / "prometheus.yml").read_text().replace("/etc/prometheus/alerts.yml", "alerts.yml")
+    )
     (tmp_path / "prometheus.yml").write_text(config)
     out = run("check", "config", "prometheus.yml", cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -15,37 +15,63 @@ from finq_core.notify import (
 )
 
 
-@pytest.mark.parametrize("address", [
-    "127.0.0.1", "10.1.2.3", "172.16.0.9", "192.168.1.1", "100.64.0.1", "169.254.169.254",
-    "0.0.0.0", "224.0.0.1", "239.255.255.250", "240.0.0.1", "255.255.255.255", "192.0.2.7",
-    "::1", "::", "fe80::1", "fc00::1", "ff02::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
-    "2002:7f00:1::1", "2001:db8::1", "64:ff9b::a00:1",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.9",
+        "192.168.1.1",
+        "100.64.0.1",
+        "169.254.169.254",
+        "0.0.0.0",
+        "224.0.0.1",
+        "239.255.255.250",
+        "240.0.0.1",
+        "255.255.255.255",
+        "192.0.2.7",
+        "::1",
+        "::",
+        "fe80::1",
+        "fc00::1",
+        "ff02::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "2002:7f00:1::1",
+        "2001:db8::1",
+        "64:ff9b::a00:1",
+    ],
+)
 def test_non_public_addresses_are_refused(address: str) -> None:
     assert not address_allowed(address)
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "93.184.215.14",
-                                     "2001:4860:4860::8888", "2606:4700:4700::1111"])
+@pytest.mark.parametrize(
+    "address",
+    ["8.8.8.8", "1.1.1.1", "93.184.215.14", "2001:4860:4860::8888", "2606:4700:4700::1111"],
+)
 def test_public_addresses_are_allowed(address: str) -> None:
     assert address_allowed(address)
 
 
-@pytest.mark.parametrize(("url", "reason"), [
-    ("ftp://8.8.8.8/x", "scheme must be http or https"),
-    ("file:///etc/passwd", "scheme must be http or https"),
-    ("http:///nohost", "has no host"),
-    ("http://user:pw@8.8.8.8/", "user name or password"),
-    ("http://8.8.8.8:99999/", "not a valid URL"),
-    ("http://8.8.8.8/a b", "spaces or control characters"),
-    ("http://127.0.0.1:8080/hook", "resolves to 127.0.0.1"),
-    ("http://localhost/hook", "loopback, private"),
-    ("http://[::1]/hook", "resolves to ::1"),
-    ("http://169.254.169.254/latest/meta-data", "resolves to 169.254.169.254"),
-    ("http://0x7f000001/", "resolves to 127.0.0.1"),  # another spelling of loopback
-    ("http://host.invalid/", "does not resolve"),
-    ("http://8.8.8.8/" + "a" * 2100, "longer than 2048"),
-])
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("ftp://8.8.8.8/x", "scheme must be http or https"),
+        ("file:///etc/passwd", "scheme must be http or https"),
+        ("http:///nohost", "has no host"),
+        ("http://user:pw@8.8.8.8/", "user name or password"),
+        ("http://8.8.8.8:99999/", "not a valid URL"),
+        ("http://8.8.8.8/a b", "spaces or control characters"),
+        ("http://127.0.0.1:8080/hook", "resolves to 127.0.0.1"),
+        ("http://localhost/hook", "loopback, private"),
+        ("http://[::1]/hook", "resolves to ::1"),
+        ("http://169.254.169.254/latest/meta-data", "resolves to 169.254.169.254"),
+        ("http://0x7f000001/", "resolves to 127.0.0.1"),  # another spelling of loopback
+        ("http://host.invalid/", "does not resolve"),
+        ("http://8.8.8.8/" + "a" * 2100, "longer than 2048"),
+    ],
+)
 def test_bad_webhook_urls_are_refused_with_the_reason(url: str, reason: str) -> None:
     with pytest.raises(TargetRefused, match=reason):
         check_webhook_url(url, allow_private=False)
@@ -54,15 +80,26 @@ def test_bad_webhook_urls_are_refused_with_the_reason(url: str, reason: str) -> 
 def test_a_public_literal_passes_and_private_is_allowed_only_when_configured() -> None:
     target = check_webhook_url("https://8.8.8.8/hooks/finq?x=1", allow_private=False)
     assert (target.scheme, target.host, target.port, target.path) == (
-        "https", "8.8.8.8", 443, "/hooks/finq?x=1")
+        "https",
+        "8.8.8.8",
+        443,
+        "/hooks/finq?x=1",
+    )
     local = check_webhook_url("http://127.0.0.1:9/h", allow_private=True)
     assert local.addresses == ("127.0.0.1",) and local.port == 9
 
 
 def test_email_addresses() -> None:
     assert check_email(" ops@example.com ") == "ops@example.com"
-    for bad in ("nobody", "a@b", "a b@example.com", "x@example.com\r\nBcc: y@example.com",
-                "@example.com", "a@@example.com", "a" * 250 + "@example.com"):
+    for bad in (
+        "nobody",
+        "a@b",
+        "a b@example.com",
+        "x@example.com\r\nBcc: y@example.com",
+        "@example.com",
+        "a@@example.com",
+        "a" * 250 + "@example.com",
+    ):
         with pytest.raises(TargetRefused):
             check_email(bad)
 

@@ -33,12 +33,15 @@ def test_a_changed_secret_verifies_afresh() -> None:
         decode_access_token(token, rotated)
 
 
-@pytest.mark.parametrize("claims", [
-    {"sub": "alice", "iat": 0, "jti": "x"},  # no exp
-    {"sub": "", "exp": 9999999999, "iat": 0, "jti": "x"},
-    {"sub": 7, "exp": 9999999999, "iat": 0, "jti": "x"},
-    {"sub": "alice", "exp": 1, "iat": 0, "jti": "x"},  # long expired
-])
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"sub": "alice", "iat": 0, "jti": "x"},  # no exp
+        {"sub": "", "exp": 9999999999, "iat": 0, "jti": "x"},
+        {"sub": 7, "exp": 9999999999, "iat": 0, "jti": "x"},
+        {"sub": "alice", "exp": 1, "iat": 0, "jti": "x"},  # long expired
+    ],
+)
 def test_bad_claims_are_refused_every_time(claims: dict[str, Any]) -> None:
     settings = get_settings()
     token = jwt.encode(claims, settings.app_secret_key, algorithm="HS256")

@@ -25,8 +25,7 @@ def health() -> dict[str, Any]:
 def prometheus_metrics() -> PlainTextResponse:
     """Prometheus exposition of this replica (all its processes) and of the queue depths.
     Internal: nginx does not serve /metrics on the public port."""
-    return PlainTextResponse(metrics.exposition(with_queues=True),
-                             media_type=CONTENT_TYPE_LATEST)
+    return PlainTextResponse(metrics.exposition(with_queues=True), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/health/ready", responses={503: {"description": "A dependency is unreachable"}})

@@ -20,15 +20,20 @@ def workers() -> list[dict[str, Any]]:
     """Workers with a live heartbeat and what each is running (finq_core.presence): three short
     Redis reads, at most presence.BEAT_SECONDS old, and no broadcast to wait for."""
     return [
-        {"name": name, "active": int(info.get("active", 0)), "slots": int(info.get("slots", 0)),
-         "tasks": list(info.get("tasks", []))}
+        {
+            "name": name,
+            "active": int(info.get("active", 0)),
+            "slots": int(info.get("slots", 0)),
+            "tasks": list(info.get("tasks", [])),
+        }
         for name, info in sorted(presence.online(events.get_redis()).items())
     ]
 
 
 @router.get("/queues")
 async def queues(
-    user: CurrentUser, session: SessionDep,
+    user: CurrentUser,
+    session: SessionDep,
     all_users: Annotated[bool, Query(alias="all", description="Admins only: every owner")] = False,
 ) -> dict[str, Any]:
     """Queue depths, workers online with their active tasks, task counts by status, and the
@@ -40,17 +45,28 @@ async def queues(
 
     def counts() -> tuple[dict[str, int], int, int]:
         scope = [] if all_users else [Task.owner == user.username]
-        by_status = dict(session.execute(
-            select(Task.status, func.count()).where(*scope).group_by(Task.status)).all())
+        by_status = dict(
+            session.execute(
+                select(Task.status, func.count()).where(*scope).group_by(Task.status)
+            ).all()
+        )
         since = utcnow() - timedelta(minutes=1)
-        recent = dict(session.execute(
-            select(Task.status, func.count())
-            .where(*scope, Task.finished_at >= since,
-                   Task.status.in_([TaskStatus.SUCCESS.value, TaskStatus.FAILED.value]))
-            .group_by(Task.status)).all())
-        return ({s.value: int(by_status.get(s.value, 0)) for s in TaskStatus},
-                int(recent.get(TaskStatus.SUCCESS.value, 0)),
-                int(recent.get(TaskStatus.FAILED.value, 0)))
+        recent = dict(
+            session.execute(
+                select(Task.status, func.count())
+                .where(
+                    *scope,
+                    Task.finished_at >= since,
+                    Task.status.in_([TaskStatus.SUCCESS.value, TaskStatus.FAILED.value]),
+                )
+                .group_by(Task.status)
+            ).all()
+        )
+        return (
+            {s.value: int(by_status.get(s.value, 0)) for s in TaskStatus},
+            int(recent.get(TaskStatus.SUCCESS.value, 0)),
+            int(recent.get(TaskStatus.FAILED.value, 0)),
+        )
 
     by_status, completed, failed = await run_in_threadpool(counts)
     return {
@@ -79,7 +95,8 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
 
 @router.get("/metrics")
 async def summary(
-    user: CurrentUser, session: SessionDep,
+    user: CurrentUser,
+    session: SessionDep,
     all_users: Annotated[bool, Query(alias="all", description="Admins only: every owner")] = False,
 ) -> dict[str, Any]:
     """Headline figures without Prometheus: throughput and error rate over the last 1, 5 and
@@ -95,21 +112,32 @@ async def summary(
         rows = session.execute(
             select(Task.status, Task.created_at, Task.started_at, Task.finished_at)
             .where(*scope, Task.finished_at >= since)
-            .order_by(Task.finished_at.desc()).limit(MAX_SAMPLES)).all()
-        retries = session.execute(
-            select(TaskEvent.at).join(Task, Task.id == TaskEvent.task_id)
-            .where(*scope, TaskEvent.status == TaskStatus.RETRYING.value,
-                   TaskEvent.at >= since)).scalars().all()
+            .order_by(Task.finished_at.desc())
+            .limit(MAX_SAMPLES)
+        ).all()
+        retries = (
+            session.execute(
+                select(TaskEvent.at)
+                .join(Task, Task.id == TaskEvent.task_id)
+                .where(*scope, TaskEvent.status == TaskStatus.RETRYING.value, TaskEvent.at >= since)
+            )
+            .scalars()
+            .all()
+        )
         out: dict[str, Any] = {}
         for name, seconds in WINDOWS.items():
             start = now - timedelta(seconds=seconds)
             done = [r for r in rows if r.finished_at >= start]
             ok = sum(r.status == TaskStatus.SUCCESS.value for r in done)
             failed = sum(r.status == TaskStatus.FAILED.value for r in done)
-            latency = [(r.finished_at - r.created_at).total_seconds() for r in done
-                       if r.status == TaskStatus.SUCCESS.value]
+            latency = [
+                (r.finished_at - r.created_at).total_seconds()
+                for r in done
+                if r.status == TaskStatus.SUCCESS.value
+            ]
             out[name] = {
-                "completed": ok, "failed": failed,
+                "completed": ok,
+                "failed": failed,
                 "cancelled": sum(r.status == TaskStatus.CANCELLED.value for r in done),
                 "throughput_per_s": round(ok / seconds, 4),
                 "error_rate": round(failed / (ok + failed), 4) if ok + failed else 0.0,
@@ -126,6 +154,10 @@ async def summary(
     return {
         "windows": windows,
         "queues": depths,
-        "workers": {"online": len(online), "busy_slots": busy, "slots": slots,
-                    "utilisation": round(busy / slots, 4) if slots else 0.0},
+        "workers": {
+            "online": len(online),
+            "busy_slots": busy,
+            "slots": slots,
+            "utilisation": round(busy / slots, 4) if slots else 0.0,
+        },
     }

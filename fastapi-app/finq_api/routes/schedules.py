@@ -19,28 +19,44 @@ MAX_SCHEDULES_PER_USER = 100
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ScheduleOut)
-def create_schedule(body: ScheduleCreate, user: CurrentUser, session: SessionDep,
-                    settings: SettingsDep) -> Any:
+def create_schedule(
+    body: ScheduleCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> Any:
     """Run a task template on a cron schedule (UTC), from the next matching time on."""
     try:
         cron = validate_cron(body.cron)
     except ValueError as exc:
-        raise RequestValidationError([{"loc": ("body", "cron"), "msg": str(exc),
-                                       "type": "value_error"}]) from None
+        raise RequestValidationError(
+            [{"loc": ("body", "cron"), "msg": str(exc), "type": "value_error"}]
+        ) from None
     params = validate_params(body.type, body.params, session, user)
     notify_spec = validate_notify(body.notify, settings)
-    count = session.scalar(select(func.count()).select_from(Schedule)
-                           .where(Schedule.owner == user.username)) or 0
+    count = (
+        session.scalar(
+            select(func.count()).select_from(Schedule).where(Schedule.owner == user.username)
+        )
+        or 0
+    )
     if count >= MAX_SCHEDULES_PER_USER:
-        raise HTTPException(status_code=409, detail=f"At most {MAX_SCHEDULES_PER_USER} "
-                            "schedules per user; delete one first")
+        raise HTTPException(
+            status_code=409,
+            detail=f"At most {MAX_SCHEDULES_PER_USER} schedules per user; delete one first",
+        )
     now = utcnow()
     schedule = Schedule(
-        id=uuid.uuid4(), owner=user.username, name=body.name, cron=cron, type=body.type,
-        params=params, priority=body.priority.value, created_at=now,
-        max_retries=(body.max_retries if body.max_retries is not None
-                     else settings.max_retry_attempts),
-        next_run_at=next_fire(cron, now), notify=notify_spec,
+        id=uuid.uuid4(),
+        owner=user.username,
+        name=body.name,
+        cron=cron,
+        type=body.type,
+        params=params,
+        priority=body.priority.value,
+        created_at=now,
+        max_retries=(
+            body.max_retries if body.max_retries is not None else settings.max_retry_attempts
+        ),
+        next_run_at=next_fire(cron, now),
+        notify=notify_spec,
     )
     session.add(schedule)
     session.commit()
@@ -49,7 +65,8 @@ def create_schedule(body: ScheduleCreate, user: CurrentUser, session: SessionDep
 
 @router.get("", response_model=list[ScheduleOut])
 def list_schedules(
-    user: CurrentUser, session: SessionDep,
+    user: CurrentUser,
+    session: SessionDep,
     all_users: Annotated[bool, Query(alias="all", description="Admins only: every owner")] = False,
 ) -> Any:
     if all_users and user.role != Role.ADMIN:

@@ -38,8 +38,12 @@ MAX_STREAM_SECONDS = 3600.0
 def _snapshot(task_id: uuid.UUID, user: User) -> dict[str, Any]:
     with get_sessionmaker()() as session:
         task = find_owned(session, task_id, user)
-        return {"id": str(task.id), "status": task.status, "progress": task.progress,
-                "message": task.progress_message}
+        return {
+            "id": str(task.id),
+            "status": task.status,
+            "progress": task.progress,
+            "message": task.progress_message,
+        }
 
 
 def _frame(payload: dict[str, Any], seq: int) -> bytes:
@@ -53,12 +57,18 @@ def _redis() -> aioredis.Redis:
     return aioredis.from_url(get_settings().redis_url, decode_responses=True)
 
 
-@router.get("/{task_id}/events", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}},
-                             "description": "`event: task` frames until a final status"},
-                       503: {"description": "Live updates unavailable (Redis)"}})
-async def task_events(task_id: uuid.UUID, request: Request, user: StreamUser
-                      ) -> StreamingResponse:
+@router.get(
+    "/{task_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "`event: task` frames until a final status",
+        },
+        503: {"description": "Live updates unavailable (Redis)"},
+    },
+)
+async def task_events(task_id: uuid.UUID, request: Request, user: StreamUser) -> StreamingResponse:
     """Status and progress of a task as Server-Sent Events, until it ends."""
     pubsub = _redis().pubsub()
 
@@ -73,9 +83,11 @@ async def task_events(task_id: uuid.UUID, request: Request, user: StreamUser
         first = await run_in_threadpool(_snapshot, task_id, user)
     except (aioredis.RedisError, OSError):
         await close()
-        raise HTTPException(status_code=503, detail="Live updates are unavailable (Redis); "
-                            "poll GET /api/v1/tasks/{id} meanwhile",
-                            headers={"Retry-After": OUTAGE_RETRY_AFTER}) from None
+        raise HTTPException(
+            status_code=503,
+            detail="Live updates are unavailable (Redis); poll GET /api/v1/tasks/{id} meanwhile",
+            headers={"Retry-After": OUTAGE_RETRY_AFTER},
+        ) from None
     except BaseException:
         await close()
         raise
@@ -111,5 +123,8 @@ async def task_events(task_id: uuid.UUID, request: Request, user: StreamUser
         finally:
             await close()
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

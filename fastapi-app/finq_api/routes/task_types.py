@@ -13,8 +13,11 @@ router = APIRouter(prefix="/api/v1/task-types", tags=["tasks"])
 def _out(name: str) -> TaskTypeOut:
     t = TASK_TYPES[name]
     return TaskTypeOut(
-        name=t.name, title=t.title, description=(t.params_model.__doc__ or "").strip() or None,
-        params_schema=t.json_schema(), example=t.example,
+        name=t.name,
+        title=t.title,
+        description=(t.params_model.__doc__ or "").strip() or None,
+        params_schema=t.json_schema(),
+        example=t.example,
     )
 
 

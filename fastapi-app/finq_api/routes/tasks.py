@@ -63,34 +63,42 @@ class QueueUnavailable(HTTPException):
 
 
 def _invalid(*problems: tuple[tuple[str | int, ...], str]) -> RequestValidationError:
-    return RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error"}
-                                   for loc, msg in problems])
+    return RequestValidationError(
+        [{"loc": loc, "msg": msg, "type": "value_error"} for loc, msg in problems]
+    )
 
 
-def validate_params(type_name: str, raw: dict[str, Any], session: Session, user: User
-                    ) -> dict[str, Any]:
+def validate_params(
+    type_name: str, raw: dict[str, Any], session: Session, user: User
+) -> dict[str, Any]:
     """Check `params` against the type's model (finq_engine); 422 naming each wrong field.
 
     A type that reads an upload also gets its reference checked: the upload must exist and be
     the caller's, and the params must fit its shape (e.g. one weight per asset)."""
     task_type = get_task_type(type_name)
     if task_type is None:
-        raise _invalid((("body", "type"), f"unknown task type {type_name!r}; "
-                        "see GET /api/v1/task-types"))
+        raise _invalid(
+            (("body", "type"), f"unknown task type {type_name!r}; see GET /api/v1/task-types")
+        )
     try:
         parsed = task_type.parse(raw)
     except ValidationError as exc:
-        raise RequestValidationError([
-            {**err, "loc": ("body", "params", *err["loc"])} for err in exc.errors()
-        ]) from None
+        raise RequestValidationError(
+            [{**err, "loc": ("body", "params", *err["loc"])} for err in exc.errors()]
+        ) from None
     # Store what was validated, with defaults filled in, so the worker runs exactly this.
     params: dict[str, Any] = parsed.model_dump(mode="json", by_alias=True)
     if task_type.upload is not None:
         field = task_type.upload.param
         upload = find_upload(session, task_type.upload_id(params), user.username)
         if upload is None:
-            raise _invalid((("body", "params", field), f"upload {params.get(field)} not found; "
-                            "upload a CSV with POST /api/v1/uploads and use its id"))
+            raise _invalid(
+                (
+                    ("body", "params", field),
+                    f"upload {params.get(field)} not found; "
+                    "upload a CSV with POST /api/v1/uploads and use its id",
+                )
+            )
         problems = task_type.upload.check(parsed, len(upload.assets))
         if problems:
             raise _invalid(*((("body", "params", name), msg) for name, msg in problems))
@@ -107,8 +115,9 @@ def validate_notify(spec: NotifySpec | None, settings: Settings) -> dict[str, st
     if spec.webhook_url is not None:
         loc: tuple[str | int, ...] = ("body", "notify", "webhook_url")
         if not settings.webhook_secret:
-            problems.append((loc, "webhooks are not enabled on this server (WEBHOOK_SECRET "
-                                  "is not set)"))
+            problems.append(
+                (loc, "webhooks are not enabled on this server (WEBHOOK_SECRET is not set)")
+            )
         else:
             try:
                 check_webhook_url(spec.webhook_url, settings.webhook_allow_private)
@@ -118,8 +127,7 @@ def validate_notify(spec: NotifySpec | None, settings: Settings) -> dict[str, st
     if spec.email is not None:
         loc = ("body", "notify", "email")
         if not settings.smtp_host:
-            problems.append((loc, "e-mail is not enabled on this server (SMTP_HOST is not "
-                                  "set)"))
+            problems.append((loc, "e-mail is not enabled on this server (SMTP_HOST is not set)"))
         else:
             try:
                 out["email"] = check_email(spec.email)
@@ -154,8 +162,7 @@ def _enqueue(session: Session, task: Task) -> bool:
     if not _send(task):
         return False
     task.enqueued_at = utcnow()
-    session.execute(update(TASKS).where(TASKS.c.id == task.id)
-                    .values(enqueued_at=task.enqueued_at))
+    session.execute(update(TASKS).where(TASKS.c.id == task.id).values(enqueued_at=task.enqueued_at))
     session.commit()
     return True
 
@@ -164,8 +171,13 @@ def _enqueue(session: Session, task: Task) -> bool:
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=TaskOut,
-    responses={200: {"model": TaskOut, "description": "Idempotency-Key seen before: the task "
-                     "created then"}, 503: {"description": "Queue unavailable"}},
+    responses={
+        200: {
+            "model": TaskOut,
+            "description": "Idempotency-Key seen before: the task created then",
+        },
+        503: {"description": "Queue unavailable"},
+    },
 )
 def submit_task(
     body: TaskCreate,
@@ -185,16 +197,27 @@ def submit_task(
             return _existing(existing)
 
     now = utcnow()
-    run_at = body.run_at or (now + timedelta(seconds=body.delay_seconds)
-                             if body.delay_seconds else None)
+    run_at = body.run_at or (
+        now + timedelta(seconds=body.delay_seconds) if body.delay_seconds else None
+    )
     immediate = run_at is None or run_at <= now + DISPATCH_NOW_MARGIN
     values: dict[str, Any] = dict(
-        id=uuid.uuid4(), owner=user.username, type=body.type, params=params,
-        status=TaskStatus.PENDING.value, priority=body.priority.value,
-        max_retries=(body.max_retries if body.max_retries is not None
-                     else settings.max_retry_attempts),
-        created_at=now, scheduled_for=run_at, idempotency_key=idempotency_key,
-        request_id=request_id_var.get(), attempts=0, progress=0.0, notify=notify_spec,
+        id=uuid.uuid4(),
+        owner=user.username,
+        type=body.type,
+        params=params,
+        status=TaskStatus.PENDING.value,
+        priority=body.priority.value,
+        max_retries=(
+            body.max_retries if body.max_retries is not None else settings.max_retry_attempts
+        ),
+        created_at=now,
+        scheduled_for=run_at,
+        idempotency_key=idempotency_key,
+        request_id=request_id_var.get(),
+        attempts=0,
+        progress=0.0,
+        notify=notify_spec,
         enqueued_at=now if immediate else None,
     )
     task = Task(**values)  # the response's view; the rows are written with Core statements
@@ -207,8 +230,7 @@ def submit_task(
     if immediate and not _send(task):
         raise QueueUnavailable()
     try:
-        insert_task(session, values,
-                    f"scheduled for {run_at.isoformat()}" if run_at else "queued")
+        insert_task(session, values, f"scheduled for {run_at.isoformat()}" if run_at else "queued")
         session.commit()
     except IntegrityError:
         _void(task, immediate)
@@ -222,8 +244,15 @@ def submit_task(
         raise
 
     metrics.tasks_submitted.labels(task.type, task.priority).inc()
-    log.info("task submitted", extra={"task_id": str(task.id), "type": task.type,
-                                      "priority": task.priority, "owner": task.owner})
+    log.info(
+        "task submitted",
+        extra={
+            "task_id": str(task.id),
+            "type": task.type,
+            "priority": task.priority,
+            "owner": task.owner,
+        },
+    )
     response.headers["Location"] = f"/api/v1/tasks/{task.id}"
     return task_view(task)
 
@@ -261,8 +290,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         created, tid = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
         return datetime.fromisoformat(created), uuid.UUID(tid)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise RequestValidationError([{"loc": ("query", "cursor"), "msg": "invalid cursor",
-                                       "type": "value_error"}]) from None
+        raise RequestValidationError(
+            [{"loc": ("query", "cursor"), "msg": "invalid cursor", "type": "value_error"}]
+        ) from None
 
 
 @router.get("", response_model=TaskPage)
@@ -293,8 +323,9 @@ def list_tasks(
         stmt = stmt.where(Task.created_at < created_before)
     if cursor:
         c_at, c_id = _decode_cursor(cursor)
-        stmt = stmt.where(or_(Task.created_at < c_at,
-                              and_(Task.created_at == c_at, Task.id < c_id)))
+        stmt = stmt.where(
+            or_(Task.created_at < c_at, and_(Task.created_at == c_at, Task.id < c_id))
+        )
     rows = session.scalars(
         stmt.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit + 1)
     ).all()
@@ -310,12 +341,19 @@ def get_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Any:
     return {**task_view(task), "deliveries": deliveries(session, task.id)}
 
 
-@router.get("/{task_id}/chart.png", response_class=Response,
-            responses={200: {"content": {"image/png": {}}, "description": "The chart"},
-                       202: {"description": "Being drawn: ask again after Retry-After seconds"},
-                       404: {"description": "No such task, not yours, not successful, or no "
-                                            "chart could be drawn for its result"},
-                       503: {"description": "The queue (Redis) is unavailable"}})
+@router.get(
+    "/{task_id}/chart.png",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "The chart"},
+        202: {"description": "Being drawn: ask again after Retry-After seconds"},
+        404: {
+            "description": "No such task, not yours, not successful, or no "
+            "chart could be drawn for its result"
+        },
+        503: {"description": "The queue (Redis) is unavailable"},
+    },
+)
 def task_chart(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
     """The PNG chart of a successful task, drawn by a worker the first time it is asked for.
 
@@ -329,8 +367,11 @@ def task_chart(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Re
         if not chart.png:
             raise HTTPException(status_code=404, detail="No chart could be drawn for this result")
         # private: a shared cache must never hand one user's chart to another.
-        return Response(content=chart.png, media_type="image/png",
-                        headers={"Cache-Control": "private, max-age=3600"})
+        return Response(
+            content=chart.png,
+            media_type="image/png",
+            headers={"Cache-Control": "private, max-age=3600"},
+        )
     if task.status != TaskStatus.SUCCESS:
         raise HTTPException(status_code=404, detail="Only a successful task has a chart")
     try:
@@ -343,9 +384,11 @@ def task_chart(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Re
     except Exception as exc:
         log.warning("chart of %s could not be queued: %s", task_id, exc)
         raise QueueUnavailable() from None
-    return JSONResponse(status_code=status.HTTP_202_ACCEPTED,
-                        content={"detail": "The chart is being drawn; ask again in a moment"},
-                        headers={"Retry-After": "1", "Cache-Control": "no-store"})
+    return JSONResponse(
+        status_code=status.HTTP_202_ACCEPTED,
+        content={"detail": "The chart is being drawn; ask again in a moment"},
+        headers={"Retry-After": "1", "Cache-Control": "no-store"},
+    )
 
 
 @router.get("/{task_id}/history", response_model=list[TaskEventOut])
@@ -360,10 +403,14 @@ def task_history(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> 
     ]
 
 
-@router.post("/{task_id}/cancel", response_model=TaskOut,
-             responses={409: {"description": "Already finished"}})
-def cancel_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep,
-                response: Response) -> Any:
+@router.post(
+    "/{task_id}/cancel",
+    response_model=TaskOut,
+    responses={409: {"description": "Already finished"}},
+)
+def cancel_task(
+    task_id: uuid.UUID, user: CurrentUser, session: SessionDep, response: Response
+) -> Any:
     """Pending: cancelled at once. Running: stops within one chunk (202). Finished: 409."""
     task = find_owned(session, task_id, user)
     if task.status in FINAL_STATUSES:
@@ -373,8 +420,13 @@ def cancel_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep,
     except Exception:
         if task.status == TaskStatus.RUNNING:
             raise QueueUnavailable() from None
-    if transition(session, task_id, [TaskStatus.PENDING, TaskStatus.RETRYING],
-                  TaskStatus.CANCELLED, "cancelled by user"):
+    if transition(
+        session,
+        task_id,
+        [TaskStatus.PENDING, TaskStatus.RETRYING],
+        TaskStatus.CANCELLED,
+        "cancelled by user",
+    ):
         session.commit()
         notify(task_id, TaskStatus.CANCELLED.value)
     else:
@@ -386,40 +438,68 @@ def cancel_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep,
     return task_view(task)
 
 
-@router.post("/{task_id}/retry", status_code=status.HTTP_202_ACCEPTED, response_model=TaskOut,
-             responses={409: {"description": "Not failed or cancelled"}})
+@router.post(
+    "/{task_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TaskOut,
+    responses={409: {"description": "Not failed or cancelled"}},
+)
 def retry_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Any:
     """A FAILED or CANCELLED task goes back to PENDING with attempts + 1."""
     task = find_owned(session, task_id, user)
     if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-        raise HTTPException(status_code=409, detail=f"Only FAILED or CANCELLED tasks can be "
-                            f"retried; this one is {task.status}")
+        raise HTTPException(
+            status_code=409,
+            detail=f"Only FAILED or CANCELLED tasks can be retried; this one is {task.status}",
+        )
     try:
         events.clear_cancel(str(task_id))
     except Exception:
         raise QueueUnavailable() from None
     ok = transition(
-        session, task_id, [TaskStatus.FAILED, TaskStatus.CANCELLED], TaskStatus.PENDING,
-        "retried by user", attempts=task.attempts + 1, started_at=None, finished_at=None,
-        progress=0.0, progress_message=None, result=None, error=None, scheduled_for=None,
-        worker=None, enqueued_at=None,
+        session,
+        task_id,
+        [TaskStatus.FAILED, TaskStatus.CANCELLED],
+        TaskStatus.PENDING,
+        "retried by user",
+        attempts=task.attempts + 1,
+        started_at=None,
+        finished_at=None,
+        progress=0.0,
+        progress_message=None,
+        result=None,
+        error=None,
+        scheduled_for=None,
+        worker=None,
+        enqueued_at=None,
     )
     if not ok:
         raise HTTPException(status_code=409, detail="Task changed meanwhile; try again")
     session.commit()
     session.refresh(task)
     if not _enqueue(session, task):
-        transition(session, task_id, [TaskStatus.PENDING], TaskStatus.FAILED,
-                   "retry could not be queued", error={"type": "QueueUnavailable",
-                   "message": "the queue was unavailable when the retry was asked"})
+        transition(
+            session,
+            task_id,
+            [TaskStatus.PENDING],
+            TaskStatus.FAILED,
+            "retry could not be queued",
+            error={
+                "type": "QueueUnavailable",
+                "message": "the queue was unavailable when the retry was asked",
+            },
+        )
         session.commit()
         raise QueueUnavailable() from None
     notify(task_id, TaskStatus.PENDING.value)
     return task_view(task)
 
 
-@router.delete("/{task_id}", status_code=status.HTTP_204_NO_CONTENT,
-               responses={409: {"description": "Still pending or running"}})
+@router.delete(
+    "/{task_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={409: {"description": "Still pending or running"}},
+)
 def delete_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
     """Remove a finished task's record and its history."""
     task = find_owned(session, task_id, user)
@@ -427,7 +507,8 @@ def delete_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> R
         raise HTTPException(status_code=409, detail=f"Task is {task.status}; cancel it first")
     for table in (TaskEvent, TaskChart, TaskDelivery):
         session.execute(delete(table).where(table.task_id == task_id))
-    session.execute(delete(Task).where(Task.id == task_id,
-                                       Task.status.in_([s.value for s in FINAL_STATUSES])))
+    session.execute(
+        delete(Task).where(Task.id == task_id, Task.status.in_([s.value for s in FINAL_STATUSES]))
+    )
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

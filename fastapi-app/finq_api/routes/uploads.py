@@ -33,16 +33,27 @@ def _filename(raw: str | None) -> str:
 
 
 def _file_error(message: str) -> RequestValidationError:
-    return RequestValidationError([{"loc": ("body", "file"), "msg": message,
-                                    "type": "value_error"}])
+    return RequestValidationError(
+        [{"loc": ("body", "file"), "msg": message, "type": "value_error"}]
+    )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=UploadOut,
-             responses={413: {"description": "Larger than UPLOAD_MAX_BYTES"},
-                        422: {"description": "The CSV is not usable; `msg` says where"}})
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UploadOut,
+    responses={
+        413: {"description": "Larger than UPLOAD_MAX_BYTES"},
+        422: {"description": "The CSV is not usable; `msg` says where"},
+    },
+)
 def create_upload(
-    file: Annotated[UploadFile, File(description="CSV: a date column (YYYY-MM-DD), then one "
-                                     "column of daily prices per asset")],
+    file: Annotated[
+        UploadFile,
+        File(
+            description="CSV: a date column (YYYY-MM-DD), then one column of daily prices per asset"
+        ),
+    ],
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
@@ -52,17 +63,25 @@ def create_upload(
     """Parse and store a CSV of daily prices; answers 201 with its shape and id."""
     data = file.file.read(settings.upload_max_bytes + 1)
     if len(data) > settings.upload_max_bytes:
-        raise HTTPException(status_code=413, detail=f"The file is larger than "
-                            f"{settings.upload_max_bytes} bytes (UPLOAD_MAX_BYTES)")
+        raise HTTPException(
+            status_code=413,
+            detail=f"The file is larger than {settings.upload_max_bytes} bytes (UPLOAD_MAX_BYTES)",
+        )
     try:
         table = parse_price_csv(data, settings.upload_max_assets, settings.upload_max_rows)
     except PriceTableError as exc:
         raise _file_error(str(exc)) from None
-    count = session.scalar(select(func.count()).select_from(Upload)
-                           .where(Upload.owner == user.username)) or 0
+    count = (
+        session.scalar(
+            select(func.count()).select_from(Upload).where(Upload.owner == user.username)
+        )
+        or 0
+    )
     if count >= MAX_UPLOADS_PER_USER:
-        raise HTTPException(status_code=409, detail=f"At most {MAX_UPLOADS_PER_USER} uploads "
-                            "per user; delete one first")
+        raise HTTPException(
+            status_code=409,
+            detail=f"At most {MAX_UPLOADS_PER_USER} uploads per user; delete one first",
+        )
     upload = new_upload(user.username, _filename(file.filename), table, len(data))
     session.add(upload)
     session.commit()
@@ -73,13 +92,15 @@ def create_upload(
 @router.get("", response_model=list[UploadOut])
 def list_uploads(user: CurrentUser, session: SessionDep) -> Any:
     """The caller's uploads, newest first (their data stays on the server)."""
-    rows = session.scalars(select(Upload).where(Upload.owner == user.username)
-                           .order_by(Upload.created_at.desc(), Upload.id))
+    rows = session.scalars(
+        select(Upload)
+        .where(Upload.owner == user.username)
+        .order_by(Upload.created_at.desc(), Upload.id)
+    )
     return [upload_view(u) for u in rows]
 
 
-@router.get("/{upload_id}", response_model=UploadOut,
-            responses={404: {"description": "Not found"}})
+@router.get("/{upload_id}", response_model=UploadOut, responses={404: {"description": "Not found"}})
 def get_upload(upload_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Any:
     upload = find_upload(session, upload_id, user.username)
     if upload is None:
@@ -87,8 +108,11 @@ def get_upload(upload_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> 
     return upload_view(upload)
 
 
-@router.delete("/{upload_id}", status_code=status.HTTP_204_NO_CONTENT,
-               responses={404: {"description": "Not found"}})
+@router.delete(
+    "/{upload_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: {"description": "Not found"}},
+)
 def delete_upload(upload_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
     """Remove an upload; tasks that name it and have not run yet will fail (not found)."""
     upload = find_upload(session, upload_id, user.username)

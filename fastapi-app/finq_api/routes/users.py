@@ -14,11 +14,16 @@ from finq_core.models import User
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=UserOut,
-             responses={409: {"description": "Username taken"}})
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    responses={409: {"description": "Username taken"}},
+)
 def create_user(body: UserCreate, admin: AdminUser, session: SessionDep) -> Any:
-    user = User(username=body.username, password_hash=hash_password(body.password),
-                role=body.role.value)
+    user = User(
+        username=body.username, password_hash=hash_password(body.password), role=body.role.value
+    )
     session.add(user)
     try:
         session.commit()
@@ -33,8 +38,11 @@ def list_users(admin: AdminUser, session: SessionDep) -> Any:
     return session.scalars(select(User).order_by(User.username)).all()
 
 
-@router.delete("/{username}", status_code=status.HTTP_204_NO_CONTENT,
-               responses={404: {"description": "No such user"}})
+@router.delete(
+    "/{username}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: {"description": "No such user"}},
+)
 def delete_user(username: str, admin: AdminUser, session: SessionDep) -> Response:
     if username == admin.username:
         raise HTTPException(status_code=409, detail="Admins cannot delete themselves")

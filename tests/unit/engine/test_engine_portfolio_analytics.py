@@ -24,8 +24,9 @@ UPLOAD_ID = "6f1c1d2e-0000-4000-8000-000000000001"
 
 def random_table(rows: int = 400, assets: int = 4, seed: int = 11) -> PriceTable:
     rng = np.random.default_rng(seed)
-    shocks = rng.multivariate_normal(np.full(assets, 0.0004),
-                                     0.0001 * (0.5 * np.eye(assets) + 0.5), size=rows)
+    shocks = rng.multivariate_normal(
+        np.full(assets, 0.0004), 0.0001 * (0.5 * np.eye(assets) + 0.5), size=rows
+    )
     prices = 50 * np.exp(np.cumsum(shocks, axis=0))
     dates = tuple(str(np.datetime64("2023-01-02") + i) for i in range(rows))
     return PriceTable(dates, tuple(f"S{i}" for i in range(assets)), prices)
@@ -86,8 +87,7 @@ def test_portfolio_var_and_cvar_from_a_sorted_sample() -> None:
     out = run(table, weights=weights, confidence=0.95)
     cols = table.prices.T.tolist()
     rets = [python_returns(c) for c in cols]
-    port = [sum(w * r[t] for w, r in zip(weights, rets, strict=True))
-            for t in range(len(rets[0]))]
+    port = [sum(w * r[t] for w, r in zip(weights, rets, strict=True)) for t in range(len(rets[0]))]
     losses = sorted(-x for x in port)
     pos = (len(losses) - 1) * 0.95
     lo = math.floor(pos)
@@ -104,7 +104,8 @@ def test_portfolio_var_and_cvar_from_a_sorted_sample() -> None:
     assert out["portfolio_max_drawdown"] == pytest.approx(worst, rel=1e-10)
     assert out["portfolio_annual_return"] == pytest.approx(statistics.fmean(port) * 252)
     assert out["portfolio_annual_volatility"] == pytest.approx(
-        statistics.stdev(port) * math.sqrt(252))
+        statistics.stdev(port) * math.sqrt(252)
+    )
 
 
 def test_default_weights_are_equal() -> None:
@@ -115,10 +116,12 @@ def test_default_weights_are_equal() -> None:
 
 def test_a_flat_asset_has_no_sharpe_nor_correlation_and_stays_strict_json() -> None:
     prices = np.array([[10.0, 5.0], [10.0, 5.5], [10.0, 5.2], [10.0, 5.9]])
-    table = PriceTable(("2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"),
-                       ("FLAT", "MOVE"), prices)
+    table = PriceTable(
+        ("2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"), ("FLAT", "MOVE"), prices
+    )
     result = get_task_type("csv_portfolio_analytics").execute(  # type: ignore[union-attr]
-        {"upload_id": UPLOAD_ID}, NullContext(), table)
+        {"upload_id": UPLOAD_ID}, NullContext(), table
+    )
     flat = result["per_asset"][0]
     assert flat["annual_volatility"] == 0.0 and flat["sharpe"] is None
     assert result["correlation"][0][1] is None
@@ -128,8 +131,7 @@ def test_a_flat_asset_has_no_sharpe_nor_correlation_and_stays_strict_json() -> N
 def test_weights_must_fit_the_upload() -> None:
     p = CsvPortfolioParams.model_validate({"upload_id": UPLOAD_ID, "weights": [0.5, 0.5]})
     assert check_against_upload(p, 2) == []
-    assert check_against_upload(p, 3) == [("weights", "has 2 entries but the upload has 3 "
-                                                      "assets")]
+    assert check_against_upload(p, 3) == [("weights", "has 2 entries but the upload has 3 assets")]
     zero = CsvPortfolioParams.model_validate({"upload_id": UPLOAD_ID, "weights": [0, 0]})
     assert check_against_upload(zero, 2) == [("weights", "must not all be zero")]
     with pytest.raises(CalculationError, match="weights: has 2 entries"):
@@ -156,10 +158,12 @@ def test_progress_and_cancel() -> None:
 def test_bad_params_name_the_field() -> None:
     from pydantic import ValidationError
 
-    for params, field in (({"upload_id": "nope"}, "upload_id"),
-                          ({"upload_id": UPLOAD_ID, "confidence": 1.5}, "confidence"),
-                          ({"upload_id": UPLOAD_ID, "weights": []}, "weights"),
-                          ({"upload_id": UPLOAD_ID, "extra": 1}, "extra")):
+    for params, field in (
+        ({"upload_id": "nope"}, "upload_id"),
+        ({"upload_id": UPLOAD_ID, "confidence": 1.5}, "confidence"),
+        ({"upload_id": UPLOAD_ID, "weights": []}, "weights"),
+        ({"upload_id": UPLOAD_ID, "extra": 1}, "extra"),
+    ):
         with pytest.raises(ValidationError) as info:
             CsvPortfolioParams.model_validate(params)
         assert info.value.errors()[0]["loc"][0] == field

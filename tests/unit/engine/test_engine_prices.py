@@ -17,36 +17,52 @@ def test_a_good_file_parses_to_a_dates_by_assets_matrix() -> None:
 
 
 def test_bom_crlf_blank_lines_and_spaces_are_tolerated() -> None:
-    data = ("\ufeffDate , AAA \r\n2024-01-02, 100 \r\n\r\n2024-01-03,101\r\n"
-            "2024-01-04,102\r\n\r\n").encode()
+    data = (
+        "\ufeffDate , AAA \r\n2024-01-02, 100 \r\n\r\n2024-01-03,101\r\n2024-01-04,102\r\n\r\n"
+    ).encode()
     table = parse_price_csv(data)
     assert table.assets == ("AAA",) and table.rows == 3
 
 
-@pytest.mark.parametrize(("data", "needle"), [
-    (b"", "empty"),
-    (b"date\n2024-01-02\n", "bad header"),
-    (b",AAA\n2024-01-02,1\n", "first column"),
-    (b"date,AAA,\n2024-01-02,1,2\n", "column 3 has no asset name"),
-    (b"date,AAA,AAA\n2024-01-02,1,2\n", "'AAA' appears twice"),
-    (b"date,AAA\n2024-01-02,100\n2024-01-03,abc\n2024-01-04,1\n",
-     "line 3, column 'AAA': 'abc' is not a number"),
-    (b"date,AAA,BBB\n2024-01-02,100,1\n2024-01-03,1,\n2024-01-04,1,2\n",
-     "line 3, column 'BBB': '' is not a number"),
-    (b"date,AAA\n2024-01-02,100\n2024-01-03,nan\n2024-01-04,1\n",
-     "line 3, column 'AAA': 'nan' is not a finite number"),
-    (b"date,AAA\n2024-01-02,100\n2024-01-03,101\n", "too few rows: 2"),
-    (b"date,AAA\n2024-01-03,100\n2024-01-02,101\n2024-01-04,1\n",
-     "line 3: 2024-01-02 is out of order"),
-    (b"date,AAA\n2024-01-02,100\n2024-01-02,101\n2024-01-04,1\n",
-     "line 3: 2024-01-02 is a duplicate date"),
-    (b"date,AAA\n2024-01-02,100\n2024-01-03,0\n2024-01-04,1\n",
-     "line 3, column 'AAA': price 0 is not positive"),
-    (b"date,AAA\n2024-01-02,100\n2024-01-03,-5\n2024-01-04,1\n", "price -5 is not positive"),
-    (b"date,AAA\n02/01/2024,100\n", "line 2, date column: '02/01/2024' is not a date"),
-    (b"date,AAA\n2024-01-02,100,7\n", "line 2 has 3 cells; the header has 2"),
-    (b"date,AAA\n2024-01-02,\xff\n", "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (b"", "empty"),
+        (b"date\n2024-01-02\n", "bad header"),
+        (b",AAA\n2024-01-02,1\n", "first column"),
+        (b"date,AAA,\n2024-01-02,1,2\n", "column 3 has no asset name"),
+        (b"date,AAA,AAA\n2024-01-02,1,2\n", "'AAA' appears twice"),
+        (
+            b"date,AAA\n2024-01-02,100\n2024-01-03,abc\n2024-01-04,1\n",
+            "line 3, column 'AAA': 'abc' is not a number",
+        ),
+        (
+            b"date,AAA,BBB\n2024-01-02,100,1\n2024-01-03,1,\n2024-01-04,1,2\n",
+            "line 3, column 'BBB': '' is not a number",
+        ),
+        (
+            b"date,AAA\n2024-01-02,100\n2024-01-03,nan\n2024-01-04,1\n",
+            "line 3, column 'AAA': 'nan' is not a finite number",
+        ),
+        (b"date,AAA\n2024-01-02,100\n2024-01-03,101\n", "too few rows: 2"),
+        (
+            b"date,AAA\n2024-01-03,100\n2024-01-02,101\n2024-01-04,1\n",
+            "line 3: 2024-01-02 is out of order",
+        ),
+        (
+            b"date,AAA\n2024-01-02,100\n2024-01-02,101\n2024-01-04,1\n",
+            "line 3: 2024-01-02 is a duplicate date",
+        ),
+        (
+            b"date,AAA\n2024-01-02,100\n2024-01-03,0\n2024-01-04,1\n",
+            "line 3, column 'AAA': price 0 is not positive",
+        ),
+        (b"date,AAA\n2024-01-02,100\n2024-01-03,-5\n2024-01-04,1\n", "price -5 is not positive"),
+        (b"date,AAA\n02/01/2024,100\n", "line 2, date column: '02/01/2024' is not a date"),
+        (b"date,AAA\n2024-01-02,100,7\n", "line 2 has 3 cells; the header has 2"),
+        (b"date,AAA\n2024-01-02,\xff\n", "not UTF-8"),
+    ],
+)
 def test_each_bad_file_names_its_problem(data: bytes, needle: str) -> None:
     with pytest.raises(PriceTableError) as info:
         parse_price_csv(data)

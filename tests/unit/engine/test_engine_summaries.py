@@ -12,20 +12,35 @@ from finq_engine.monte_carlo import HISTOGRAM_SAMPLES, MonteCarloOptionParams, m
 from finq_engine.summaries import MAX_CURVE_POINTS, histogram, thin
 from finq_engine.var import PortfolioVarParams, portfolio_var
 
-BASE: dict[str, Any] = {"spot": 100, "strike": 100, "maturity": 1, "rate": 0.03,
-                        "volatility": 0.2, "option_type": "call", "seed": 9}
+BASE: dict[str, Any] = {
+    "spot": 100,
+    "strike": 100,
+    "maturity": 1,
+    "rate": 0.03,
+    "volatility": 0.2,
+    "option_type": "call",
+    "seed": 9,
+}
 
 
 def mc(**params: Any) -> dict[str, Any]:
     return monte_carlo_option(MonteCarloOptionParams(**{**BASE, **params}), NullContext())
 
 
-@pytest.mark.parametrize("params", [
-    {"style": "european", "paths": 2_000_000},
-    {"style": "asian_arithmetic", "paths": 300_000, "steps": 64},
-    {"style": "barrier_up_and_out", "barrier": 130, "paths": 20_000, "steps": 12,
-     "antithetic": False},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"style": "european", "paths": 2_000_000},
+        {"style": "asian_arithmetic", "paths": 300_000, "steps": 64},
+        {
+            "style": "barrier_up_and_out",
+            "barrier": 130,
+            "paths": 20_000,
+            "steps": 12,
+            "antithetic": False,
+        },
+    ],
+)
 def test_monte_carlo_summaries_are_bounded_and_consistent(params: dict[str, Any]) -> None:
     result = mc(**params)
     hist, conv = result["payoff_histogram"], result["convergence"]
@@ -45,8 +60,10 @@ def test_monte_carlo_summaries_are_bounded_and_consistent(params: dict[str, Any]
 
 
 def test_summaries_do_not_change_the_seeded_price() -> None:
-    a, b = mc(style="asian_geometric", paths=50_000, steps=10), mc(
-        style="asian_geometric", paths=50_000, steps=10)
+    a, b = (
+        mc(style="asian_geometric", paths=50_000, steps=10),
+        mc(style="asian_geometric", paths=50_000, steps=10),
+    )
     assert a == b
 
 
@@ -63,14 +80,23 @@ def test_histogram_and_thin_helpers() -> None:
 @pytest.mark.parametrize("method", ["monte_carlo", "historical"])
 def test_var_loss_histogram_covers_every_scenario(method: str) -> None:
     rng = np.random.default_rng(2)
-    params: dict[str, Any] = {"weights": [0.6, 0.4], "portfolio_value": 1000.0,
-                              "method": method, "confidence": 0.95, "horizon_days": 1}
+    params: dict[str, Any] = {
+        "weights": [0.6, 0.4],
+        "portfolio_value": 1000.0,
+        "method": method,
+        "confidence": 0.95,
+        "horizon_days": 1,
+    }
     if method == "historical":
         params["returns"] = rng.normal(0, 0.01, (300, 2)).tolist()
         n = 300
     else:
-        params.update(expected_returns=[0.0, 0.0], covariance=[[1e-4, 0], [0, 4e-4]],
-                      simulations=20_000, seed=1)
+        params.update(
+            expected_returns=[0.0, 0.0],
+            covariance=[[1e-4, 0], [0, 4e-4]],
+            simulations=20_000,
+            seed=1,
+        )
         n = 20_000
     result = portfolio_var(PortfolioVarParams(**params), NullContext())
     hist = result["loss_histogram"]
@@ -79,6 +105,11 @@ def test_var_loss_histogram_covers_every_scenario(method: str) -> None:
 
 
 def test_parametric_var_has_no_histogram() -> None:
-    params = PortfolioVarParams(weights=[1.0], portfolio_value=1.0, method="parametric",
-                                expected_returns=[0.0], covariance=[[1e-4]])
+    params = PortfolioVarParams(
+        weights=[1.0],
+        portfolio_value=1.0,
+        method="parametric",
+        expected_returns=[0.0],
+        covariance=[[1e-4]],
+    )
     assert portfolio_var(params, NullContext())["loss_histogram"] is None
