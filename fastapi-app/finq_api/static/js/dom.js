@@ -15,12 +15,15 @@ export function show(view) {
   for (const id of VIEWS) $(`#view-${id}`).hidden = id !== view;
   $("#nav").hidden = view === "login";
   for (const link of $("#nav").querySelectorAll("a")) {
-    if (link.id === `nav-${view === "task" ? "tasks" : view}`) link.setAttribute("aria-current", "page");
+    if (link.id === `nav-${view === "task" ? "tasks" : view}`)
+      link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
 }
 
-export function fmtTime(iso) { return iso ? new Date(iso).toLocaleString() : "—"; }
+export function fmtTime(iso) {
+  return iso ? new Date(iso).toLocaleString() : "—";
+}
 
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -31,4 +34,18 @@ export function el(tag, attrs = {}, ...children) {
   }
   for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   return node;
+}
+
+// A table row's secondary button, named by data-action (and aria-label when `text` is not enough).
+export function actionButton(action, text, onclick, label) {
+  return el(
+    "button",
+    { type: "button", class: "secondary", "data-action": action, "aria-label": label, onclick },
+    text,
+  );
+}
+
+// A table row's "Delete" button; `label` says what it deletes.
+export function deleteButton(label, onclick) {
+  return actionButton("delete", "Delete", onclick, label);
 }

@@ -5,7 +5,7 @@ import { state } from "./session.js";
 import { fillUploadSelect } from "./uploads.js";
 
 function resolve(schema, root) {
-  if (schema && schema.$ref) return root.$defs[schema.$ref.split("/").pop()];
+  if (schema?.$ref) return root.$defs[schema.$ref.split("/").pop()];
   return schema;
 }
 
@@ -15,7 +15,7 @@ function fieldKind(prop) {
   const types = (prop.anyOf || [prop]).map((s) => s.type).filter(Boolean);
   if (types.includes("array")) {
     const arr = (prop.anyOf || [prop]).find((s) => s.type === "array");
-    if (arr && arr.items && (arr.items.type === "array" || arr.items.anyOf)) return "json";
+    if (arr?.items && (arr.items.type === "array" || arr.items.anyOf)) return "json";
     return types.includes("number") || types.includes("integer") ? "number-or-list" : "list";
   }
   if (types.includes("integer")) return "integer";
@@ -58,21 +58,37 @@ export function buildForm() {
       if (example !== undefined) input.value = JSON.stringify(example);
     } else if (kind === "number" || kind === "integer") {
       const b = bounds(prop);
-      input = el("input", { id, name, type: "number", step: kind === "integer" ? "1" : "any",
-                            min: b.min, max: b.max, "aria-describedby": `${id}-help` });
+      input = el("input", {
+        id,
+        name,
+        type: "number",
+        step: kind === "integer" ? "1" : "any",
+        min: b.min,
+        max: b.max,
+        "aria-describedby": `${id}-help`,
+      });
       if (example !== undefined && example !== null) input.value = example;
     } else {
       input = el("input", { id, name, "aria-describedby": `${id}-help` });
-      if (example !== undefined && example !== null) input.value = Array.isArray(example) ? example.join(", ") : example;
+      if (example !== undefined && example !== null)
+        input.value = Array.isArray(example) ? example.join(", ") : example;
     }
     input.dataset.kind = kind;
     if (required.has(name)) input.required = true;
-    const hint = [prop.description, kind === "number-or-list" || kind === "list" ? "A number or a comma-separated list." : "",
-                  kind === "json" ? "JSON." : "",
-                  kind === "upload" ? "Add CSV files under Uploads." : ""].filter(Boolean).join(" ");
-    box.append(el("label", { for: id }, prop.title || name, required.has(name) ? " *" : ""), input,
-               el("p", { id: `${id}-help`, class: "muted" }, hint),
-               el("p", { class: "error", "data-error-for": name, hidden: "" }));
+    const hint = [
+      prop.description,
+      kind === "number-or-list" || kind === "list" ? "A number or a comma-separated list." : "",
+      kind === "json" ? "JSON." : "",
+      kind === "upload" ? "Add CSV files under Uploads." : "",
+    ]
+      .filter(Boolean)
+      .join(" ");
+    box.append(
+      el("label", { for: id }, prop.title || name, required.has(name) ? " *" : ""),
+      input,
+      el("p", { id: `${id}-help`, class: "muted" }, hint),
+      el("p", { class: "error", "data-error-for": name, hidden: "" }),
+    );
   }
 }
 
@@ -88,15 +104,28 @@ export function readParams() {
       continue;
     }
     if (kind === "number" || kind === "integer") {
-      if (!input.checkValidity()) { problems.push([name, input.validationMessage || "invalid number"]); continue; }
+      if (!input.checkValidity()) {
+        problems.push([name, input.validationMessage || "invalid number"]);
+        continue;
+      }
       params[name] = Number(raw);
     } else if (kind === "number-or-list" || kind === "list") {
-      const parts = String(raw).split(",").map((p) => p.trim()).filter(Boolean);
+      const parts = String(raw)
+        .split(",")
+        .map((p) => p.trim())
+        .filter(Boolean);
       const nums = parts.map(Number);
-      if (nums.some((n) => Number.isNaN(n))) { problems.push([name, "numbers separated by commas"]); continue; }
+      if (nums.some((n) => Number.isNaN(n))) {
+        problems.push([name, "numbers separated by commas"]);
+        continue;
+      }
       params[name] = kind === "list" || nums.length > 1 ? nums : nums[0];
     } else if (kind === "json") {
-      try { params[name] = JSON.parse(raw); } catch (_) { problems.push([name, "not valid JSON"]); }
+      try {
+        params[name] = JSON.parse(raw);
+      } catch (_) {
+        problems.push([name, "not valid JSON"]);
+      }
     } else if (kind === "boolean") {
       params[name] = raw;
     } else {

@@ -4,10 +4,20 @@ import { $, flash, show } from "./dom.js";
 
 export const API = "/api/v1";
 // What the screens share: task types, uploads, the task list's pages, open live streams.
-export const state = { types: [], uploads: [], cursors: [null], page: 0, streams: new Map(), taskStream: null,
-                       deliveryTimer: null, me: null };
+export const state = {
+  types: [],
+  uploads: [],
+  cursors: [null],
+  page: 0,
+  streams: new Map(),
+  taskStream: null,
+  deliveryTimer: null,
+  me: null,
+};
 
-export function token() { return sessionStorage.getItem("finq-token"); }
+export function token() {
+  return sessionStorage.getItem("finq-token");
+}
 
 export async function api(path, options = {}) {
   const headers = { ...(options.headers || {}) };
@@ -17,7 +27,9 @@ export async function api(path, options = {}) {
     options.body = JSON.stringify(options.json);
   }
   const resp = await fetch(path, { ...options, headers });
-  if (resp.status === 401 && !path.endsWith("/auth/token")) { logout("Your session ended; log in again."); }
+  if (resp.status === 401 && !path.endsWith("/auth/token")) {
+    logout("Your session ended; log in again.");
+  }
   return resp;
 }
 
@@ -25,18 +37,29 @@ export async function errorText(resp) {
   try {
     const body = await resp.json();
     if (typeof body.detail === "string") return body.detail;
-    if (Array.isArray(body.detail)) return body.detail.map((e) => `${e.loc.join(".")}: ${e.msg}`).join("; ");
-  } catch (_) { /* not JSON */ }
+    if (Array.isArray(body.detail))
+      return body.detail.map((e) => `${e.loc.join(".")}: ${e.msg}`).join("; ");
+  } catch (_) {
+    /* not JSON */
+  }
   return `${resp.status} ${resp.statusText}`;
 }
 
-export function isAdmin() { return Boolean(state.me && state.me.role === "admin"); }
+export function isAdmin() {
+  return Boolean(state.me && state.me.role === "admin");
+}
 
 export function closeStreams() {
   for (const s of state.streams.values()) s.close();
   state.streams.clear();
-  if (state.taskStream) { state.taskStream.close(); state.taskStream = null; }
-  if (state.deliveryTimer) { clearTimeout(state.deliveryTimer); state.deliveryTimer = null; }
+  if (state.taskStream) {
+    state.taskStream.close();
+    state.taskStream = null;
+  }
+  if (state.deliveryTimer) {
+    clearTimeout(state.deliveryTimer);
+    state.deliveryTimer = null;
+  }
 }
 
 export function logout(message) {

@@ -6,7 +6,9 @@ import { API, api, errorText, state } from "./session.js";
 import { fillUploadSelect, loadUploadList } from "./uploads.js";
 
 // "Repeat: on a cron schedule" turns the submit form into a schedule's form.
-function repeating() { return $("#repeat").value === "cron"; }
+function repeating() {
+  return $("#repeat").value === "cron";
+}
 
 export function toggleRepeat() {
   const cron = repeating();
@@ -22,7 +24,10 @@ function readSchedule() {
   if (!name) problems.push(["schedule.name", "required"]);
   if (!cron.length) problems.push(["schedule.cron", "required"]);
   else if (cron.length !== 5 && cron.length !== 6) {
-    problems.push(["schedule.cron", `${cron.length} fields: give 5 (minute hour day month weekday) or 6 (… seconds)`]);
+    problems.push([
+      "schedule.cron",
+      `${cron.length} fields: give 5 (minute hour day month weekday) or 6 (… seconds)`,
+    ]);
   }
   return { name, cron: cron.join(" "), problems };
 }
@@ -37,18 +42,23 @@ export async function submitTask(event) {
   for (const [name, msg] of problems) fieldError(name, msg);
   if (problems.length) return;
   const body = { type: $("#task-type").value, params, priority: $("#priority").value };
-  if (schedule) { body.name = schedule.name; body.cron = schedule.cron; }
-  else if ($("#run-at").value) body.run_at = new Date($("#run-at").value).toISOString();
+  if (schedule) {
+    body.name = schedule.name;
+    body.cron = schedule.cron;
+  } else if ($("#run-at").value) body.run_at = new Date($("#run-at").value).toISOString();
   const notify = {};
   if ($("#notify-webhook").value.trim()) notify.webhook_url = $("#notify-webhook").value.trim();
   if ($("#notify-email").value.trim()) notify.email = $("#notify-email").value.trim();
   if (Object.keys(notify).length) body.notify = notify;
-  const resp = await api(`${API}/${repeat ? "schedules" : "tasks"}`, { method: "POST", json: body });
+  const resp = await api(`${API}/${repeat ? "schedules" : "tasks"}`, {
+    method: "POST",
+    json: body,
+  });
   if (repeat && resp.status === 201) {
     const created = await resp.json();
     flash(`Schedule “${created.name}” created; next run ${fmtTime(created.next_run_at)}.`);
     $("#schedule-name").value = "";
-    $("#repeat").value = "once";  // the next visit submits a single task again
+    $("#repeat").value = "once"; // the next visit submits a single task again
     toggleRepeat();
     location.hash = "#/schedules";
     return;
@@ -85,5 +95,8 @@ export async function showSubmit(query) {
   for (const select of $("#param-fields").querySelectorAll("select")) {
     if (select.dataset.kind === "upload") fillUploadSelect(select, query.get("upload"));
   }
-  if (query.get("repeat") === "cron" && !repeating()) { $("#repeat").value = "cron"; toggleRepeat(); }
+  if (query.get("repeat") === "cron" && !repeating()) {
+    $("#repeat").value = "cron";
+    toggleRepeat();
+  }
 }

@@ -1,5 +1,5 @@
 // The uploads screen (CSV files of daily prices) and the upload pickers of the submit form.
-import { $, el, flash } from "./dom.js";
+import { $, deleteButton, el, flash } from "./dom.js";
 import { API, api, errorText, state } from "./session.js";
 
 export async function loadUploadList() {
@@ -14,28 +14,60 @@ export function fillUploadSelect(select, selected) {
     select.replaceChildren(el("option", { value: "" }, "No uploads yet: add a CSV under Uploads"));
     return;
   }
-  select.replaceChildren(...state.uploads.map((u) => el("option", { value: u.id },
-    `${u.filename} · ${u.assets.length} assets · ${u.first_date} to ${u.last_date}`)));
+  select.replaceChildren(
+    ...state.uploads.map((u) =>
+      el(
+        "option",
+        { value: u.id },
+        `${u.filename} · ${u.assets.length} assets · ${u.first_date} to ${u.last_date}`,
+      ),
+    ),
+  );
   if (keep && state.uploads.some((u) => u.id === keep)) select.value = keep;
 }
 
 export async function showUploads() {
   await loadUploadList();
   const body = $("#upload-table tbody");
-  body.replaceChildren(...state.uploads.map((u) => el("tr", { "data-upload": u.id },
-    el("td", { class: "wrap" }, u.filename),
-    el("td", { class: "wrap" }, `${u.assets.length}: ${u.assets.slice(0, 6).join(", ")}${u.assets.length > 6 ? ", …" : ""}`),
-    el("td", { class: "num" }, String(u.rows)),
-    el("td", {}, `${u.first_date} to ${u.last_date}`),
-    el("td", {}, el("code", {}, u.id)),
-    el("td", {}, el("div", { class: "actions" },
-      el("a", { href: `#/submit?type=csv_portfolio_analytics&upload=${u.id}`, class: "button", "data-action": "analyse" }, "Analyse"),
-      el("button", { type: "button", class: "secondary", "data-action": "delete", "aria-label": `Delete ${u.filename}`,
-        onclick: async () => {
-          const r = await api(`${API}/uploads/${u.id}`, { method: "DELETE" });
-          flash(r.ok ? `Deleted ${u.filename}.` : await errorText(r));
-          await showUploads();
-        } }, "Delete"))))));
+  body.replaceChildren(
+    ...state.uploads.map((u) =>
+      el(
+        "tr",
+        { "data-upload": u.id },
+        el("td", { class: "wrap" }, u.filename),
+        el(
+          "td",
+          { class: "wrap" },
+          `${u.assets.length}: ${u.assets.slice(0, 6).join(", ")}${u.assets.length > 6 ? ", …" : ""}`,
+        ),
+        el("td", { class: "num" }, String(u.rows)),
+        el("td", {}, `${u.first_date} to ${u.last_date}`),
+        el("td", {}, el("code", {}, u.id)),
+        el(
+          "td",
+          {},
+          el(
+            "div",
+            { class: "actions" },
+            el(
+              "a",
+              {
+                href: `#/submit?type=csv_portfolio_analytics&upload=${u.id}`,
+                class: "button",
+                "data-action": "analyse",
+              },
+              "Analyse",
+            ),
+            deleteButton(`Delete ${u.filename}`, async () => {
+              const r = await api(`${API}/uploads/${u.id}`, { method: "DELETE" });
+              flash(r.ok ? `Deleted ${u.filename}.` : await errorText(r));
+              await showUploads();
+            }),
+          ),
+        ),
+      ),
+    ),
+  );
   $("#uploads-empty").hidden = state.uploads.length > 0;
 }
 
