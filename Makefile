@@ -8,7 +8,7 @@ WORKER_REPLICAS ?= 3
 export RUN_DIR
 
 .PHONY: help install run stop status logs test test-unit test-integration test-e2e \
-        test-compose lint format user migrate bench-finance bench dashboard-preview loadtest loadtest-ui \
+        test-compose lint lint-js format user migrate bench-finance bench dashboard-preview loadtest loadtest-ui \
         audit lock clean
 
 help: ## list the targets
@@ -44,9 +44,12 @@ test-e2e: install ## tests that drive a real local stack through nginx
 test-compose: install ## build the images, run the compose stack, scale it, smoke-test it
 	@scripts/test-compose.sh
 
-lint: install ## ruff and mypy
+lint: install lint-js ## ruff, mypy and Biome
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/mypy
+
+lint-js: install ## Biome's lint and format check of the web page (biome.json)
+	@node_modules/.bin/biome check --error-on-warnings
 
 format: install ## apply ruff's fixes and formatting to imports
 	@$(VENV)/bin/ruff check --fix .

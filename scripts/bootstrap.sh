@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, once: Debian packages (redis-server, nginx,
-# python3-venv) when missing, and the pinned virtualenv in .venv. Safe to run again: it only
-# reinstalls Python packages when pyproject.toml or requirements.lock changed.
+# python3-venv, npm) when missing, the web page's linter in node_modules (package-lock.json) and
+# the pinned virtualenv in .venv. Safe to run again: it only reinstalls npm packages when
+# package.json or package-lock.json changed, Python packages when pyproject.toml or
+# requirements.lock changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +20,8 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # For the browser tests: Debian's headless Chromium and its WebDriver (never a downloaded build).
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+# For `make lint-js`: npm installs Biome from package-lock.json.
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${need[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -27,6 +31,15 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO chmod +x /usr/sbin/policy-rc.d
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
   $SUDO rm -f /usr/sbin/policy-rc.d
+fi
+
+# The web page's linter: `npm ci` when node_modules is missing or older than the lock.
+npm_stamp=node_modules/.finq-installed
+npm_want=$(cat package.json package-lock.json | sha256sum | cut -d' ' -f1)
+if [ ! -f "$npm_stamp" ] || [ "$(cat "$npm_stamp")" != "$npm_want" ]; then
+  echo "bootstrap: installing the web page's linter in node_modules (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$npm_want" > "$npm_stamp"
 fi
 
 PY=${PYTHON:-python3}

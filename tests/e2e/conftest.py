@@ -5,21 +5,34 @@ a test scripted for its path (e.g. 500 then 200). `mailbox` is a real SMTP serve
 with a login. `notify_stack` is a local stack with WEBHOOK_ALLOW_PRIVATE=true (the receivers
 are on loopback) and SMTP_* pointing at the mailbox; the shared `stack` keeps the production
 default (false), against which loopback webhooks are refused.
+
+The browser tests' fixtures: `browser` (Debian's headless Chromium), `accounts` (alice and
+bob, new on the shared stack), `alice_api` and `page` (the browser logged in as alice), one
+of each per test module.
 """
 
 import http.server
 import json
+import shutil
+import tempfile
 import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.conftest import LocalStack, start_stack, stop_stack
+from tests.e2e.browser import CHROMEDRIVER, CHROMIUM, DESKTOP, shot, until
+from tests.e2e.client import login
 from tests.mailserver import SMTP_PASSWORD, SMTP_USER, Mailbox, smtp_server
 
 
@@ -124,3 +137,56 @@ def new_user(admin: httpx.Client, password: str = "correct horse battery") -> tu
     resp = admin.post("/api/v1/users", json={"username": name, "password": password})
     assert resp.status_code == 201, resp.text
     return name, password
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.fail("Debian's chromium and chromium-driver are needed: run `make install`")
+    profile = tempfile.mkdtemp(prefix="finq-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        f"--window-size={DESKTOP[0]},{DESKTOP[1]}",
+        "--lang=en-US",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def accounts(stack: LocalStack) -> dict[str, tuple[str, str]]:
+    admin = login(stack.url, *stack.admin)
+    return {"alice": new_user(admin), "bob": new_user(admin)}
+
+
+@pytest.fixture(scope="module")
+def alice_api(stack: LocalStack, accounts: dict[str, tuple[str, str]]) -> httpx.Client:
+    return login(stack.url, *accounts["alice"])
+
+
+@pytest.fixture(scope="module")
+def page(browser: WebDriver, stack: LocalStack, accounts: dict[str, tuple[str, str]]) -> WebDriver:
+    """The browser, logged in as alice through the login form."""
+    browser.get(stack.url + "/")
+    until(browser, lambda d: d.find_element(By.ID, "login-username").is_displayed())
+    shot(browser, "login")
+    username, password = accounts["alice"]
+    browser.find_element(By.ID, "login-username").send_keys(username)
+    browser.find_element(By.ID, "login-password").send_keys(password)
+    browser.find_element(By.ID, "login-submit").click()
+    until(browser, lambda d: d.find_element(By.ID, "whoami").text == username)
+    assert browser.find_element(By.ID, "view-tasks").is_displayed()
+    return browser
