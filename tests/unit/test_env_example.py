@@ -24,6 +24,7 @@ def infra_keys() -> set[str]:
         ROOT / "docker-compose.yml",
         ROOT / "deploy" / "finq-service",
         ROOT / "scripts" / "localstack.py",
+        *(ROOT / "scripts").glob("_localstack_*.py"),
         ROOT / "fastapi-app" / "gunicorn.conf.py",
         *(ROOT / "fastapi-app").rglob("*.py"),
         *(ROOT / "celery-worker").rglob("*.py"),
