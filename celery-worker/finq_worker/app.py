@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
 from finq_core import events, metrics
 from finq_core.broker import celery_app
-from finq_core.config import get_settings
+from finq_core.config import get_settings, get_worker_metrics_settings
 from finq_core.db import reset_engine
 from finq_core.logs import configure_logging
 from finq_engine import TASK_TYPES
@@ -55,13 +55,13 @@ def _warm_up_charts(**_: Any) -> None:
 @worker_init.connect
 def _serve_metrics(**_: Any) -> None:
     """The worker's main process serves the pool's summed metrics on an internal port."""
-    port = int(os.environ.get("WORKER_METRICS_PORT", "9808"))
-    if port <= 0:
+    endpoint = get_worker_metrics_settings()
+    if endpoint.worker_metrics_port == 0:
         return
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     start_http_server(
-        port, addr=os.environ.get("WORKER_METRICS_ADDRESS", "0.0.0.0"), registry=registry
+        endpoint.worker_metrics_port, addr=endpoint.worker_metrics_address, registry=registry
     )
 
 

@@ -3,7 +3,6 @@ security headers, and a hard bound on request bodies."""
 
 import json
 import logging
-import os
 import re
 import socket
 import time
@@ -12,6 +11,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from finq_core import metrics
+from finq_core.config import get_api_server_settings
 from finq_core.logs import request_id_var
 
 Scope = MutableMapping[str, Any]
@@ -22,7 +22,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("finq.api")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
-SERVED_BY = os.environ.get("API_NAME") or socket.gethostname()
+SERVED_BY = get_api_server_settings().api_name or socket.gethostname()
 
 CSP = (
     b"default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
