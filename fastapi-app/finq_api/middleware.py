@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from finq_api import API_PREFIX
 from finq_core import metrics
 from finq_core.config import get_api_server_settings
 from finq_core.logs import request_id_var
@@ -22,6 +23,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("finq.api")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_VERSIONED = API_PREFIX + "/"
 SERVED_BY = get_api_server_settings().api_name or socket.gethostname()
 
 CSP = (
@@ -56,10 +58,20 @@ def _declares_more_than(headers: dict[bytes, bytes], limit: int) -> bool:
     return length is not None and length.isdigit() and int(length) > limit
 
 
+def _route_template(scope: Scope) -> str:
+    """The matched route's full path template, API_PREFIX included: what dashboards select on."""
+    template = getattr(scope.get("route"), "path", None)
+    if not template:
+        return "unmatched"
+    # A route included under API_PREFIX knows only its path within its own router.
+    if scope.get("path", "").startswith(_VERSIONED) and not template.startswith(_VERSIONED):
+        return API_PREFIX + template
+    return template
+
+
 def _observe(scope: Scope, status: int, started_at: float) -> None:
     """Count the request and its latency under its route template."""
-    route = scope.get("route")
-    template = getattr(route, "path", None) or "unmatched"
+    template = _route_template(scope)
     method = scope.get("method", "")
     metrics.http_requests.labels(method, template, str(status)).inc()
     metrics.http_latency.labels(method, template).observe(time.perf_counter() - started_at)
