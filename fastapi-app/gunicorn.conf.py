@@ -1,22 +1,24 @@
-"""Gunicorn settings for one API replica; every value can be overridden from the environment."""
+"""Gunicorn settings for one API replica, from `ApiServerSettings` (finq_core.config)."""
 
-import os
+from finq_core.config import get_api_server_settings, get_settings
 
-bind = os.environ.get("API_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("GUNICORN_WORKERS", "1"))
+_server = get_api_server_settings()
+
+bind = _server.api_bind
+workers = _server.gunicorn_workers
 worker_class = "uvicorn.workers.UvicornWorker"
 # nginx keeps connections to us open; hold them a little longer than nginx does so that
 # nginx, not gunicorn, closes an idle keepalive connection (avoids a race that yields 502).
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+keepalive = _server.gunicorn_keepalive
+timeout = _server.gunicorn_timeout
+graceful_timeout = _server.gunicorn_graceful_timeout
+max_requests = _server.gunicorn_max_requests
 max_requests_jitter = 100
 accesslog = None  # nginx writes the access log; the app logs errors as JSON
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
-proc_name = os.environ.get("API_NAME", "finq-api")
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+loglevel = get_settings().log_level.lower()
+proc_name = _server.api_name or "finq-api"
+forwarded_allow_ips = _server.forwarded_allow_ips
 
 
 def child_exit(server: object, worker: object) -> None:

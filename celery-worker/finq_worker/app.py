@@ -1,23 +1,13 @@
 """The worker entry point: `celery -A finq_worker.app worker`.
 
-Caps BLAS/OpenMP threads before NumPy loads (twelve processes on a few cores must not each
-start a thread per core), and gives every forked child its own database and Redis connections.
+Gives every forked child its own database and Redis connections. BLAS/OpenMP threads are capped
+by deploy/finq-service, which starts every worker.
 """
 
 import os
+from typing import Any
 
-for _var in (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-):
-    os.environ.setdefault(_var, "1")
-
-from typing import Any  # noqa: E402
-
-from celery.signals import (  # noqa: E402
+from celery.signals import (
     setup_logging,
     worker_init,
     worker_process_init,
@@ -25,15 +15,15 @@ from celery.signals import (  # noqa: E402
     worker_ready,
     worker_shutdown,
 )
-from prometheus_client import CollectorRegistry, multiprocess, start_http_server  # noqa: E402
+from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
-from finq_core import events, metrics  # noqa: E402
-from finq_core.broker import celery_app  # noqa: E402
-from finq_core.config import get_settings  # noqa: E402
-from finq_core.db import reset_engine  # noqa: E402
-from finq_core.logs import configure_logging  # noqa: E402
-from finq_engine import TASK_TYPES  # noqa: E402
-from finq_worker import charts, heartbeat, notifications, tasks  # noqa: E402,F401  (registers tasks)
+from finq_core import events, metrics
+from finq_core.broker import celery_app
+from finq_core.config import get_settings, get_worker_metrics_settings
+from finq_core.db import reset_engine
+from finq_core.logs import configure_logging
+from finq_engine import TASK_TYPES
+from finq_worker import charts, heartbeat, notifications, tasks  # noqa: F401  (registers tasks)
 
 app = celery_app
 
@@ -65,13 +55,13 @@ def _warm_up_charts(**_: Any) -> None:
 @worker_init.connect
 def _serve_metrics(**_: Any) -> None:
     """The worker's main process serves the pool's summed metrics on an internal port."""
-    port = int(os.environ.get("WORKER_METRICS_PORT", "9808"))
-    if port <= 0:
+    endpoint = get_worker_metrics_settings()
+    if endpoint.worker_metrics_port == 0:
         return
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     start_http_server(
-        port, addr=os.environ.get("WORKER_METRICS_ADDRESS", "0.0.0.0"), registry=registry
+        endpoint.worker_metrics_port, addr=endpoint.worker_metrics_address, registry=registry
     )
 
 

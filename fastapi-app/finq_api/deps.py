@@ -8,12 +8,13 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
+from finq_api import API_PREFIX
 from finq_api.security import InvalidToken, decode_access_token
 from finq_core.config import Settings, get_settings
 from finq_core.db import get_sessionmaker
 from finq_core.models import Role, User
 
-oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl=f"{API_PREFIX}/auth/token", auto_error=False)
 
 CREDENTIALS_ERROR = "Could not validate credentials"
 USERS: Table = User.__table__  # type: ignore[assignment]

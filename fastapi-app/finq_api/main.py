@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from finq_api import errors
+from finq_api import API_PREFIX, errors
 from finq_api.middleware import EdgeMiddleware
 from finq_api.ratelimit import global_limit
 from finq_api.routes import (
@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     for module in (auth, users, task_types, stream, tasks, uploads, schedules, monitoring):
-        app.include_router(module.router, dependencies=[Depends(global_limit)])
+        app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(global_limit)])
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -3,7 +3,6 @@ security headers, and a hard bound on request bodies."""
 
 import json
 import logging
-import os
 import re
 import socket
 import time
@@ -11,7 +10,9 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from finq_api import API_PREFIX
 from finq_core import metrics
+from finq_core.config import get_api_server_settings
 from finq_core.logs import request_id_var
 
 Scope = MutableMapping[str, Any]
@@ -22,7 +23,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("finq.api")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
-SERVED_BY = os.environ.get("API_NAME") or socket.gethostname()
+_VERSIONED = API_PREFIX + "/"
+SERVED_BY = get_api_server_settings().api_name or socket.gethostname()
 
 CSP = (
     b"default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
@@ -45,6 +47,107 @@ class TooLarge(Exception):  # noqa: N818 - control flow, not an error
     pass
 
 
+def _request_id(headers: dict[bytes, bytes]) -> str:
+    """nginx's X-Request-ID when it looks like one, else a new id."""
+    rid = headers.get(b"x-request-id", b"").decode("latin-1")
+    return rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
+
+
+def _declares_more_than(headers: dict[bytes, bytes], limit: int) -> bool:
+    length = headers.get(b"content-length")
+    return length is not None and length.isdigit() and int(length) > limit
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's full path template, API_PREFIX included: what dashboards select on."""
+    template = getattr(scope.get("route"), "path", None)
+    if not template:
+        return "unmatched"
+    # A route included under API_PREFIX knows only its path within its own router.
+    if scope.get("path", "").startswith(_VERSIONED) and not template.startswith(_VERSIONED):
+        return API_PREFIX + template
+    return template
+
+
+def _observe(scope: Scope, status: int, started_at: float) -> None:
+    """Count the request and its latency under its route template."""
+    template = _route_template(scope)
+    method = scope.get("method", "")
+    metrics.http_requests.labels(method, template, str(status)).inc()
+    metrics.http_latency.labels(method, template).observe(time.perf_counter() - started_at)
+
+
+class _Exchange:
+    """One HTTP request through EdgeMiddleware: bounds its body as it is read, adds the edge
+    headers to its response and remembers the status it was answered with."""
+
+    __slots__ = (
+        "csp",
+        "edge",
+        "raw_send",
+        "receive_from",
+        "received",
+        "rejected",
+        "rid",
+        "rid_header",
+        "scope",
+        "started",
+        "status",
+    )
+
+    def __init__(
+        self, edge: "EdgeMiddleware", scope: Scope, receive: Receive, send: Send, rid: str
+    ) -> None:
+        self.edge = edge
+        self.scope = scope
+        self.receive_from = receive
+        self.raw_send = send
+        self.rid = rid
+        self.rid_header = (b"x-request-id", rid.encode())
+        self.csp = (b"content-security-policy", DOCS_CSP if scope.get("path") == "/docs" else CSP)
+        self.received = 0
+        self.started = self.rejected = False
+        self.status = 500
+
+    async def receive(self) -> Message:
+        message = await self.receive_from()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.edge.max_body and not self.started:
+                # Answer now: the framework would turn any error raised here into a 400.
+                self.rejected = True
+                await self.edge._too_large(self.raw_send, self.rid)
+                raise TooLarge()
+        return message
+
+    async def send(self, message: Message) -> None:
+        is_start = message["type"] == "http.response.start"
+        if is_start:
+            self.status = message["status"]
+        if self.rejected:
+            return  # the 413 went out already; drop the framework's own answer
+        if is_start:
+            self.started = True
+            message["headers"] = self._response_headers(message)
+        await self.raw_send(message)
+
+    def _response_headers(self, message: Message) -> list[tuple[bytes, bytes]]:
+        """The app's headers, its rate-limit headers replaced by the limiter's when it set
+        any, then the request id and the security headers."""
+        limits = (self.scope.get("state") or {}).get("ratelimit_headers") or {}
+        return [
+            *(
+                h
+                for h in message.get("headers", [])
+                if h[0].lower() not in _LIMIT_HEADER_NAMES or not limits
+            ),
+            *((k.lower().encode(), v.encode()) for k, v in limits.items()),
+            self.rid_header,
+            self.csp,
+            *SECURITY_HEADERS,
+        ]
+
+
 class EdgeMiddleware:
     """Sets the request id (nginx's X-Request-ID, or a new one), adds security headers and
     the request id to every response, and answers 413 past `max_body` bytes."""
@@ -58,84 +161,32 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        rid = headers.get(b"x-request-id", b"").decode("latin-1")
-        if not _REQUEST_ID.match(rid):
-            rid = uuid.uuid4().hex
+        rid = _request_id(headers)
         token = request_id_var.set(rid)
-        rid_header = (b"x-request-id", rid.encode())
-        csp = (b"content-security-policy", DOCS_CSP if scope.get("path") == "/docs" else CSP)
-
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
+        if _declares_more_than(headers, self.max_body):
             await self._too_large(send, rid)
             request_id_var.reset(token)
             return
 
-        received = 0
-        started = rejected = False
-
-        async def limited_receive() -> Message:
-            nonlocal received, rejected
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body and not started:
-                    # Answer now: the framework would turn any error raised here into a 400.
-                    rejected = True
-                    await self._too_large(send, rid)
-                    raise TooLarge()
-            return message
-
-        async def send_with_headers(message: Message) -> None:
-            nonlocal started
-            if rejected:
-                return  # the 413 went out already; drop the framework's own answer
-            if message["type"] == "http.response.start":
-                started = True
-                limits = (scope.get("state") or {}).get("ratelimit_headers") or {}
-                message["headers"] = [
-                    *(
-                        h
-                        for h in message.get("headers", [])
-                        if h[0].lower() not in _LIMIT_HEADER_NAMES or not limits
-                    ),
-                    *((k.lower().encode(), v.encode()) for k, v in limits.items()),
-                    rid_header,
-                    csp,
-                    *SECURITY_HEADERS,
-                ]
-            await send(message)
-
-        status = 500
+        exchange = _Exchange(self, scope, receive, send, rid)
         started_at = time.perf_counter()
-
-        async def send_observed(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send_with_headers(message)
-
         try:
-            await self.app(scope, limited_receive, send_observed)
+            await self.app(scope, exchange.receive, exchange.send)
         except TooLarge:
-            status = 413
+            exchange.status = 413
         except Exception as exc:
             # Answered here rather than by Starlette's outermost error middleware, which runs
             # outside this one: the client still gets the request id and the headers.
-            if started:
+            if exchange.started:
                 raise
             log.error(
                 "unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc
             )
-            status = 500
+            exchange.status = 500
             await self._error(send, 500, "Internal server error", rid)
         finally:
             request_id_var.reset(token)
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
-            metrics.http_requests.labels(method, template, str(status)).inc()
-            metrics.http_latency.labels(method, template).observe(time.perf_counter() - started_at)
+            _observe(scope, exchange.status, started_at)
 
     async def _too_large(self, send: Send, rid: str) -> None:
         await self._error(send, 413, f"Request body larger than {self.max_body} bytes", rid)

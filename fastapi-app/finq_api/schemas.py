@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from finq_api import API_PREFIX
 from finq_core.models import Priority, Role, TaskStatus
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,64}$"
@@ -44,7 +45,7 @@ class NotifySpec(BaseModel):
 class TaskCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: str = Field(max_length=64, description="A task type from GET /api/v1/task-types.")
+    type: str = Field(max_length=64, description=f"A task type from GET {API_PREFIX}/task-types.")
     params: dict[str, Any] = Field(
         default_factory=dict, description="Parameters, validated by the type's JSON schema."
     )

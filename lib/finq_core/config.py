@@ -1,6 +1,10 @@
-"""All settings, read once from the environment (and `.env`), shared by every service.
+"""All settings, read once from the environment (and `.env`).
 
-Every field here is listed and explained in `.env.example`; a test fails when the two drift.
+`Settings` is shared by every service; `ApiServerSettings` and `WorkerMetricsSettings` hold what
+one process of one service needs (mostly set per process by the launchers). Their fields are
+listed in `.env.example` or, when users are not meant to set them, exempted by name in
+tests/unit/test_env_example.py; a test fails when the code and the file drift.
+PROMETHEUS_MULTIPROC_DIR is not a setting: prometheus_client reads it itself.
 """
 
 from functools import lru_cache
@@ -11,10 +15,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EXAMPLE_SECRET = "change-me-to-a-long-random-string"  # noqa: S105 - the placeholder we refuse
 MIN_SECRET_LENGTH = 32
+FROM_ENVIRONMENT = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    model_config = FROM_ENVIRONMENT
 
     app_env: Literal["development", "test", "production"] = "development"
     app_secret_key: str = EXAMPLE_SECRET
@@ -108,9 +113,54 @@ class Settings(BaseSettings):
         return max(1, self.default_task_timeout - 5)
 
 
+class ApiServerSettings(BaseSettings):
+    """One API replica: its gunicorn server (fastapi-app/gunicorn.conf.py) and its name."""
+
+    model_config = FROM_ENVIRONMENT
+
+    api_bind: str = Field(default="0.0.0.0:8000", min_length=1)
+    # Gunicorn's process title and X-Served-By; unset or empty: "finq-api" and the host name.
+    api_name: str | None = None
+    gunicorn_workers: int = Field(default=1, ge=1, le=64)
+    gunicorn_keepalive: int = Field(default=75, ge=1, le=3600)
+    gunicorn_timeout: int = Field(default=60, ge=1, le=3600)
+    gunicorn_graceful_timeout: int = Field(default=20, ge=1, le=3600)
+    # 0: a gunicorn worker is never recycled.
+    gunicorn_max_requests: int = Field(default=0, ge=0, le=10_000_000)
+    forwarded_allow_ips: str = Field(default="127.0.0.1,::1", min_length=1)
+
+
+class WorkerMetricsSettings(BaseSettings):
+    """The Prometheus endpoint a worker replica's main process serves."""
+
+    model_config = FROM_ENVIRONMENT
+
+    # 0: no endpoint.
+    worker_metrics_port: int = Field(default=9808, ge=0, le=65535)
+    worker_metrics_address: str = Field(default="0.0.0.0", min_length=1)
+
+
+# Every settings class; `python -m finq_core.config` checks them all before any process starts.
+SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
+    Settings,
+    ApiServerSettings,
+    WorkerMetricsSettings,
+)
+
+
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+@lru_cache
+def get_api_server_settings() -> ApiServerSettings:
+    return ApiServerSettings()
+
+
+@lru_cache
+def get_worker_metrics_settings() -> WorkerMetricsSettings:
+    return WorkerMetricsSettings()
 
 
 def preflight() -> int:
@@ -120,14 +170,16 @@ def preflight() -> int:
 
     from pydantic import ValidationError
 
-    try:
-        Settings()
-    except ValidationError as exc:
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]).upper() or "configuration"
-            print(f"finq: refusing to start: {field}: {err['msg']}", file=sys.stderr)
-        return 2
-    return 0
+    failed = False
+    for settings_class in SETTINGS_CLASSES:
+        try:
+            settings_class()
+        except ValidationError as exc:
+            failed = True
+            for err in exc.errors():
+                field = ".".join(str(p) for p in err["loc"]).upper() or "configuration"
+                print(f"finq: refusing to start: {field}: {err['msg']}", file=sys.stderr)
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":

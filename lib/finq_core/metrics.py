@@ -101,6 +101,7 @@ class QueueCollector(Collector):
 def exposition(with_queues: bool = False) -> bytes:
     """The replica's metrics: every process's samples summed (multiprocess mode)."""
     registry = CollectorRegistry()
+    # Not a finq setting: prometheus_client reads it itself (finq-service sets it per replica).
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)
     else:  # a single process (tests, scripts)

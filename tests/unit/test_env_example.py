@@ -3,9 +3,12 @@
 import re
 from pathlib import Path
 
-from finq_core.config import Settings
+from finq_core.config import SETTINGS_CLASSES, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
+SERVICE_PACKAGES = [ROOT / "lib", ROOT / "fastapi-app", ROOT / "celery-worker"]
+# prometheus_client reads it itself; finq_core.metrics only asks whether it is set.
+READ_BY_A_LIBRARY = {"PROMETHEUS_MULTIPROC_DIR"}
 
 
 def example_keys() -> set[str]:
@@ -17,17 +20,21 @@ def example_keys() -> set[str]:
     return keys
 
 
+def setting_keys() -> set[str]:
+    """Variables read through the settings classes of finq_core.config."""
+    return {name.upper() for cls in SETTINGS_CLASSES for name in cls.model_fields}
+
+
 def infra_keys() -> set[str]:
-    """Variables read outside Settings: by compose, the service script and the local stack."""
+    """Variables read outside the settings classes: by compose, the service script, the local
+    stack, and by libraries (READ_BY_A_LIBRARY)."""
     found: set[str] = set()
     files = [
         ROOT / "docker-compose.yml",
         ROOT / "deploy" / "finq-service",
         ROOT / "scripts" / "localstack.py",
-        ROOT / "fastapi-app" / "gunicorn.conf.py",
-        *(ROOT / "fastapi-app").rglob("*.py"),
-        *(ROOT / "celery-worker").rglob("*.py"),
-        *(ROOT / "lib").rglob("*.py"),
+        *(ROOT / "scripts").glob("_localstack_*.py"),
+        *(path for package in SERVICE_PACKAGES for path in package.rglob("*.py")),
     ]
     for path in files:
         if path.exists():
@@ -51,9 +58,6 @@ INTERNAL = {
     "GUNICORN_GRACEFUL_TIMEOUT",
     "GUNICORN_MAX_REQUESTS",
     "FORWARDED_ALLOW_IPS",
-    "PATH",
-    "HOSTNAME",
-    "HOME",
     "BASH_SOURCE",
     "WORKER_METRICS_ADDRESS",
     "PROMETHEUS_MULTIPROC_DIR",
@@ -62,9 +66,26 @@ INTERNAL = {
 
 
 def test_every_setting_is_documented() -> None:
-    settings = {name.upper() for name in Settings.model_fields}
-    missing = settings - example_keys()
+    shared = {name.upper() for name in Settings.model_fields}
+    missing = (shared | (setting_keys() - INTERNAL)) - example_keys()
     assert not missing, f"settings missing from .env.example: {sorted(missing)}"
+
+
+def test_the_services_read_the_environment_only_through_settings() -> None:
+    direct = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for package in SERVICE_PACKAGES
+        for path in package.rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if re.search(r"\bos\.(environ|getenv)\b", line)
+        and not any(name in line for name in READ_BY_A_LIBRARY)
+    ]
+    assert not direct, "read these through finq_core.config instead:\n" + "\n".join(direct)
+
+
+def test_every_exemption_is_read() -> None:
+    stale = INTERNAL - setting_keys() - infra_keys()
+    assert not stale, f"INTERNAL names that nothing reads any more: {sorted(stale)}"
 
 
 def test_every_infrastructure_variable_is_documented() -> None:
@@ -75,7 +96,7 @@ def test_every_infrastructure_variable_is_documented() -> None:
 
 
 def test_nothing_documented_is_unused() -> None:
-    used = {name.upper() for name in Settings.model_fields} | infra_keys()
+    used = setting_keys() | infra_keys()
     unused = example_keys() - used
     assert not unused, f".env.example lists variables nothing reads: {sorted(unused)}"
 

@@ -12,7 +12,7 @@ from finq_api.schemas import Token, UserOut
 from finq_api.security import create_access_token, verify_password
 from finq_core.models import User
 
-router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+router = APIRouter(prefix="/auth", tags=["auth"])
 
 
 @router.post("/token", response_model=Token, responses={401: {"description": "Bad credentials"}})

@@ -13,7 +13,7 @@ from finq_core.broker import QUEUES
 from finq_core.models import Role, Task, TaskEvent, TaskStatus
 from finq_core.timeutil import utcnow
 
-router = APIRouter(prefix="/api/v1/monitoring", tags=["monitoring"])
+router = APIRouter(prefix="/monitoring", tags=["monitoring"])
 
 
 def workers() -> list[dict[str, Any]]:

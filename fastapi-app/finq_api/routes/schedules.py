@@ -14,7 +14,7 @@ from finq_core.models import Role, Schedule
 from finq_core.scheduling import next_fire, validate_cron
 from finq_core.timeutil import utcnow
 
-router = APIRouter(prefix="/api/v1/schedules", tags=["schedules"])
+router = APIRouter(prefix="/schedules", tags=["schedules"])
 MAX_SCHEDULES_PER_USER = 100
 
 

@@ -20,6 +20,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from finq_api import API_PREFIX
 from finq_api.deps import StreamUser
 from finq_api.errors import OUTAGE_RETRY_AFTER
 from finq_api.routes.tasks import find_owned
@@ -28,7 +29,7 @@ from finq_core.config import get_settings
 from finq_core.db import get_sessionmaker
 from finq_core.models import FINAL_STATUSES, User
 
-router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 HEARTBEAT_SECONDS = 15.0
 RESYNC_SECONDS = 5.0
@@ -85,7 +86,8 @@ async def task_events(task_id: uuid.UUID, request: Request, user: StreamUser) ->
         await close()
         raise HTTPException(
             status_code=503,
-            detail="Live updates are unavailable (Redis); poll GET /api/v1/tasks/{id} meanwhile",
+            detail=f"Live updates are unavailable (Redis); poll GET {API_PREFIX}/tasks/{{id}} "
+            "meanwhile",
             headers={"Retry-After": OUTAGE_RETRY_AFTER},
         ) from None
     except BaseException:

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from finq_api.schemas import TaskTypeOut
 from finq_engine import TASK_TYPES
 
-router = APIRouter(prefix="/api/v1/task-types", tags=["tasks"])
+router = APIRouter(prefix="/task-types", tags=["tasks"])
 
 
 def _out(name: str) -> TaskTypeOut:

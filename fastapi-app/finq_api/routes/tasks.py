@@ -15,6 +15,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from finq_api import API_PREFIX
 from finq_api.deps import CurrentUser, SessionDep, SettingsDep
 from finq_api.errors import OUTAGE_RETRY_AFTER
 from finq_api.ratelimit import SubmitLimit
@@ -46,7 +47,7 @@ from finq_core.uploads import find_upload
 from finq_engine import get_task_type
 
 log = logging.getLogger("finq.api")
-router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 # A task due within this margin is enqueued at once; later ones wait for the dispatcher.
 DISPATCH_NOW_MARGIN = timedelta(seconds=1)
@@ -78,7 +79,7 @@ def validate_params(
     task_type = get_task_type(type_name)
     if task_type is None:
         raise _invalid(
-            (("body", "type"), f"unknown task type {type_name!r}; see GET /api/v1/task-types")
+            (("body", "type"), f"unknown task type {type_name!r}; see GET {API_PREFIX}/task-types")
         )
     try:
         parsed = task_type.parse(raw)
@@ -96,7 +97,7 @@ def validate_params(
                 (
                     ("body", "params", field),
                     f"upload {params.get(field)} not found; "
-                    "upload a CSV with POST /api/v1/uploads and use its id",
+                    f"upload a CSV with POST {API_PREFIX}/uploads and use its id",
                 )
             )
         problems = task_type.upload.check(parsed, len(upload.assets))
@@ -253,7 +254,7 @@ def submit_task(
             "owner": task.owner,
         },
     )
-    response.headers["Location"] = f"/api/v1/tasks/{task.id}"
+    response.headers["Location"] = f"{API_PREFIX}/tasks/{task.id}"
     return task_view(task)
 
 
@@ -276,7 +277,7 @@ def _existing(task: Task) -> JSONResponse:
     return JSONResponse(
         TaskOut.model_validate(task_view(task)).model_dump(mode="json"),
         status_code=200,
-        headers={"Location": f"/api/v1/tasks/{task.id}"},
+        headers={"Location": f"{API_PREFIX}/tasks/{task.id}"},
     )
 
 

@@ -14,6 +14,7 @@ from fastapi import APIRouter, File, HTTPException, Response, UploadFile, status
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import func, select
 
+from finq_api import API_PREFIX
 from finq_api.deps import CurrentUser, SessionDep, SettingsDep
 from finq_api.ratelimit import SubmitLimit
 from finq_api.schemas import UploadOut
@@ -21,7 +22,7 @@ from finq_core.models import Upload
 from finq_core.uploads import find_upload, new_upload, upload_view
 from finq_engine import PriceTableError, parse_price_csv
 
-router = APIRouter(prefix="/api/v1/uploads", tags=["uploads"])
+router = APIRouter(prefix="/uploads", tags=["uploads"])
 MAX_UPLOADS_PER_USER = 100
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\]+")
 
@@ -85,7 +86,7 @@ def create_upload(
     upload = new_upload(user.username, _filename(file.filename), table, len(data))
     session.add(upload)
     session.commit()
-    response.headers["Location"] = f"/api/v1/uploads/{upload.id}"
+    response.headers["Location"] = f"{API_PREFIX}/uploads/{upload.id}"
     return upload_view(upload)
 
 

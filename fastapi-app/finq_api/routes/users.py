@@ -11,7 +11,7 @@ from finq_api.schemas import UserCreate, UserOut
 from finq_api.security import hash_password
 from finq_core.models import User
 
-router = APIRouter(prefix="/api/v1/users", tags=["users"])
+router = APIRouter(prefix="/users", tags=["users"])
 
 
 @router.post(

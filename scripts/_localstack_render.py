@@ -1,0 +1,185 @@
+"""The local stack's configuration files, written into its runtime folder from its settings:
+redis.conf, nginx's configuration (the compose templates) and supervisord.conf."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from _localstack_settings import ROOT, service_env
+
+
+def _envsubst(template: Path, values: dict[str, str]) -> str:
+    """Substitute exactly the given names, like `envsubst` with a variable list."""
+    text = template.read_text()
+    for key, value in values.items():
+        text = text.replace("${" + key + "}", value)
+    return text
+
+
+def render(run_dir: Path, s: dict[str, str]) -> None:
+    rd = run_dir
+    for sub in ("logs", "data", "redis", "nginx", "nginx/client_temp", "supervisor"):
+        (rd / sub).mkdir(parents=True, exist_ok=True)
+    _render_redis(rd, s)
+    _render_nginx(rd, s)
+    _render_supervisor(rd, s)
+
+
+def _render_redis(rd: Path, s: dict[str, str]) -> None:
+    (rd / "redis" / "redis.conf").write_text(
+        "\n".join(
+            [
+                "bind 127.0.0.1",
+                f"port {s['REDIS_PORT']}",
+                f"dir {rd / 'redis'}",
+                "appendonly yes",
+                "appendfsync everysec",
+                'save ""',
+                "daemonize no",
+                "protected-mode yes",
+                "loglevel notice",
+                "",
+            ]
+        )
+    )
+
+
+def _render_nginx(rd: Path, s: dict[str, str]) -> None:
+    servers = "\n".join(
+        f"  server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;" for p in s["API_PORTS"].split(",")
+    )
+    (rd / "nginx" / "upstream.conf").write_text(
+        _envsubst(ROOT / "nginx" / "upstream.static.template", {"SERVERS": servers})
+    )
+    max_body = int(s["MAX_BODY_BYTES"])
+    (rd / "nginx" / "finq.conf").write_text(
+        _envsubst(
+            ROOT / "nginx" / "finq.conf.template",
+            {
+                "LISTEN_PORT": f"127.0.0.1:{s['HTTP_PORT']}",
+                "UPSTREAM_CONF": str(rd / "nginx" / "upstream.conf"),
+                "FLOWER_UPSTREAM": f"127.0.0.1:{s['FLOWER_PORT']}",
+                "ACCESS_LOG": str(rd / "logs" / "nginx-access.log"),
+                "BODY_LIMIT": f"{max(1, max_body // 1024)}k",
+                "RATE_PER_IP": s["NGINX_RATE_PER_IP"],
+            },
+        )
+    )
+    (rd / "nginx" / "nginx.conf").write_text(
+        _envsubst(
+            ROOT / "nginx" / "nginx.local.conf.template",
+            {"RUN_DIR": str(rd), "NGINX_USER": "user root;" if os.geteuid() == 0 else ""},
+        )
+    )
+
+
+def _render_supervisor(rd: Path, s: dict[str, str]) -> None:
+    svc = ROOT / "deploy" / "finq-service"
+    env = service_env(s)
+
+    def env_line(extra: dict[str, str]) -> str:
+        merged = {**env, **extra}
+        return ",".join(
+            f'{k}="{v.replace("%", "%%").replace(chr(34), "")}"' for k, v in merged.items()
+        )
+
+    def program(
+        name: str, command: str, extra: dict[str, str], stopwait: int = 20, priority: int = 100
+    ) -> str:
+        return "\n".join(
+            [
+                f"[program:{name}]",
+                f"command={command}",
+                f"directory={ROOT}",
+                f"environment={env_line(extra)}",
+                "autostart=true",
+                "autorestart=true",
+                "startsecs=2",
+                "startretries=10",
+                "stopasgroup=true",
+                "killasgroup=true",
+                f"stopwaitsecs={stopwait}",
+                f"priority={priority}",
+                "redirect_stderr=true",
+                f"stdout_logfile={rd / 'logs' / (name + '.log')}",
+                "stdout_logfile_maxbytes=20MB",
+                "stdout_logfile_backups=2",
+                "",
+            ]
+        )
+
+    blocks = [
+        "[unix_http_server]",
+        f"file={rd / 'supervisor' / 'supervisor.sock'}",
+        "chmod=0700",
+        "",
+        "[supervisord]",
+        f"logfile={rd / 'logs' / 'supervisord.log'}",
+        f"pidfile={rd / 'supervisor' / 'supervisord.pid'}",
+        f"directory={ROOT}",
+        "minfds=4096",
+        "",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "",
+        "[supervisorctl]",
+        f"serverurl=unix://{rd / 'supervisor' / 'supervisor.sock'}",
+        "",
+        program("redis", f"redis-server {rd / 'redis' / 'redis.conf'}", {}, 30, 10),
+    ]
+    api_names, worker_names = [], []
+    for i, port in enumerate(s["API_PORTS"].split(","), start=1):
+        name = f"api-{i}"
+        api_names.append(name)
+        blocks.append(
+            program(name, f"{svc} api", {"API_BIND": f"127.0.0.1:{port}", "API_NAME": name}, 25, 50)
+        )
+    for i, mport in enumerate(s["WORKER_METRICS_PORTS"].split(","), start=1):
+        name = f"worker-{i}"
+        worker_names.append(name)
+        blocks.append(
+            program(
+                name,
+                f"{svc} worker",
+                {
+                    "WORKER_NAME": f"worker{i}@%h",
+                    "WORKER_METRICS_PORT": mport,
+                    "WORKER_METRICS_ADDRESS": "127.0.0.1",
+                },
+                90,
+                60,
+            )
+        )
+    blocks.append(program("beat", f"{svc} beat", {}, 10, 70))
+    blocks.append(
+        program(
+            "flower",
+            f"{svc} flower",
+            {"FLOWER_ADDRESS": "127.0.0.1", "FLOWER_PORT": s["FLOWER_PORT"]},
+            10,
+            80,
+        )
+    )
+    nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
+    blocks.append(
+        program(
+            "nginx",
+            f"{nginx_bin} -c {rd / 'nginx' / 'nginx.conf'} -p {rd / 'nginx'}/",
+            {},
+            10,
+            90,
+        )
+    )
+    blocks += [
+        "[group:api]",
+        f"programs={','.join(api_names)}",
+        "",
+        "[group:workers]",
+        f"programs={','.join(worker_names)}",
+        "",
+    ]
+    path = rd / "supervisor" / "supervisord.conf"
+    path.write_text("\n".join(blocks))
+    path.chmod(0o600)
