@@ -8,7 +8,7 @@ Runs exactly what a worker process runs for a task's calculation (`TaskType.exec
 validation, the NumPy calculation, the JSON-safe result) with BLAS/OpenMP threads capped at 1
 and the process pinned to one CPU, like a worker pool process. CPU time (`process_time`) is
 used, not wall time, so other load on the machine inflates the figures less; the median of
-several repeats is kept. Copy the measured `cpu_ms` into MIX (loadtest/locustfile.py) after
+several repeats is kept. Copy the measured `cpu_ms` into MIX (loadtest/finq_load/mix.py) after
 changing a row, and keep the weighted mean near 100 ms.
 
 The worker also renders a PNG chart of each successful result (finq_worker.charts, when
@@ -33,15 +33,11 @@ for _var in (
 import argparse  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent / "lib")]
-
-from locustfile import MIX, Mix, scale_of, scaled_mix  # noqa: E402
+from finq_load.mix import MIX, Mix  # noqa: E402  (this script's folder is on sys.path)
+from finq_load.sizing import scale_of, scaled_mix  # noqa: E402
 
 from finq_engine import NullContext, get_task_type  # noqa: E402
 

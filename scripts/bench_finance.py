@@ -34,7 +34,6 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "lib"))
 
 from finq_engine import amortization, black_scholes, bonds, cash_flows, monte_carlo, var  # noqa: E402
 from finq_engine.context import NullContext  # noqa: E402

@@ -272,7 +272,8 @@ def draw(
         )
         series = data.get(p["title"], [])
         for i, (name, values) in enumerate(series[:10]):
-            xs = [datetime.fromtimestamp(float(t), UTC) for t, _ in values]
+            # matplotlib takes datetimes through its date units; its stubs only say numbers.
+            xs: list[Any] = [datetime.fromtimestamp(float(t), UTC) for t, _ in values]
             ys = [float(v) if v not in ("NaN", "+Inf", "-Inf") else float("nan") for _, v in values]
             ax.plot(xs, ys, lw=1.6, color=palette[i % len(palette)], label=name)
         if series:
@@ -295,12 +296,87 @@ def draw(
                 color="#9fa7b3",
                 fontsize=11,
             )
-            ax.set_xlim(datetime.fromtimestamp(start, UTC), datetime.now(UTC))
+            left: Any = datetime.fromtimestamp(start, UTC)
+            right: Any = datetime.now(UTC)
+            ax.set_xlim(left, right)
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
         ax.set_ylim(bottom=0)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(OUT, facecolor=fig.get_facecolor())
     plt.close(fig)
+
+
+def prometheus_version(prometheus: str) -> str:
+    return (
+        subprocess.run([prometheus, "--version"], capture_output=True, text=True)
+        .stdout.split("\n")[0]
+        .strip()
+    )
+
+
+def launch_prometheus(
+    prometheus: str, info: dict[str, Any], tmp: Path, port: int
+) -> subprocess.Popen[bytes]:
+    """Prometheus scraping the stack of `info`, its data and log under `tmp`."""
+    (tmp / "prometheus.yml").write_text(prometheus_config(info))
+    return subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp / "prometheus.log").open("w"),
+    )
+
+
+def wait_ready(prom: str, proc: subprocess.Popen[bytes], tmp: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{prom}/-/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(
+                "prometheus did not start: " + (tmp / "prometheus.log").read_text()[-2000:]
+            )
+        time.sleep(0.5)
+
+
+def drive_traffic(base: str, info: dict[str, Any]) -> tuple[float, float]:
+    """LOAD_SECONDS of traffic, then time for the last tasks to finish and be scraped; the
+    window to query."""
+    start = time.time()
+    log(f"{LOAD_SECONDS:.0f} s of traffic through nginx")
+    errors: list[str] = []
+    traffic(base, (info["ADMIN_USERNAME"], info["ADMIN_PASSWORD"]), start + LOAD_SECONDS, errors)
+    if errors:
+        raise RuntimeError(f"submissions refused: {errors[:3]}")
+    time.sleep(15)  # the last tasks finish and get scraped
+    return start, time.time()
+
+
+def query_panels(
+    prom: str, panels: list[dict[str, Any]], start: float, end: float
+) -> dict[str, list[tuple[str, list[Any]]]]:
+    """Every target of every panel over [start, end]: (legend, values) by panel title."""
+    data: dict[str, list[tuple[str, list[Any]]]] = {}
+    for p in panels:
+        series = []
+        for t in p.get("targets", []):
+            for r in query_range(prom, t["expr"], start, end):
+                series.append(
+                    (
+                        legend(t.get("legendFormat"), r["metric"], t.get("refId", "")),
+                        r["values"],
+                    )
+                )
+        data[p["title"]] = series
+        log(f"  {p['title']}: {len(series)} series")
+    return data
 
 
 def main() -> int:
@@ -337,58 +413,12 @@ def main() -> int:
         base = f"http://127.0.0.1:{info['HTTP_PORT']}"
         port = free_port()
         prom = f"http://127.0.0.1:{port}"
-        (tmp / "prometheus.yml").write_text(prometheus_config(info))
-        version = (
-            subprocess.run([prometheus, "--version"], capture_output=True, text=True)
-            .stdout.split("\n")[0]
-            .strip()
-        )
+        version = prometheus_version(prometheus)
         log(f"starting {version} on {prom}")
-        prom_proc = subprocess.Popen(
-            [
-                prometheus,
-                f"--config.file={tmp / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=(tmp / "prometheus.log").open("w"),
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{prom}/-/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or prom_proc.poll() is not None:
-                raise RuntimeError(
-                    "prometheus did not start: " + (tmp / "prometheus.log").read_text()[-2000:]
-                )
-            time.sleep(0.5)
-        start = time.time()
-        log(f"{LOAD_SECONDS:.0f} s of traffic through nginx")
-        errors: list[str] = []
-        traffic(
-            base, (info["ADMIN_USERNAME"], info["ADMIN_PASSWORD"]), start + LOAD_SECONDS, errors
-        )
-        if errors:
-            raise RuntimeError(f"submissions refused: {errors[:3]}")
-        time.sleep(15)  # the last tasks finish and get scraped
-        end = time.time()
-        data: dict[str, list[tuple[str, list[Any]]]] = {}
-        for p in panels:
-            series = []
-            for t in p.get("targets", []):
-                for r in query_range(prom, t["expr"], start, end):
-                    series.append(
-                        (
-                            legend(t.get("legendFormat"), r["metric"], t.get("refId", "")),
-                            r["values"],
-                        )
-                    )
-            data[p["title"]] = series
-            log(f"  {p['title']}: {len(series)} series")
+        prom_proc = launch_prometheus(prometheus, info, tmp, port)
+        wait_ready(prom, prom_proc, tmp)
+        start, end = drive_traffic(base, info)
+        data = query_panels(prom, panels, start, end)
         draw(
             panels,
             data,

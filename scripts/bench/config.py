@@ -1,0 +1,45 @@
+"""Paths, targets and task bodies every part of the benchmark shares; its log line."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = ROOT / "scripts"
+VENV_BIN = Path(sys.executable).parent
+BENCH_DIR = ROOT / ".run" / "bench"
+DOC = ROOT / "docs" / "performance.md"
+CHART = ROOT / "docs" / "scaling.png"
+SECTION = "## Full stack (make bench)"
+BEGIN, END = "<!-- make bench: results begin -->", "<!-- make bench: results end -->"
+FINAL = ("SUCCESS", "FAILED", "CANCELLED")
+LIGHT_TYPE = "loan_amortization"
+LIGHT_PARAMS = {"principal": 1000, "annual_rate": 0.05, "years": 1}
+BLAS_ENV = {
+    v: "1"
+    for v in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+    )
+}
+TARGETS = {
+    "mix_tasks_per_sec": 12.0,
+    "efficiency": 0.85,
+    "light_ratio": 0.5,
+    "submit_p99_ms": 50.0,
+    "offered_rate": 200.0,
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0))
