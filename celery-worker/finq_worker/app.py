@@ -27,11 +27,12 @@ from celery.signals import (  # noqa: E402
 )
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server  # noqa: E402
 
-from finq_core import events, metrics  # noqa: E402
+from finq_core import metrics  # noqa: E402
 from finq_core.broker import celery_app  # noqa: E402
 from finq_core.config import get_settings  # noqa: E402
 from finq_core.db import reset_engine  # noqa: E402
 from finq_core.logs import configure_logging  # noqa: E402
+from finq_core.redis_client import get_redis  # noqa: E402
 from finq_engine import TASK_TYPES  # noqa: E402
 from finq_worker import charts, heartbeat, notifications, tasks  # noqa: E402,F401  (registers tasks)
 
@@ -47,7 +48,7 @@ def _setup_logging(**_: Any) -> None:
 @worker_process_init.connect
 def _after_fork(**_: Any) -> None:
     reset_engine()
-    events.get_redis.cache_clear()
+    get_redis.cache_clear()
     metrics.worker_slots.set(1)
     metrics.zero_task_counters(TASK_TYPES, api=False)
 

@@ -21,11 +21,12 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from finq_core import events, metrics
+from finq_core import flags, metrics
+from finq_core.changes import publish_change
 from finq_core.config import get_settings
 from finq_core.db import session_scope
 from finq_core.models import Task, TaskChart, TaskStatus
-from finq_core.store import claim_running, get_task, notify, transition
+from finq_core.store import claim_running, get_task, transition
 from finq_core.timeutil import utcnow
 from finq_core.uploads import find_upload, upload_table
 from finq_engine import CalculationError, Cancelled, PriceTable, TaskType, get_task_type
@@ -99,7 +100,7 @@ def claim(task_id: uuid.UUID, worker: str, take_over: bool = False) -> Claim | N
     cancelled, row = False, None
     statuses = claimable(take_over)
     with session_scope() as session:
-        if events.cancel_requested(str(task_id)):
+        if flags.cancel_requested(str(task_id)):
             cancelled = transition(
                 session, task_id, statuses, TaskStatus.CANCELLED, "cancelled before start"
             )
@@ -111,7 +112,7 @@ def claim(task_id: uuid.UUID, worker: str, take_over: bool = False) -> Claim | N
                 raise NoRecord(str(task_id), seen=status is not None)
             log.info("task %s is already %s; not running it again", task_id, status)
     if cancelled:
-        notify(task_id, TaskStatus.CANCELLED.value)
+        publish_change(task_id, TaskStatus.CANCELLED.value)
     if row is None:
         return None
     info = Claim(row.type, dict(row.params), row.attempts, row.max_retries, row.priority, row.owner)
@@ -120,7 +121,7 @@ def claim(task_id: uuid.UUID, worker: str, take_over: bool = False) -> Claim | N
     metrics.task_queue_wait.labels(info.type, info.priority).observe(
         max(0.0, (utcnow() - waited_since).total_seconds())
     )
-    notify(task_id, TaskStatus.RUNNING.value, progress=0.0)
+    publish_change(task_id, TaskStatus.RUNNING.value, progress=0.0)
     return info
 
 
@@ -142,7 +143,7 @@ def finish(
                 metrics.tasks_retried.labels(*labels).inc()
             else:
                 metrics.tasks_finished.labels(*labels, status.value.lower()).inc()
-        notify(task_id, status.value, progress=values.get("progress"))
+        publish_change(task_id, status.value, progress=values.get("progress"))
         if status != TaskStatus.SUCCESS:
             log.info(
                 "task %s",

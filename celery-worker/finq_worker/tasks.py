@@ -10,7 +10,7 @@ from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from finq_core import events, metrics
+from finq_core import flags, metrics
 from finq_core.broker import CHART_TASK, RUN_TASK, celery_app, retry_backoff_cap
 from finq_core.config import get_settings
 from finq_core.logs import request_id_var
@@ -78,7 +78,7 @@ def run_task(self: CeleryTask, task_id: str, record_wait: bool = False) -> None:
             claim = runner.claim_when_visible(tid, worker, take_over)
         except runner.NoRecord:
             try:
-                if not events.is_void(task_id):
+                if not flags.is_void(task_id):
                     raise
                 claim = _claim_void(tid, worker, take_over)
             except runner.NoRecord:

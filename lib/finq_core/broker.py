@@ -14,6 +14,7 @@ from kombu import Queue
 
 from finq_core.config import Settings, get_settings
 from finq_core.models import Priority
+from finq_core.redis_client import get_redis
 
 RUN_TASK = "finq.run"
 NOTIFY_TASK = "finq.notify"
@@ -117,3 +118,13 @@ def enqueue_chart(task_id: str) -> None:
     celery_app.send_task(
         CHART_TASK, args=[task_id], queue=CHART_QUEUE, retry=True, retry_policy=SEND_RETRY
     )
+
+
+def queue_depths(queues: list[str]) -> dict[str, int]:
+    """Messages waiting per Celery queue (kombu keeps priority sub-lists beside each list)."""
+    pipe = get_redis().pipeline()
+    for name in queues:
+        for key in (name, *(f"{name}\x06\x16{step}" for step in (3, 6, 9))):
+            pipe.llen(key)
+    counts = pipe.execute()
+    return {name: int(sum(counts[i * 4 : (i + 1) * 4])) for i, name in enumerate(queues)}

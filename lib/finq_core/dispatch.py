@@ -18,6 +18,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from finq_core import broker
+from finq_core.changes import publish_change
 from finq_core.config import get_settings
 from finq_core.db import session_scope
 from finq_core.models import (
@@ -30,7 +31,7 @@ from finq_core.models import (
     TaskStatus,
 )
 from finq_core.scheduling import next_fire
-from finq_core.store import add_event, notify, transition
+from finq_core.store import add_event, transition
 
 log = logging.getLogger("finq.beat")
 
@@ -156,7 +157,7 @@ def mark_stuck(now: datetime) -> int:
             ):
                 failed += 1
     for task_id in ids:
-        notify(task_id, TaskStatus.FAILED.value)
+        publish_change(task_id, TaskStatus.FAILED.value)
     return failed
 
 

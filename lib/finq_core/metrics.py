@@ -83,8 +83,7 @@ class QueueCollector(Collector):
     """Queue depths read from Redis at scrape time (a gauge nobody has to keep updated)."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from finq_core.broker import QUEUES
-        from finq_core.events import queue_depths
+        from finq_core.broker import QUEUES, queue_depths
 
         family = GaugeMetricFamily(
             "finq_queue_depth", "Messages waiting per queue", labels=["queue"]

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Row, Table, Update, and_, bindparam, case, event, insert, select, update
 from sqlalchemy.orm import Session
 
-from finq_core import broker, events
+from finq_core import broker
 from finq_core.db import session_scope
 from finq_core.models import DeliveryStatus, Task, TaskDelivery, TaskEvent, TaskStatus
 from finq_core.timeutil import utcnow
@@ -266,23 +266,6 @@ def _record_unqueued(task_id: str, status: str, spec: dict[str, Any]) -> None:
                     )
     except Exception as exc:
         log.error("could not record the unqueued notifications of %s: %s", task_id, exc)
-
-
-def notify(task_id: uuid.UUID, status: str, **extra: Any) -> None:
-    events.publish(str(task_id), _change(task_id, status, extra))
-
-
-def notify_progress(task_id: uuid.UUID, fraction: float, message: str | None) -> bool | None:
-    """Publish a running task's progress; whether a cancel was requested (None: unknown)."""
-    return events.publish_and_check_cancel(
-        str(task_id),
-        _change(task_id, TaskStatus.RUNNING.value, {"progress": fraction, "message": message}),
-    )
-
-
-def _change(task_id: uuid.UUID, status: str, extra: dict[str, Any]) -> dict[str, Any]:
-    """The payload of a change publication (what the live views read)."""
-    return {"id": str(task_id), "status": status, **extra}
 
 
 def get_task(session: Session, task_id: uuid.UUID) -> Task | None:

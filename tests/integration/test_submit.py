@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from finq_api.main import create_app
 from finq_api.routes import tasks as routes
 from finq_api.security import create_access_token, hash_password
-from finq_core import events
+from finq_core import flags
 from finq_core.config import get_settings
 from finq_core.db import session_scope
 from finq_core.models import Role, Task, User
@@ -61,7 +61,7 @@ def test_a_submission_that_loses_the_race_for_its_key_voids_its_message(
     assert second.status_code == 200, second.text
     assert second.json()["id"] == first.json()["id"]
     assert len(sent) == 1 and sent[0] != first.json()["id"]
-    assert events.is_void(sent[0])
-    assert not events.is_void(first.json()["id"])
+    assert flags.is_void(sent[0])
+    assert not flags.is_void(first.json()["id"])
     with session_scope() as s:
         assert s.get(Task, uuid.UUID(sent[0])) is None

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from finq_api.deps import StreamUser
 from finq_api.errors import OUTAGE_RETRY_AFTER
 from finq_api.routes.tasks import find_owned
-from finq_core import events
+from finq_core import changes
 from finq_core.config import get_settings
 from finq_core.db import get_sessionmaker
 from finq_core.models import FINAL_STATUSES, User
@@ -79,7 +79,7 @@ async def task_events(task_id: uuid.UUID, request: Request, user: StreamUser) ->
     try:
         # Subscribe first, then read the record (404 before streaming starts): no change can
         # fall between the two.
-        await pubsub.subscribe(events.channel(str(task_id)))
+        await pubsub.subscribe(changes.channel(str(task_id)))
         first = await run_in_threadpool(_snapshot, task_id, user)
     except (aioredis.RedisError, OSError):
         await close()

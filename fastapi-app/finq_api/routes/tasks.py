@@ -26,7 +26,8 @@ from finq_api.schemas import (
     TaskPage,
     TaskSummary,
 )
-from finq_core import broker, events, metrics
+from finq_core import broker, flags, metrics
+from finq_core.changes import publish_change
 from finq_core.config import Settings
 from finq_core.logs import request_id_var
 from finq_core.models import (
@@ -40,7 +41,7 @@ from finq_core.models import (
     User,
 )
 from finq_core.notify import TargetRefused, check_email, check_webhook_url
-from finq_core.store import TASKS, deliveries, insert_task, notify, task_view, transition
+from finq_core.store import TASKS, deliveries, insert_task, task_view, transition
 from finq_core.timeutil import utcnow
 from finq_core.uploads import find_upload
 from finq_engine import get_task_type
@@ -263,7 +264,7 @@ def _void(task: Task, sent: bool) -> None:
     commit is safe too: the worker looks for the record once more before it drops a void
     message (finq_worker.tasks)."""
     if sent:
-        events.mark_void(str(task.id))
+        flags.mark_void(str(task.id))
 
 
 def _by_key(session: Session, owner: str, key: str) -> Task | None:
@@ -375,11 +376,11 @@ def task_chart(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Re
     if task.status != TaskStatus.SUCCESS:
         raise HTTPException(status_code=404, detail="Only a successful task has a chart")
     try:
-        if events.request_chart(str(task_id)):
+        if flags.request_chart(str(task_id)):
             try:
                 broker.enqueue_chart(str(task_id))
             except Exception:
-                events.forget_chart_request(str(task_id))
+                flags.forget_chart_request(str(task_id))
                 raise
     except Exception as exc:
         log.warning("chart of %s could not be queued: %s", task_id, exc)
@@ -416,7 +417,7 @@ def cancel_task(
     if task.status in FINAL_STATUSES:
         raise HTTPException(status_code=409, detail=f"Task is already {task.status}")
     try:
-        events.request_cancel(str(task_id))
+        flags.request_cancel(str(task_id))
     except Exception:
         if task.status == TaskStatus.RUNNING:
             raise QueueUnavailable() from None
@@ -428,7 +429,7 @@ def cancel_task(
         "cancelled by user",
     ):
         session.commit()
-        notify(task_id, TaskStatus.CANCELLED.value)
+        publish_change(task_id, TaskStatus.CANCELLED.value)
     else:
         session.commit()
         response.status_code = status.HTTP_202_ACCEPTED
@@ -453,7 +454,7 @@ def retry_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> An
             detail=f"Only FAILED or CANCELLED tasks can be retried; this one is {task.status}",
         )
     try:
-        events.clear_cancel(str(task_id))
+        flags.clear_cancel(str(task_id))
     except Exception:
         raise QueueUnavailable() from None
     ok = transition(
@@ -491,7 +492,7 @@ def retry_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> An
         )
         session.commit()
         raise QueueUnavailable() from None
-    notify(task_id, TaskStatus.PENDING.value)
+    publish_change(task_id, TaskStatus.PENDING.value)
     return task_view(task)
 
 
