@@ -34,7 +34,7 @@ from finq_core.db import reset_engine  # noqa: E402
 from finq_core.logs import configure_logging  # noqa: E402
 from finq_core.redis_client import get_redis  # noqa: E402
 from finq_engine import TASK_TYPES  # noqa: E402
-from finq_worker import charts, heartbeat, notifications, tasks  # noqa: E402,F401  (registers tasks)
+from finq_worker import charts, deliveries, heartbeat, tasks  # noqa: E402,F401  (registers tasks)
 
 app = celery_app
 

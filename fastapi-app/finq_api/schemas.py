@@ -18,7 +18,7 @@ class ErrorOut(BaseModel):
     request_id: str | None = None
 
 
-class NotifySpec(BaseModel):
+class NotificationTargets(BaseModel):
     """Where to report the task's final status (SUCCESS, FAILED or CANCELLED)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -35,7 +35,7 @@ class NotifySpec(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _at_least_one(self) -> "NotifySpec":
+    def _at_least_one(self) -> "NotificationTargets":
         if self.webhook_url is None and self.email is None:
             raise ValueError("give webhook_url, email or both")
         return self
@@ -59,7 +59,7 @@ class TaskCreate(BaseModel):
         le=10,
         description="Retries of transient failures (default from MAX_RETRY_ATTEMPTS).",
     )
-    notify: NotifySpec | None = Field(
+    notify: NotificationTargets | None = Field(
         default=None, description="Notifications when the task reaches a final status."
     )
 
@@ -172,7 +172,7 @@ class ScheduleCreate(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = Priority.NORMAL
     max_retries: int | None = Field(default=None, ge=0, le=10)
-    notify: NotifySpec | None = Field(
+    notify: NotificationTargets | None = Field(
         default=None,
         description="Notifications for every task the schedule creates, when it "
         "reaches a final status (the same rules as a task's notify).",

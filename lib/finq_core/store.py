@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from finq_core import broker
 from finq_core.db import session_scope
 from finq_core.models import DeliveryStatus, Task, TaskDelivery, TaskEvent, TaskStatus
+from finq_core.notifications import TARGET_FIELDS
 from finq_core.timeutil import utcnow
 
 log = logging.getLogger("finq.store")
@@ -236,7 +237,7 @@ def _queue_notifications(session: Session) -> None:
     pending = session.info.pop(_FINAL_NOTIFICATIONS, None)
     for task_id, status, spec in pending or ():
         try:
-            broker.enqueue_notifications(task_id, status, spec)
+            broker.enqueue_deliveries(task_id, status, spec)
         except Exception as exc:
             # Redis is down: say so on the task, where the user looks for deliveries.
             log.error("could not queue notifications of task %s: %s", task_id, exc)
@@ -251,13 +252,13 @@ def _forget_notifications(session: Session) -> None:
 def _record_unqueued(task_id: str, status: str, spec: dict[str, Any]) -> None:
     try:
         with session_scope() as s:
-            for channel, key in broker.NOTIFY_CHANNELS:
-                if spec.get(key):
+            for channel, field in TARGET_FIELDS.items():
+                if spec.get(field):
                     s.add(
                         TaskDelivery(
                             task_id=uuid.UUID(task_id),
                             channel=channel,
-                            target=spec[key],
+                            target=spec[field],
                             task_status=status,
                             attempt=0,
                             status=DeliveryStatus.FAILED.value,

@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import func, select
 
 from finq_api.deps import CurrentUser, SessionDep, SettingsDep
-from finq_api.routes.tasks import validate_notify, validate_params
+from finq_api.routes.tasks import validate_params, validate_targets
 from finq_api.schemas import ScheduleCreate, ScheduleOut
 from finq_core.models import Role, Schedule
 from finq_core.scheduling import next_fire, validate_cron
@@ -30,7 +30,7 @@ def create_schedule(
             [{"loc": ("body", "cron"), "msg": str(exc), "type": "value_error"}]
         ) from None
     params = validate_params(body.type, body.params, session, user)
-    notify_spec = validate_notify(body.notify, settings)
+    targets = validate_targets(body.notify, settings)
     count = (
         session.scalar(
             select(func.count()).select_from(Schedule).where(Schedule.owner == user.username)
@@ -56,7 +56,7 @@ def create_schedule(
             body.max_retries if body.max_retries is not None else settings.max_retry_attempts
         ),
         next_run_at=next_fire(cron, now),
-        notify=notify_spec,
+        notify=targets,
     )
     session.add(schedule)
     session.commit()

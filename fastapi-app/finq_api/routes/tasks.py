@@ -19,7 +19,7 @@ from finq_api.deps import CurrentUser, SessionDep, SettingsDep
 from finq_api.errors import OUTAGE_RETRY_AFTER
 from finq_api.ratelimit import SubmitLimit
 from finq_api.schemas import (
-    NotifySpec,
+    NotificationTargets,
     TaskCreate,
     TaskEventOut,
     TaskOut,
@@ -40,7 +40,7 @@ from finq_core.models import (
     TaskStatus,
     User,
 )
-from finq_core.notify import TargetRefused, check_email, check_webhook_url
+from finq_core.notifications import TargetRefused, check_email, check_webhook_url
 from finq_core.store import TASKS, deliveries, insert_task, task_view, transition
 from finq_core.timeutil import utcnow
 from finq_core.uploads import find_upload
@@ -106,14 +106,16 @@ def validate_params(
     return params
 
 
-def validate_notify(spec: NotifySpec | None, settings: Settings) -> dict[str, str] | None:
+def validate_targets(
+    targets: NotificationTargets | None, settings: Settings
+) -> dict[str, str] | None:
     """Check notification targets now (422 on `notify.<field>`); the worker checks a webhook
     again before every attempt, since what a name resolves to can change."""
-    if spec is None:
+    if targets is None:
         return None
     problems: list[tuple[tuple[str | int, ...], str]] = []
     out: dict[str, str] = {}
-    if spec.webhook_url is not None:
+    if targets.webhook_url is not None:
         loc: tuple[str | int, ...] = ("body", "notify", "webhook_url")
         if not settings.webhook_secret:
             problems.append(
@@ -121,17 +123,17 @@ def validate_notify(spec: NotifySpec | None, settings: Settings) -> dict[str, st
             )
         else:
             try:
-                check_webhook_url(spec.webhook_url, settings.webhook_allow_private)
-                out["webhook_url"] = spec.webhook_url
+                check_webhook_url(targets.webhook_url, settings.webhook_allow_private)
+                out["webhook_url"] = targets.webhook_url
             except TargetRefused as exc:
                 problems.append((loc, str(exc)))
-    if spec.email is not None:
+    if targets.email is not None:
         loc = ("body", "notify", "email")
         if not settings.smtp_host:
             problems.append((loc, "e-mail is not enabled on this server (SMTP_HOST is not set)"))
         else:
             try:
-                out["email"] = check_email(spec.email)
+                out["email"] = check_email(targets.email)
             except TargetRefused as exc:
                 problems.append((loc, str(exc)))
     if problems:
@@ -191,7 +193,7 @@ def submit_task(
 ) -> Any:
     """Validate, record and queue a task. Answers 202 with the record and a Location header."""
     params = validate_params(body.type, body.params, session, user)
-    notify_spec = validate_notify(body.notify, settings)
+    targets = validate_targets(body.notify, settings)
     if idempotency_key:
         existing = _by_key(session, user.username, idempotency_key)
         if existing is not None:
@@ -218,7 +220,7 @@ def submit_task(
         request_id=request_id_var.get(),
         attempts=0,
         progress=0.0,
-        notify=notify_spec,
+        notify=targets,
         enqueued_at=now if immediate else None,
     )
     task = Task(**values)  # the response's view; the rows are written with Core statements
