@@ -31,7 +31,7 @@ from finq_core.timeutil import utcnow
 from finq_core.uploads import find_upload, upload_table
 from finq_engine import CalculationError, Cancelled, PriceTable, TaskType, get_task_type
 from finq_worker import charts
-from finq_worker.context import WorkerContext
+from finq_worker.progress import WorkerContext
 
 log = logging.getLogger("finq.worker")
 

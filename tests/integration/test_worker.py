@@ -17,7 +17,7 @@ from finq_core.models import Task, TaskChart, TaskEvent, TaskStatus
 from finq_core.store import add_event
 from finq_core.timeutil import utcnow
 from finq_worker import runner, tasks
-from finq_worker.context import WorkerContext
+from finq_worker.progress import WorkerContext
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
