@@ -26,7 +26,7 @@ from finq_core.changes import publish_change
 from finq_core.config import get_settings
 from finq_core.db import session_scope
 from finq_core.models import Task, TaskChart, TaskStatus
-from finq_core.store import claim_running, get_task, transition
+from finq_core.store import claim_running, commit_and_queue_deliveries, get_task, transition
 from finq_core.timeutil import utcnow
 from finq_core.uploads import find_upload, upload_table
 from finq_engine import CalculationError, Cancelled, PriceTable, TaskType, get_task_type
@@ -111,6 +111,7 @@ def claim(task_id: uuid.UUID, worker: str, take_over: bool = False) -> Claim | N
             if status is None or status in statuses:
                 raise NoRecord(str(task_id), seen=status is not None)
             log.info("task %s is already %s; not running it again", task_id, status)
+        commit_and_queue_deliveries(session)
     if cancelled:
         publish_change(task_id, TaskStatus.CANCELLED.value)
     if row is None:
@@ -136,6 +137,7 @@ def finish(
     delivery may have ended it first) and count it."""
     with session_scope() as session:
         ok = transition(session, task_id, [TaskStatus.RUNNING], status, message, **values)
+        commit_and_queue_deliveries(session)
     if ok:
         if claim_info is not None:
             labels = (claim_info.type, claim_info.priority)

@@ -9,8 +9,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import redis
 from celery import Celery
 from kombu import Queue
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from finq_core.config import Settings, get_settings
 from finq_core.models import Priority
@@ -34,6 +36,9 @@ CHART_QUEUE = "charts"
 # One quick retry rides over a pooled connection that Redis closed when it restarted; with
 # Redis down a send still fails within a second.
 SEND_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+# What a send raises when Redis is unreachable: kombu wraps the connection errors it retried in
+# its OperationalError; other Redis errors (e.g. OOM) and socket errors come through as they are.
+UNAVAILABLE = (KombuOperationalError, redis.RedisError, OSError)
 
 
 def retry_backoff_cap(settings: Settings) -> float:

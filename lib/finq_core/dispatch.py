@@ -31,7 +31,7 @@ from finq_core.models import (
     TaskStatus,
 )
 from finq_core.scheduling import next_fire
-from finq_core.store import add_event, transition
+from finq_core.store import add_event, commit_and_queue_deliveries, transition
 
 log = logging.getLogger("finq.beat")
 
@@ -156,6 +156,7 @@ def mark_stuck(now: datetime) -> int:
                 },
             ):
                 failed += 1
+        commit_and_queue_deliveries(session)
     for task_id in ids:
         publish_change(task_id, TaskStatus.FAILED.value)
     return failed

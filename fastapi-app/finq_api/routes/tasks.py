@@ -41,7 +41,14 @@ from finq_core.models import (
     User,
 )
 from finq_core.notifications import TargetRefused, check_email, check_webhook_url
-from finq_core.store import TASKS, deliveries, insert_task, task_view, transition
+from finq_core.store import (
+    TASKS,
+    commit_and_queue_deliveries,
+    deliveries,
+    insert_task,
+    task_view,
+    transition,
+)
 from finq_core.timeutil import utcnow
 from finq_core.uploads import find_upload
 from finq_engine import get_task_type
@@ -423,17 +430,17 @@ def cancel_task(
     except Exception:
         if task.status == TaskStatus.RUNNING:
             raise QueueUnavailable() from None
-    if transition(
+    cancelled = transition(
         session,
         task_id,
         [TaskStatus.PENDING, TaskStatus.RETRYING],
         TaskStatus.CANCELLED,
         "cancelled by user",
-    ):
-        session.commit()
+    )
+    commit_and_queue_deliveries(session)
+    if cancelled:
         publish_change(task_id, TaskStatus.CANCELLED.value)
     else:
-        session.commit()
         response.status_code = status.HTTP_202_ACCEPTED
     session.refresh(task)
     if task.status in FINAL_STATUSES and task.status != TaskStatus.CANCELLED:
@@ -492,7 +499,7 @@ def retry_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> An
                 "message": "the queue was unavailable when the retry was asked",
             },
         )
-        session.commit()
+        commit_and_queue_deliveries(session)
         raise QueueUnavailable() from None
     publish_change(task_id, TaskStatus.PENDING.value)
     return task_view(task)
