@@ -32,7 +32,7 @@ MAX_LINES = 8
 MAX_PNG_BYTES = 2 * 1024 * 1024
 FIGSIZE = (9.0, 5.0)
 DPI = 100
-BLUE, ORANGE, RED, GREEN, GREY = "#0b5cad", "#d9822b", "#b42318", "#1a7f37", "#5b6570"
+BLUE, ORANGE, RED, GREY = "#0b5cad", "#d9822b", "#b42318", "#5b6570"
 
 Drawer = Callable[[Any, dict[str, Any], dict[str, Any], PriceTable | None], None]
 

@@ -127,6 +127,5 @@ async def submit_limit(request: Request, user: CurrentUser) -> None:
         )
 
 
-GlobalLimit = Annotated[None, Depends(global_limit)]
 LoginLimit = Annotated[None, Depends(login_limit)]
 SubmitLimit = Annotated[None, Depends(submit_limit)]

@@ -13,11 +13,6 @@ MIN_PASSWORD_LENGTH = 12
 MAX_DELAY_SECONDS = 30 * 24 * 3600
 
 
-class ErrorOut(BaseModel):
-    detail: Any
-    request_id: str | None = None
-
-
 class NotificationTargets(BaseModel):
     """Where to report the task's final status (SUCCESS, FAILED or CANCELLED)."""
 

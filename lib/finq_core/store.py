@@ -294,7 +294,3 @@ def _record_unqueued(task_id: str, status: str, targets: dict[str, Any]) -> None
 
 def get_task(session: Session, task_id: uuid.UUID) -> Task | None:
     return session.get(Task, task_id)
-
-
-def lock_task(session: Session, task_id: uuid.UUID) -> Task | None:
-    return session.scalars(select(Task).where(Task.id == task_id).with_for_update()).first()

@@ -58,7 +58,6 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
 # A task due within this margin is enqueued at once; later ones wait for the dispatcher.
 DISPATCH_NOW_MARGIN = timedelta(seconds=1)
-ACTIVE = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING)
 
 
 class QueueUnavailable(HTTPException):
