@@ -73,6 +73,6 @@ class FinqScheduler(Scheduler):
                     log.info("beat: %d stuck tasks failed, %d old tasks purged", stuck, purged)
         except (redis.RedisError, OSError) as exc:
             log.warning("beat tick skipped: %s", exc)
-        except Exception:
+        except Exception:  # a bug in one pass must not stop the beat: log it, tick again
             log.exception("beat tick failed")
         return TICK_SECONDS

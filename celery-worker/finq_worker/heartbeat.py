@@ -13,6 +13,7 @@ import socket
 import threading
 from typing import Any
 
+import redis
 from celery.worker import state
 
 from finq_core import presence
@@ -64,7 +65,7 @@ class Heartbeat(threading.Thread):
         # Withdrawn here, after the last beat, so that no beat can land after it.
         try:
             presence.withdraw(get_redis(), self.worker)
-        except Exception as exc:
+        except (redis.RedisError, OSError) as exc:
             log.warning(
                 "worker not withdrawn (it drops out after %.0f s): %r", presence.STALE_SECONDS, exc
             )

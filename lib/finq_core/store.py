@@ -15,18 +15,38 @@ refused in tests and logged as an error elsewhere (`_refuse_plain_commit`).
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Row, Table, Update, and_, bindparam, case, event, insert, select, update
+from sqlalchemy import (
+    Row,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    case,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from finq_core import broker
 from finq_core.config import get_settings
 from finq_core.db import session_scope
-from finq_core.models import DeliveryStatus, Task, TaskDelivery, TaskEvent, TaskStatus
+from finq_core.models import (
+    FINAL_STATUSES,
+    DeliveryStatus,
+    Task,
+    TaskChart,
+    TaskDelivery,
+    TaskEvent,
+    TaskStatus,
+)
 from finq_core.notifications import TARGET_FIELDS
 from finq_core.timeutil import utcnow
 
@@ -272,7 +292,6 @@ def _forget_pending_deliveries(session: Session) -> None:
 
 
 def _record_unqueued(task_id: str, status: str, targets: dict[str, Any]) -> None:
-    # Best effort after a commit: whatever fails here is logged, never raised to the caller.
     try:
         with session_scope() as s:
             for channel, field in TARGET_FIELDS.items():
@@ -288,8 +307,17 @@ def _record_unqueued(task_id: str, status: str, targets: dict[str, Any]) -> None
                             error="could not be queued: the queue (Redis) was unavailable",
                         )
                     )
-    except Exception as exc:
+    except Exception as exc:  # best effort after the commit: logged, never raised to the caller
         log.error("could not record the unqueued notifications of %s: %s", task_id, exc)
+
+
+def delete_finished(session: Session, ids: Sequence[uuid.UUID]) -> None:
+    """Delete these tasks, if finished, with their history, charts and deliveries."""
+    for table in (TaskEvent, TaskChart, TaskDelivery):
+        session.execute(delete(table).where(table.task_id.in_(ids)))
+    session.execute(
+        delete(Task).where(Task.id.in_(ids), Task.status.in_([s.value for s in FINAL_STATUSES]))
+    )
 
 
 def get_task(session: Session, task_id: uuid.UUID) -> Task | None:

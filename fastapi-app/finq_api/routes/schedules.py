@@ -8,8 +8,8 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import func, select
 
 from finq_api.deps import CurrentUser, SessionDep, SettingsDep
-from finq_api.routes.tasks import validate_params, validate_targets
 from finq_api.schemas import ScheduleCreate, ScheduleOut
+from finq_core import lifecycle
 from finq_core.models import Role, Schedule
 from finq_core.scheduling import next_fire, validate_cron
 from finq_core.timeutil import utcnow
@@ -29,8 +29,14 @@ def create_schedule(
         raise RequestValidationError(
             [{"loc": ("body", "cron"), "msg": str(exc), "type": "value_error"}]
         ) from None
-    params = validate_params(body.type, body.params, session, user)
-    targets = validate_targets(body.notify, settings)
+    params, targets = lifecycle.check_template(
+        session,
+        user,
+        body.type,
+        body.params,
+        body.notify.model_dump() if body.notify is not None else None,
+        settings,
+    )
     count = (
         session.scalar(
             select(func.count()).select_from(Schedule).where(Schedule.owner == user.username)

@@ -22,10 +22,10 @@ from starlette.concurrency import run_in_threadpool
 
 from finq_api.deps import StreamUser
 from finq_api.errors import OUTAGE_RETRY_AFTER
-from finq_api.routes.tasks import find_owned
 from finq_core import changes
 from finq_core.config import get_settings
 from finq_core.db import get_sessionmaker
+from finq_core.lifecycle import find_owned
 from finq_core.models import FINAL_STATUSES, User
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
@@ -37,7 +37,7 @@ MAX_STREAM_SECONDS = 3600.0
 
 def _snapshot(task_id: uuid.UUID, user: User) -> dict[str, Any]:
     with get_sessionmaker()() as session:
-        task = find_owned(session, task_id, user)
+        task = find_owned(session, user, task_id)
         return {
             "id": str(task.id),
             "status": task.status,
