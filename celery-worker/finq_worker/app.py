@@ -17,13 +17,14 @@ from celery.signals import (
 )
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
-from finq_core import events, metrics
+from finq_core import metrics
 from finq_core.broker import celery_app
 from finq_core.config import get_settings, get_worker_metrics_settings
 from finq_core.db import reset_engine
 from finq_core.logs import configure_logging
+from finq_core.redis_client import get_redis
 from finq_engine import TASK_TYPES
-from finq_worker import charts, heartbeat, notifications, tasks  # noqa: F401  (registers tasks)
+from finq_worker import charts, deliveries, heartbeat, tasks  # noqa: F401  (registers tasks)
 
 app = celery_app
 
@@ -37,7 +38,7 @@ def _setup_logging(**_: Any) -> None:
 @worker_process_init.connect
 def _after_fork(**_: Any) -> None:
     reset_engine()
-    events.get_redis.cache_clear()
+    get_redis.cache_clear()
     metrics.worker_slots.set(1)
     metrics.zero_task_counters(TASK_TYPES, api=False)
 

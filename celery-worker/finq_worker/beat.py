@@ -12,7 +12,8 @@ from typing import Any
 import redis
 from celery.beat import Scheduler
 
-from finq_core import dispatch, events
+from finq_core import dispatch
+from finq_core.redis_client import get_redis
 from finq_core.timeutil import utcnow
 
 log = logging.getLogger("finq.beat")
@@ -31,7 +32,7 @@ class FinqScheduler(Scheduler):
         self._warned = False
 
     def _hold_lock(self) -> bool:
-        r = events.get_redis()
+        r = get_redis()
         if r.set(LOCK_KEY, self._identity, nx=True, ex=LOCK_TTL):
             return True
         if r.get(LOCK_KEY) == self._identity:
@@ -42,7 +43,7 @@ class FinqScheduler(Scheduler):
     def close(self) -> None:
         """Release the lock on a clean stop so a restarted beat resumes at once."""
         try:
-            r = events.get_redis()
+            r = get_redis()
             if r.get(LOCK_KEY) == self._identity:
                 r.delete(LOCK_KEY)
         except redis.RedisError:
@@ -72,6 +73,6 @@ class FinqScheduler(Scheduler):
                     log.info("beat: %d stuck tasks failed, %d old tasks purged", stuck, purged)
         except (redis.RedisError, OSError) as exc:
             log.warning("beat tick skipped: %s", exc)
-        except Exception:
+        except Exception:  # a bug in one pass must not stop the beat: log it, tick again
             log.exception("beat tick failed")
         return TICK_SECONDS

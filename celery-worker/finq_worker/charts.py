@@ -32,7 +32,7 @@ MAX_LINES = 8
 MAX_PNG_BYTES = 2 * 1024 * 1024
 FIGSIZE = (9.0, 5.0)
 DPI = 100
-BLUE, ORANGE, RED, GREEN, GREY = "#0b5cad", "#d9822b", "#b42318", "#1a7f37", "#5b6570"
+BLUE, ORANGE, RED, GREY = "#0b5cad", "#d9822b", "#b42318", "#5b6570"
 
 Drawer = Callable[[Any, dict[str, Any], dict[str, Any], PriceTable | None], None]
 
@@ -345,7 +345,7 @@ def render_safely(
     """render_chart, but any failure is logged and gives None: the task must not fail."""
     try:
         return render_chart(task_type, params, result, table)
-    except Exception:
+    except Exception:  # whatever the renderer does with a result, the task keeps its outcome
         log.exception(
             "chart of %s %s failed; the task succeeds without one", task_type, " ".join(context)
         )
@@ -367,5 +367,5 @@ def warm_up() -> None:
         fig = Figure(figsize=(1, 1), dpi=10)
         fig.text(0.5, 0.5, "finq")
         fig.savefig(io.BytesIO(), format="png")
-    except Exception:
+    except Exception:  # a worker without charts still runs tasks
         log.exception("matplotlib could not be loaded; tasks will have no charts")

@@ -13,10 +13,12 @@ import socket
 import threading
 from typing import Any
 
+import redis
 from celery.worker import state
 
-from finq_core import events, presence
+from finq_core import presence
 from finq_core.broker import RUN_TASK
+from finq_core.redis_client import get_redis
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ class Heartbeat(threading.Thread):
         failing = False
         while not self.stopping.is_set():
             try:
-                presence.beat(events.get_redis(), self.worker, self.announcement())
+                presence.beat(get_redis(), self.worker, self.announcement())
                 if failing:
                     log.info("heartbeat restored")
                 failing = False
@@ -62,8 +64,8 @@ class Heartbeat(threading.Thread):
             self.stopping.wait(presence.BEAT_SECONDS)
         # Withdrawn here, after the last beat, so that no beat can land after it.
         try:
-            presence.withdraw(events.get_redis(), self.worker)
-        except Exception as exc:
+            presence.withdraw(get_redis(), self.worker)
+        except (redis.RedisError, OSError) as exc:
             log.warning(
                 "worker not withdrawn (it drops out after %.0f s): %r", presence.STALE_SECONDS, exc
             )

@@ -21,16 +21,17 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from finq_core import events, metrics
+from finq_core import flags, metrics
+from finq_core.changes import publish_change
 from finq_core.config import get_settings
 from finq_core.db import session_scope
 from finq_core.models import Task, TaskChart, TaskStatus
-from finq_core.store import claim_running, get_task, notify, transition
+from finq_core.store import claim_running, commit_and_queue_deliveries, get_task, transition
 from finq_core.timeutil import utcnow
 from finq_core.uploads import find_upload, upload_table
 from finq_engine import CalculationError, Cancelled, PriceTable, TaskType, get_task_type
 from finq_worker import charts
-from finq_worker.context import WorkerContext
+from finq_worker.progress import WorkerContext
 
 log = logging.getLogger("finq.worker")
 
@@ -99,7 +100,7 @@ def claim(task_id: uuid.UUID, worker: str, take_over: bool = False) -> Claim | N
     cancelled, row = False, None
     statuses = claimable(take_over)
     with session_scope() as session:
-        if events.cancel_requested(str(task_id)):
+        if flags.cancel_requested(str(task_id)):
             cancelled = transition(
                 session, task_id, statuses, TaskStatus.CANCELLED, "cancelled before start"
             )
@@ -110,8 +111,9 @@ def claim(task_id: uuid.UUID, worker: str, take_over: bool = False) -> Claim | N
             if status is None or status in statuses:
                 raise NoRecord(str(task_id), seen=status is not None)
             log.info("task %s is already %s; not running it again", task_id, status)
+        commit_and_queue_deliveries(session)
     if cancelled:
-        notify(task_id, TaskStatus.CANCELLED.value)
+        publish_change(task_id, TaskStatus.CANCELLED.value)
     if row is None:
         return None
     info = Claim(row.type, dict(row.params), row.attempts, row.max_retries, row.priority, row.owner)
@@ -120,7 +122,7 @@ def claim(task_id: uuid.UUID, worker: str, take_over: bool = False) -> Claim | N
     metrics.task_queue_wait.labels(info.type, info.priority).observe(
         max(0.0, (utcnow() - waited_since).total_seconds())
     )
-    notify(task_id, TaskStatus.RUNNING.value, progress=0.0)
+    publish_change(task_id, TaskStatus.RUNNING.value, progress=0.0)
     return info
 
 
@@ -135,6 +137,7 @@ def finish(
     delivery may have ended it first) and count it."""
     with session_scope() as session:
         ok = transition(session, task_id, [TaskStatus.RUNNING], status, message, **values)
+        commit_and_queue_deliveries(session)
     if ok:
         if claim_info is not None:
             labels = (claim_info.type, claim_info.priority)
@@ -142,7 +145,7 @@ def finish(
                 metrics.tasks_retried.labels(*labels).inc()
             else:
                 metrics.tasks_finished.labels(*labels, status.value.lower()).inc()
-        notify(task_id, status.value, progress=values.get("progress"))
+        publish_change(task_id, status.value, progress=values.get("progress"))
         if status != TaskStatus.SUCCESS:
             log.info(
                 "task %s",

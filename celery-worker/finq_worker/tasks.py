@@ -10,7 +10,7 @@ from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from finq_core import events, metrics
+from finq_core import flags, metrics
 from finq_core.broker import CHART_TASK, RUN_TASK, celery_app, retry_backoff_cap
 from finq_core.config import get_settings
 from finq_core.logs import request_id_var
@@ -78,7 +78,7 @@ def run_task(self: CeleryTask, task_id: str, record_wait: bool = False) -> None:
             claim = runner.claim_when_visible(tid, worker, take_over)
         except runner.NoRecord:
             try:
-                if not events.is_void(task_id):
+                if not flags.is_void(task_id):
                     raise
                 claim = _claim_void(tid, worker, take_over)
             except runner.NoRecord:
@@ -119,7 +119,7 @@ def run_task(self: CeleryTask, task_id: str, record_wait: bool = False) -> None:
         # Continues the run (record_wait off, whatever this delivery was): if RETRYING could
         # not be recorded, the record is still RUNNING and the retry must take it over.
         raise self.retry(countdown=delay, kwargs={"record_wait": False}, max_retries=None) from exc
-    except Exception as exc:
+    except Exception as exc:  # a poisoned task fails alone; the worker loop never sees it
         log.exception("task %s failed unexpectedly", task_id)
         _fail_safely(tid, exc, claim)
     finally:
@@ -162,7 +162,7 @@ def _fail_safely(tid: uuid.UUID, exc: BaseException, claim: runner.Claim | None)
             claim_info=claim,
             error=runner.error_view(exc, _public_message(exc)),
         )
-    except Exception:
+    except Exception:  # the store itself may be what failed; the message is acked regardless
         log.exception("task %s: could not record the failure", tid)
 
 
@@ -179,5 +179,5 @@ def draw_chart(task_id: str) -> None:
     Never raises: a missing chart is a cosmetic loss, logged by the runner."""
     try:
         runner.draw_chart(uuid.UUID(task_id))
-    except Exception:
+    except Exception:  # a missing chart is cosmetic: never fail or retry over it
         log.exception("chart of %s could not be stored", task_id)

@@ -11,6 +11,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from finq_core.errors import InvalidInput, QueueUnavailable, TaskNotFound, TaskStateConflict
 from finq_core.logs import request_id_var
 
 log = logging.getLogger("finq.api")
@@ -50,6 +51,24 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(422, validation_detail(exc.errors()))
+
+    # The task lifecycle's refusals (finq_core.errors), answered as the routes answered them
+    # when they raised HTTP errors themselves.
+    @app.exception_handler(InvalidInput)
+    async def _invalid(_: Request, exc: InvalidInput) -> JSONResponse:
+        return error_response(422, validation_detail(p._asdict() for p in exc.problems))
+
+    @app.exception_handler(TaskNotFound)
+    async def _not_found(_: Request, exc: TaskNotFound) -> JSONResponse:
+        return error_response(404, exc.detail)
+
+    @app.exception_handler(TaskStateConflict)
+    async def _conflict(_: Request, exc: TaskStateConflict) -> JSONResponse:
+        return error_response(409, exc.detail)
+
+    @app.exception_handler(QueueUnavailable)
+    async def _queue_down(_: Request, exc: QueueUnavailable) -> JSONResponse:
+        return error_response(503, exc.detail, {"Retry-After": OUTAGE_RETRY_AFTER})
 
     @app.exception_handler(RecursionError)
     async def _too_deep(_: Request, exc: RecursionError) -> JSONResponse:

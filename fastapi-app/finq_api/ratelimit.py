@@ -13,6 +13,7 @@ import time
 from functools import lru_cache
 from typing import Annotated
 
+import redis
 from fastapi import Depends, HTTPException, Request
 from limits import RateLimitItem, parse
 from limits.storage import RedisStorage
@@ -61,7 +62,7 @@ def check(request: Request, spec: str, scope: str, key: str, fail_closed: bool) 
     try:
         allowed = limiter().hit(limit, scope, key)
         stats = limiter().get_window_stats(limit, scope, key)
-    except Exception as exc:
+    except (redis.RedisError, OSError) as exc:
         if fail_closed:
             log.error("rate limiter unavailable (%s); refusing %s", type(exc).__name__, scope)
             raise HTTPException(
@@ -127,6 +128,5 @@ async def submit_limit(request: Request, user: CurrentUser) -> None:
         )
 
 
-GlobalLimit = Annotated[None, Depends(global_limit)]
 LoginLimit = Annotated[None, Depends(login_limit)]
 SubmitLimit = Annotated[None, Depends(submit_limit)]

@@ -14,12 +14,7 @@ MIN_PASSWORD_LENGTH = 12
 MAX_DELAY_SECONDS = 30 * 24 * 3600
 
 
-class ErrorOut(BaseModel):
-    detail: Any
-    request_id: str | None = None
-
-
-class NotifySpec(BaseModel):
+class NotificationTargets(BaseModel):
     """Where to report the task's final status (SUCCESS, FAILED or CANCELLED)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -36,7 +31,7 @@ class NotifySpec(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _at_least_one(self) -> "NotifySpec":
+    def _at_least_one(self) -> "NotificationTargets":
         if self.webhook_url is None and self.email is None:
             raise ValueError("give webhook_url, email or both")
         return self
@@ -60,7 +55,7 @@ class TaskCreate(BaseModel):
         le=10,
         description="Retries of transient failures (default from MAX_RETRY_ATTEMPTS).",
     )
-    notify: NotifySpec | None = Field(
+    notify: NotificationTargets | None = Field(
         default=None, description="Notifications when the task reaches a final status."
     )
 
@@ -173,7 +168,7 @@ class ScheduleCreate(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     priority: Priority = Priority.NORMAL
     max_retries: int | None = Field(default=None, ge=0, le=10)
-    notify: NotifySpec | None = Field(
+    notify: NotificationTargets | None = Field(
         default=None,
         description="Notifications for every task the schedule creates, when it "
         "reaches a final status (the same rules as a task's notify).",

@@ -9,18 +9,24 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import redis
 from celery import Celery
 from kombu import Queue
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from finq_core.config import Settings, get_settings
 from finq_core.models import Priority
+from finq_core.notifications import TARGET_FIELDS
+from finq_core.redis_client import get_redis
 
 RUN_TASK = "finq.run"
-NOTIFY_TASK = "finq.notify"
 QUEUES = [p.value for p in (Priority.HIGH, Priority.NORMAL, Priority.LOW)]
-# Notifications have their own queue, polled before the others: a delivery is a few
-# milliseconds of I/O and should not wait behind minutes of queued calculations.
-NOTIFY_QUEUE = "notify"
+# Deliveries of notifications have their own queue, polled before the others: a delivery is a
+# few milliseconds of I/O and should not wait behind minutes of queued calculations. The wire
+# names keep the old word "notify" so that messages in flight and operators' WORKER_QUEUES
+# survive an upgrade.
+DELIVERY_TASK = "finq.notify"
+DELIVERY_QUEUE = "notify"
 # Charts are drawn when someone first asks for one (GET .../chart.png), by a task of their own:
 # a chart costs 1-5x the CPU of a calculation and most results are read by programs, never
 # looked at, so drawing every one would spend most of the workers on pictures. A person is
@@ -30,7 +36,9 @@ CHART_QUEUE = "charts"
 # One quick retry rides over a pooled connection that Redis closed when it restarted; with
 # Redis down a send still fails within a second.
 SEND_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
-NOTIFY_CHANNELS = (("webhook", "webhook_url"), ("email", "email"))
+# What a send raises when Redis is unreachable: kombu wraps the connection errors it retried in
+# its OperationalError; other Redis errors (e.g. OOM) and socket errors come through as they are.
+UNAVAILABLE = (KombuOperationalError, redis.RedisError, OSError)
 
 
 def retry_backoff_cap(settings: Settings) -> float:
@@ -48,7 +56,7 @@ def visibility_timeout(settings: Settings) -> int:
 def make_celery(settings: Settings) -> Celery:
     app = Celery("finq", broker=settings.redis_url)
     app.conf.update(
-        task_queues=[Queue(name) for name in (NOTIFY_QUEUE, CHART_QUEUE, *QUEUES)],
+        task_queues=[Queue(name) for name in (DELIVERY_QUEUE, CHART_QUEUE, *QUEUES)],
         task_default_queue=Priority.NORMAL.value,
         task_serializer="json",
         accept_content=["json"],
@@ -98,15 +106,15 @@ def enqueue(
     )
 
 
-def enqueue_notifications(task_id: str, status: str, spec: dict[str, Any]) -> None:
-    """Queue one `finq.notify` job per channel named in `spec` (a task's `notify`); raises
+def enqueue_deliveries(task_id: str, status: str, targets: dict[str, Any]) -> None:
+    """Queue one delivery per channel named in `targets` (a task's `notify`); raises
     kombu/redis errors when Redis is down. The delivery id is the same on every attempt."""
-    for channel, key in NOTIFY_CHANNELS:
-        if spec.get(key):
+    for channel, field in TARGET_FIELDS.items():
+        if targets.get(field):
             celery_app.send_task(
-                NOTIFY_TASK,
+                DELIVERY_TASK,
                 args=[task_id, channel, status, uuid.uuid4().hex],
-                queue=NOTIFY_QUEUE,
+                queue=DELIVERY_QUEUE,
                 retry=True,
                 retry_policy=SEND_RETRY,
             )
@@ -117,3 +125,13 @@ def enqueue_chart(task_id: str) -> None:
     celery_app.send_task(
         CHART_TASK, args=[task_id], queue=CHART_QUEUE, retry=True, retry_policy=SEND_RETRY
     )
+
+
+def queue_depths(queues: list[str]) -> dict[str, int]:
+    """Messages waiting per Celery queue (kombu keeps priority sub-lists beside each list)."""
+    pipe = get_redis().pipeline()
+    for name in queues:
+        for key in (name, *(f"{name}\x06\x16{step}" for step in (3, 6, 9))):
+            pipe.llen(key)
+    counts = pipe.execute()
+    return {name: int(sum(counts[i * 4 : (i + 1) * 4])) for i, name in enumerate(queues)}

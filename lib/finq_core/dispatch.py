@@ -14,23 +14,23 @@ import logging
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from finq_core import broker
+from finq_core.changes import publish_change
 from finq_core.config import get_settings
 from finq_core.db import session_scope
+from finq_core.lifecycle import task_values
 from finq_core.models import (
     FINAL_STATUSES,
     Schedule,
     Task,
-    TaskChart,
-    TaskDelivery,
     TaskEvent,
     TaskStatus,
 )
 from finq_core.scheduling import next_fire
-from finq_core.store import add_event, notify, transition
+from finq_core.store import commit_and_queue_deliveries, delete_finished, insert_task, transition
 
 log = logging.getLogger("finq.beat")
 
@@ -103,28 +103,20 @@ def _fire_one(schedule_id: uuid.UUID, now: datetime) -> bool:
             ).rowcount  # type: ignore[attr-defined]
             if moved != 1:
                 return False
-            task = Task(
-                id=uuid.uuid4(),
+            values = task_values(
                 owner=schedule.owner,
-                type=schedule.type,
+                type_name=schedule.type,
                 params=schedule.params,
                 priority=schedule.priority,
                 max_retries=schedule.max_retries,
-                status=TaskStatus.PENDING.value,
-                scheduled_for=run_at,
-                schedule_id=schedule.id,
-                created_at=now,
+                targets=schedule.notify,
+                now=now,
+                run_at=run_at,
                 idempotency_key=f"schedule:{schedule.id}:{run_at.isoformat()}",
-                notify=schedule.notify,
+                schedule_id=schedule.id,
             )
-            session.add(task)
-            session.flush()
-            add_event(
-                session,
-                task.id,
-                TaskStatus.PENDING.value,
-                f"from schedule {schedule.name!r} due {run_at.isoformat()}",
-                at=now,
+            insert_task(
+                session, values, f"from schedule {schedule.name!r} due {run_at.isoformat()}"
             )
     except IntegrityError:
         # The run already exists (a previous beat made it): nothing to do, nothing doubled.
@@ -155,8 +147,9 @@ def mark_stuck(now: datetime) -> int:
                 },
             ):
                 failed += 1
+        commit_and_queue_deliveries(session)
     for task_id in ids:
-        notify(task_id, TaskStatus.FAILED.value)
+        publish_change(task_id, TaskStatus.FAILED.value)
     return failed
 
 
@@ -170,7 +163,5 @@ def purge_finished(now: datetime, batch: int = 1000) -> int:
             .limit(batch)
         ).all()
         if ids:
-            for table in (TaskEvent, TaskChart, TaskDelivery):
-                session.execute(delete(table).where(table.task_id.in_(ids)))
-            session.execute(delete(Task).where(Task.id.in_(ids)))
+            delete_finished(session, ids)
     return len(ids)

@@ -83,15 +83,14 @@ class QueueCollector(Collector):
     """Queue depths read from Redis at scrape time (a gauge nobody has to keep updated)."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from finq_core.broker import QUEUES
-        from finq_core.events import queue_depths
+        from finq_core.broker import QUEUES, UNAVAILABLE, queue_depths
 
         family = GaugeMetricFamily(
             "finq_queue_depth", "Messages waiting per queue", labels=["queue"]
         )
         try:
             depths = queue_depths(QUEUES)
-        except Exception:  # Redis down: no sample rather than a failed scrape
+        except UNAVAILABLE:  # Redis down: no sample rather than a failed scrape
             depths = {}
         for name, depth in depths.items():
             family.add_metric([name], depth)

@@ -4,30 +4,54 @@ Transitions are conditional updates (`WHERE status IN ...`), so two deliveries o
 message, or a cancel racing a completion, can never both win: the loser's UPDATE ... RETURNING
 returns no row.
 
-Notifications hang off the same single point: a transition to a final status of a task that
-asked for notifications (`notify`) is remembered on the session, and the `finq.notify` jobs
-are queued right after that session commits, whoever made the change (the worker's outcome,
-a cancel in the API, the beat failing a stuck task). After the commit, never before: a job
-must find the final status when it reads the record, and a rolled-back change notifies nobody.
+Deliveries hang off the same single point: a transition to a final status of a task that
+asked for notifications (`notify`) is remembered on the session, and whoever commits such a
+change (the worker's outcome, a cancel in the API, the beat failing a stuck task) commits with
+`commit_and_queue_deliveries`, which queues them right after the commit. After the commit,
+never before: a delivery must find the final status when it reads the record, and a
+rolled-back change notifies nobody. A plain commit of a session holding such deliveries is
+refused in tests and logged as an error elsewhere (`_refuse_plain_commit`).
 """
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Row, Table, Update, and_, bindparam, case, event, insert, select, update
+from sqlalchemy import (
+    Row,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    case,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
-from finq_core import broker, events
+from finq_core import broker
+from finq_core.config import get_settings
 from finq_core.db import session_scope
-from finq_core.models import DeliveryStatus, Task, TaskDelivery, TaskEvent, TaskStatus
+from finq_core.models import (
+    FINAL_STATUSES,
+    DeliveryStatus,
+    Task,
+    TaskChart,
+    TaskDelivery,
+    TaskEvent,
+    TaskStatus,
+)
+from finq_core.notifications import TARGET_FIELDS
 from finq_core.timeutil import utcnow
 
 log = logging.getLogger("finq.store")
-_FINAL_NOTIFICATIONS = "finq_final_notifications"
+PENDING_DELIVERIES = "finq_pending_deliveries"  # session.info key: (task id, status, targets)
 
 
 def task_view(task: Task) -> dict[str, Any]:
@@ -192,7 +216,7 @@ def transition(
         return False
     insert_event(session, task_id, to_status.value, message, now)
     if to_status.is_final and row.notify:
-        session.info.setdefault(_FINAL_NOTIFICATIONS, []).append(
+        session.info.setdefault(PENDING_DELIVERIES, []).append(
             (str(task_id), to_status.value, dict(row.notify))
         )
     return True
@@ -230,64 +254,71 @@ def claim_running(
     return row
 
 
-@event.listens_for(Session, "after_commit")
-def _queue_notifications(session: Session) -> None:
-    """Queue the notifications of the final statuses this commit made durable."""
-    pending = session.info.pop(_FINAL_NOTIFICATIONS, None)
-    for task_id, status, spec in pending or ():
+def commit_and_queue_deliveries(session: Session) -> None:
+    """Commit, then queue the deliveries of the final statuses this commit made durable. The
+    commit of every change that may end a notified task goes through here."""
+    pending = session.info.pop(PENDING_DELIVERIES, None)
+    session.commit()
+    for task_id, status, targets in pending or ():
         try:
-            broker.enqueue_notifications(task_id, status, spec)
-        except Exception as exc:
+            broker.enqueue_deliveries(task_id, status, targets)
+        except broker.UNAVAILABLE as exc:
             # Redis is down: say so on the task, where the user looks for deliveries.
-            log.error("could not queue notifications of task %s: %s", task_id, exc)
-            _record_unqueued(task_id, status, spec)
+            log.error("could not queue the deliveries of task %s: %s", task_id, exc)
+            _record_unqueued(task_id, status, targets)
+
+
+class UnqueuedDeliveriesError(RuntimeError):
+    """A plain commit of a session whose final transitions wait for their deliveries."""
+
+
+@event.listens_for(Session, "before_commit")
+def _refuse_plain_commit(session: Session) -> None:
+    """Deliveries left on a session at commit mean a caller committed a final status with a
+    plain commit: they would never be queued. Loud in tests, an error in the log elsewhere."""
+    pending = session.info.pop(PENDING_DELIVERIES, None)
+    if not pending:
+        return
+    tasks = ", ".join(task_id for task_id, _, _ in pending)
+    message = f"plain commit of final statuses; their deliveries are not queued: {tasks}"
+    if get_settings().app_env == "test":
+        raise UnqueuedDeliveriesError(message + " (use store.commit_and_queue_deliveries)")
+    log.error(message)
 
 
 @event.listens_for(Session, "after_rollback")
-def _forget_notifications(session: Session) -> None:
-    session.info.pop(_FINAL_NOTIFICATIONS, None)
+def _forget_pending_deliveries(session: Session) -> None:
+    session.info.pop(PENDING_DELIVERIES, None)
 
 
-def _record_unqueued(task_id: str, status: str, spec: dict[str, Any]) -> None:
+def _record_unqueued(task_id: str, status: str, targets: dict[str, Any]) -> None:
     try:
         with session_scope() as s:
-            for channel, key in broker.NOTIFY_CHANNELS:
-                if spec.get(key):
+            for channel, field in TARGET_FIELDS.items():
+                if targets.get(field):
                     s.add(
                         TaskDelivery(
                             task_id=uuid.UUID(task_id),
                             channel=channel,
-                            target=spec[key],
+                            target=targets[field],
                             task_status=status,
                             attempt=0,
                             status=DeliveryStatus.FAILED.value,
                             error="could not be queued: the queue (Redis) was unavailable",
                         )
                     )
-    except Exception as exc:
+    except Exception as exc:  # best effort after the commit: logged, never raised to the caller
         log.error("could not record the unqueued notifications of %s: %s", task_id, exc)
 
 
-def notify(task_id: uuid.UUID, status: str, **extra: Any) -> None:
-    events.publish(str(task_id), _change(task_id, status, extra))
-
-
-def notify_progress(task_id: uuid.UUID, fraction: float, message: str | None) -> bool | None:
-    """Publish a running task's progress; whether a cancel was requested (None: unknown)."""
-    return events.publish_and_check_cancel(
-        str(task_id),
-        _change(task_id, TaskStatus.RUNNING.value, {"progress": fraction, "message": message}),
+def delete_finished(session: Session, ids: Sequence[uuid.UUID]) -> None:
+    """Delete these tasks, if finished, with their history, charts and deliveries."""
+    for table in (TaskEvent, TaskChart, TaskDelivery):
+        session.execute(delete(table).where(table.task_id.in_(ids)))
+    session.execute(
+        delete(Task).where(Task.id.in_(ids), Task.status.in_([s.value for s in FINAL_STATUSES]))
     )
-
-
-def _change(task_id: uuid.UUID, status: str, extra: dict[str, Any]) -> dict[str, Any]:
-    """The payload of a change publication (what the live views read)."""
-    return {"id": str(task_id), "status": status, **extra}
 
 
 def get_task(session: Session, task_id: uuid.UUID) -> Task | None:
     return session.get(Task, task_id)
-
-
-def lock_task(session: Session, task_id: uuid.UUID) -> Task | None:
-    return session.scalars(select(Task).where(Task.id == task_id).with_for_update()).first()

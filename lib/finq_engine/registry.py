@@ -10,7 +10,7 @@ task's owner) and passes it to `execute`; the API runs the same `check` at submi
 """
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -48,7 +48,6 @@ class TaskType:
     # run(params, ctx), or run(params, ctx, table) for a type with `upload`.
     run: Callable[..., Mapping[str, Any]]
     example: dict[str, Any]
-    tags: tuple[str, ...] = field(default=())
     upload: UploadInput | None = None
 
     def parse(self, params: Mapping[str, Any]) -> BaseModel:

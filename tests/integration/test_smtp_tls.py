@@ -14,7 +14,7 @@ from typing import Any, Literal
 import pytest
 
 from finq_core.config import Settings
-from finq_core.notify import DeliveryFailed, send_email
+from finq_core.notifications import DeliveryFailed, send_email
 from tests.helpers import free_port
 from tests.mailserver import SMTP_PASSWORD, SMTP_USER, Mailbox, smtp_server
 

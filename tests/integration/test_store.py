@@ -9,10 +9,11 @@ from sqlalchemy import Engine, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from finq_core import broker, store
 from finq_core.db import make_engine
 from finq_core.migrate import upgrade
 from finq_core.models import Task, TaskChart, TaskDelivery, TaskEvent, TaskStatus
-from finq_core.store import add_event, set_progress, transition
+from finq_core.store import PENDING_DELIVERIES, add_event, set_progress, transition
 from finq_core.uploads import find_upload, new_upload, upload_table
 from finq_engine import PriceTable
 
@@ -199,11 +200,43 @@ def test_a_final_transition_of_a_notified_task_is_queued_after_commit_only(
     )
     session.commit()
     assert transition(session, task.id, [TaskStatus.PENDING], TaskStatus.CANCELLED)
-    assert session.info["finq_final_notifications"] == [
+    assert session.info[PENDING_DELIVERIES] == [
         (str(task.id), "CANCELLED", {"webhook_url": "https://x.example/"})
     ]
     session.rollback()
-    assert "finq_final_notifications" not in session.info
+    assert PENDING_DELIVERIES not in session.info
+
+
+def test_a_final_status_is_committed_with_its_deliveries_or_not_at_all(
+    session: Session, redis_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain commit of a notified task's final status would never queue its deliveries: it
+    is refused. Committed with commit_and_queue_deliveries, they are queued after the commit."""
+    task = new_task(session)
+    targets = {"webhook_url": "https://x.example/", "email": "ops@example.com"}
+    session.execute(update(Task).where(Task.id == task.id).values(notify=targets))
+    session.commit()
+    assert transition(session, task.id, [TaskStatus.PENDING], TaskStatus.CANCELLED)
+    with pytest.raises(store.UnqueuedDeliveriesError):
+        session.commit()
+    session.rollback()
+    queued: list[tuple[str, str, dict[str, str]]] = []
+
+    def spy(task_id: str, status: str, targets: dict[str, str]) -> None:
+        committed = session.get_bind().connect()
+        with committed:  # another connection: sees only what was committed
+            found = committed.execute(
+                select(Task.status).where(Task.id == uuid.UUID(task_id))
+            ).scalar()
+        assert found == TaskStatus.CANCELLED, "queued before the commit"
+        queued.append((task_id, status, targets))
+        real(task_id, status, targets)
+
+    real = broker.enqueue_deliveries
+    monkeypatch.setattr(broker, "enqueue_deliveries", spy)
+    assert transition(session, task.id, [TaskStatus.PENDING], TaskStatus.CANCELLED)
+    store.commit_and_queue_deliveries(session)
+    assert queued == [(str(task.id), "CANCELLED", targets)]
 
 
 def test_json_documents_round_trip_exactly(session: Session) -> None:

@@ -8,9 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from finq_api.main import create_app
-from finq_api.routes import tasks as routes
 from finq_api.security import create_access_token, hash_password
-from finq_core import events
+from finq_core import flags, lifecycle
 from finq_core.config import get_settings
 from finq_core.db import session_scope
 from finq_core.models import Role, Task, User
@@ -42,26 +41,26 @@ def test_a_submission_that_loses_the_race_for_its_key_voids_its_message(
     first = client.post("/api/v1/tasks", json=LOAN, headers={"Idempotency-Key": key})
     assert first.status_code == 202, first.text
     sent: list[str] = []
-    real_send = routes._send
+    real_send = lifecycle._send
 
     def spy(task: Task) -> bool:
         sent.append(str(task.id))
         return real_send(task)
 
     look_ups: list[Any] = []
-    real_by_key = routes._by_key
+    real_by_key = lifecycle._by_key
 
     def late(*args: Any) -> Task | None:  # the early look-up misses, as in the race
         look_ups.append(args)
         return None if len(look_ups) == 1 else real_by_key(*args)
 
-    monkeypatch.setattr(routes, "_send", spy)
-    monkeypatch.setattr(routes, "_by_key", late)
+    monkeypatch.setattr(lifecycle, "_send", spy)
+    monkeypatch.setattr(lifecycle, "_by_key", late)
     second = client.post("/api/v1/tasks", json=LOAN, headers={"Idempotency-Key": key})
     assert second.status_code == 200, second.text
     assert second.json()["id"] == first.json()["id"]
     assert len(sent) == 1 and sent[0] != first.json()["id"]
-    assert events.is_void(sent[0])
-    assert not events.is_void(first.json()["id"])
+    assert flags.is_void(sent[0])
+    assert not flags.is_void(first.json()["id"])
     with session_scope() as s:
         assert s.get(Task, uuid.UUID(sent[0])) is None

@@ -11,13 +11,13 @@ import pytest
 import redis
 from sqlalchemy import select, update
 
-from finq_core import broker, events
+from finq_core import broker, changes, flags
 from finq_core.db import session_scope
 from finq_core.models import Task, TaskChart, TaskEvent, TaskStatus
 from finq_core.store import add_event
 from finq_core.timeutil import utcnow
 from finq_worker import runner, tasks
-from finq_worker.context import WorkerContext
+from finq_worker.progress import WorkerContext
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -124,7 +124,7 @@ def test_a_message_whose_submission_failed_is_dropped_at_once(
     sent its message already; the API marks it void and the worker drops it on its first
     delivery, instead of looking for a record that will never come for a minute."""
     tid = uuid.uuid4()
-    events.mark_void(str(tid))
+    flags.mark_void(str(tid))
     broker.enqueue(str(tid), "normal")
     line = wait_until(
         lambda: next(
@@ -170,7 +170,7 @@ def test_a_void_mark_never_drops_a_record_that_exists(
             )
         )
         add_event(s, tid, TaskStatus.PENDING.value, "queued")
-    events.mark_void(str(tid))
+    flags.mark_void(str(tid))
 
     def too_early(*_args: Any) -> None:
         raise runner.NoRecord(str(tid))
@@ -309,15 +309,15 @@ def test_a_progress_report_publishes_and_learns_of_a_cancel_in_one_go(
             )
         )
     sub = redis.Redis.from_url(os.environ["REDIS_URL"]).pubsub()
-    sub.subscribe(events.channel(str(tid)))
+    sub.subscribe(changes.channel(str(tid)))
     wait_until(lambda: sub.get_message(timeout=0.1), 5, 0, what="the subscription")
     # No cancel check of its own: only the reports may read the flag.
-    monkeypatch.setattr(events, "cancel_requested", lambda _tid: pytest.fail("a second round trip"))
+    monkeypatch.setattr(flags, "cancel_requested", lambda _tid: pytest.fail("a second round trip"))
     ctx = WorkerContext(tid, interval=0.0)
     ctx.cancel_check_seconds = 3600.0
     ctx.progress(0.25, "a quarter")
     assert not ctx.cancelled()
-    events.request_cancel(str(tid))
+    flags.request_cancel(str(tid))
     ctx.progress(0.5, "half")
     assert ctx.cancelled()
     frames = [

@@ -8,8 +8,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
-from finq_core import events, metrics
+from finq_core import metrics
 from finq_core.db import get_engine
+from finq_core.redis_client import get_redis
 
 router = APIRouter(tags=["health"])
 HOSTNAME = socket.gethostname()
@@ -33,15 +34,15 @@ def ready() -> JSONResponse:
     """Redis and the database are reachable; 503 names each one that is not."""
     checks: dict[str, str] = {}
     try:
-        events.get_redis().ping()
+        get_redis().ping()
         checks["redis"] = "ok"
-    except Exception as exc:
+    except Exception as exc:  # whatever fails, readiness reports it rather than a 500
         checks["redis"] = f"unreachable: {type(exc).__name__}"
     try:
         with get_engine().connect() as conn:
             conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
-    except Exception as exc:
+    except Exception as exc:  # whatever fails, readiness reports it rather than a 500
         checks["database"] = f"unreachable: {type(exc).__name__}"
     failing = [name for name, state in checks.items() if state != "ok"]
     body: dict[str, Any] = {"status": "ok" if not failing else "unavailable", "checks": checks}

@@ -8,9 +8,10 @@ from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from finq_api.deps import CurrentUser, SessionDep
-from finq_core import events, presence
-from finq_core.broker import QUEUES
+from finq_core import presence
+from finq_core.broker import QUEUES, queue_depths
 from finq_core.models import Role, Task, TaskEvent, TaskStatus
+from finq_core.redis_client import get_redis
 from finq_core.timeutil import utcnow
 
 router = APIRouter(prefix="/monitoring", tags=["monitoring"])
@@ -26,7 +27,7 @@ def workers() -> list[dict[str, Any]]:
             "slots": int(info.get("slots", 0)),
             "tasks": list(info.get("tasks", [])),
         }
-        for name, info in sorted(presence.online(events.get_redis()).items())
+        for name, info in sorted(presence.online(get_redis()).items())
     ]
 
 
@@ -40,7 +41,7 @@ async def queues(
     tasks completed and failed in the last minute (the caller's, or everyone's for admins)."""
     if all_users and user.role != Role.ADMIN:
         raise HTTPException(status_code=403, detail="Admin role required for all=true")
-    depths = await run_in_threadpool(events.queue_depths, QUEUES)
+    depths = await run_in_threadpool(queue_depths, QUEUES)
     online = await run_in_threadpool(workers)
 
     def counts() -> tuple[dict[str, int], int, int]:
@@ -147,7 +148,7 @@ async def summary(
         return out
 
     windows = await run_in_threadpool(from_db)
-    depths = await run_in_threadpool(events.queue_depths, QUEUES)
+    depths = await run_in_threadpool(queue_depths, QUEUES)
     online = await run_in_threadpool(workers)
     busy = sum(w["active"] for w in online)
     slots = sum(w["slots"] for w in online)

@@ -8,8 +8,8 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import func, select
 
 from finq_api.deps import CurrentUser, SessionDep, SettingsDep
-from finq_api.routes.tasks import validate_notify, validate_params
 from finq_api.schemas import ScheduleCreate, ScheduleOut
+from finq_core import lifecycle
 from finq_core.models import Role, Schedule
 from finq_core.scheduling import next_fire, validate_cron
 from finq_core.timeutil import utcnow
@@ -29,8 +29,14 @@ def create_schedule(
         raise RequestValidationError(
             [{"loc": ("body", "cron"), "msg": str(exc), "type": "value_error"}]
         ) from None
-    params = validate_params(body.type, body.params, session, user)
-    notify_spec = validate_notify(body.notify, settings)
+    params, targets = lifecycle.check_template(
+        session,
+        user,
+        body.type,
+        body.params,
+        body.notify.model_dump() if body.notify is not None else None,
+        settings,
+    )
     count = (
         session.scalar(
             select(func.count()).select_from(Schedule).where(Schedule.owner == user.username)
@@ -56,7 +62,7 @@ def create_schedule(
             body.max_retries if body.max_retries is not None else settings.max_retry_attempts
         ),
         next_run_at=next_fire(cron, now),
-        notify=notify_spec,
+        notify=targets,
     )
     session.add(schedule)
     session.commit()

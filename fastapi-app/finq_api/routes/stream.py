@@ -23,10 +23,10 @@ from starlette.concurrency import run_in_threadpool
 from finq_api import API_PREFIX
 from finq_api.deps import StreamUser
 from finq_api.errors import OUTAGE_RETRY_AFTER
-from finq_api.routes.tasks import find_owned
-from finq_core import events
+from finq_core import changes
 from finq_core.config import get_settings
 from finq_core.db import get_sessionmaker
+from finq_core.lifecycle import find_owned
 from finq_core.models import FINAL_STATUSES, User
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -38,7 +38,7 @@ MAX_STREAM_SECONDS = 3600.0
 
 def _snapshot(task_id: uuid.UUID, user: User) -> dict[str, Any]:
     with get_sessionmaker()() as session:
-        task = find_owned(session, task_id, user)
+        task = find_owned(session, user, task_id)
         return {
             "id": str(task.id),
             "status": task.status,
@@ -80,7 +80,7 @@ async def task_events(task_id: uuid.UUID, request: Request, user: StreamUser) ->
     try:
         # Subscribe first, then read the record (404 before streaming starts): no change can
         # fall between the two.
-        await pubsub.subscribe(events.channel(str(task_id)))
+        await pubsub.subscribe(changes.channel(str(task_id)))
         first = await run_in_threadpool(_snapshot, task_id, user)
     except (aioredis.RedisError, OSError):
         await close()

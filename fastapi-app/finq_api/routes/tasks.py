@@ -4,168 +4,25 @@ import base64
 import binascii
 import logging
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
-from sqlalchemy import and_, delete, or_, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, or_, select
 
 from finq_api import API_PREFIX
 from finq_api.deps import CurrentUser, SessionDep, SettingsDep
-from finq_api.errors import OUTAGE_RETRY_AFTER
 from finq_api.ratelimit import SubmitLimit
-from finq_api.schemas import (
-    NotifySpec,
-    TaskCreate,
-    TaskEventOut,
-    TaskOut,
-    TaskPage,
-    TaskSummary,
-)
-from finq_core import broker, events, metrics
-from finq_core.config import Settings
-from finq_core.logs import request_id_var
-from finq_core.models import (
-    FINAL_STATUSES,
-    Role,
-    Task,
-    TaskChart,
-    TaskDelivery,
-    TaskEvent,
-    TaskStatus,
-    User,
-)
-from finq_core.notify import TargetRefused, check_email, check_webhook_url
-from finq_core.store import TASKS, deliveries, insert_task, notify, task_view, transition
-from finq_core.timeutil import utcnow
-from finq_core.uploads import find_upload
-from finq_engine import get_task_type
+from finq_api.schemas import TaskCreate, TaskEventOut, TaskOut, TaskPage, TaskSummary
+from finq_core import broker, flags, lifecycle
+from finq_core.errors import QueueUnavailable
+from finq_core.models import Role, Task, TaskChart, TaskEvent, TaskStatus
+from finq_core.store import deliveries, task_view
 
 log = logging.getLogger("finq.api")
 router = APIRouter(prefix="/tasks", tags=["tasks"])
-
-# A task due within this margin is enqueued at once; later ones wait for the dispatcher.
-DISPATCH_NOW_MARGIN = timedelta(seconds=1)
-ACTIVE = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING)
-
-
-class QueueUnavailable(HTTPException):
-    def __init__(self) -> None:
-        super().__init__(
-            status_code=503,
-            detail="The task queue (Redis) is unavailable; nothing was queued. Retry shortly.",
-            headers={"Retry-After": OUTAGE_RETRY_AFTER},
-        )
-
-
-def _invalid(*problems: tuple[tuple[str | int, ...], str]) -> RequestValidationError:
-    return RequestValidationError(
-        [{"loc": loc, "msg": msg, "type": "value_error"} for loc, msg in problems]
-    )
-
-
-def validate_params(
-    type_name: str, raw: dict[str, Any], session: Session, user: User
-) -> dict[str, Any]:
-    """Check `params` against the type's model (finq_engine); 422 naming each wrong field.
-
-    A type that reads an upload also gets its reference checked: the upload must exist and be
-    the caller's, and the params must fit its shape (e.g. one weight per asset)."""
-    task_type = get_task_type(type_name)
-    if task_type is None:
-        raise _invalid(
-            (("body", "type"), f"unknown task type {type_name!r}; see GET {API_PREFIX}/task-types")
-        )
-    try:
-        parsed = task_type.parse(raw)
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**err, "loc": ("body", "params", *err["loc"])} for err in exc.errors()]
-        ) from None
-    # Store what was validated, with defaults filled in, so the worker runs exactly this.
-    params: dict[str, Any] = parsed.model_dump(mode="json", by_alias=True)
-    if task_type.upload is not None:
-        field = task_type.upload.param
-        upload = find_upload(session, task_type.upload_id(params), user.username)
-        if upload is None:
-            raise _invalid(
-                (
-                    ("body", "params", field),
-                    f"upload {params.get(field)} not found; "
-                    f"upload a CSV with POST {API_PREFIX}/uploads and use its id",
-                )
-            )
-        problems = task_type.upload.check(parsed, len(upload.assets))
-        if problems:
-            raise _invalid(*((("body", "params", name), msg) for name, msg in problems))
-    return params
-
-
-def validate_notify(spec: NotifySpec | None, settings: Settings) -> dict[str, str] | None:
-    """Check notification targets now (422 on `notify.<field>`); the worker checks a webhook
-    again before every attempt, since what a name resolves to can change."""
-    if spec is None:
-        return None
-    problems: list[tuple[tuple[str | int, ...], str]] = []
-    out: dict[str, str] = {}
-    if spec.webhook_url is not None:
-        loc: tuple[str | int, ...] = ("body", "notify", "webhook_url")
-        if not settings.webhook_secret:
-            problems.append(
-                (loc, "webhooks are not enabled on this server (WEBHOOK_SECRET is not set)")
-            )
-        else:
-            try:
-                check_webhook_url(spec.webhook_url, settings.webhook_allow_private)
-                out["webhook_url"] = spec.webhook_url
-            except TargetRefused as exc:
-                problems.append((loc, str(exc)))
-    if spec.email is not None:
-        loc = ("body", "notify", "email")
-        if not settings.smtp_host:
-            problems.append((loc, "e-mail is not enabled on this server (SMTP_HOST is not set)"))
-        else:
-            try:
-                out["email"] = check_email(spec.email)
-            except TargetRefused as exc:
-                problems.append((loc, str(exc)))
-    if problems:
-        raise _invalid(*problems)
-    return out
-
-
-def find_owned(session: Session, task_id: uuid.UUID, user: User) -> Task:
-    """The task if the caller may see it; 404 otherwise, exactly as if it did not exist."""
-    task = session.get(Task, task_id)
-    if task is None or (task.owner != user.username and user.role != Role.ADMIN):
-        raise HTTPException(status_code=404, detail="Task not found")
-    return task
-
-
-def _send(task: Task) -> bool:
-    """Put the task's message on its priority queue; False if Redis refused."""
-    try:
-        broker.enqueue(str(task.id), task.priority, request_id_var.get())
-    except Exception as exc:
-        log.error("enqueue of %s failed: %s", task.id, exc)
-        return False
-    return True
-
-
-def _enqueue(session: Session, task: Task) -> bool:
-    """Send a committed PENDING task to its queue and mark it queued; False if Redis refused.
-    (A crash between the two is repaired by the beat's dispatcher; see finq_core.dispatch.)"""
-    if not _send(task):
-        return False
-    task.enqueued_at = utcnow()
-    session.execute(update(TASKS).where(TASKS.c.id == task.id).values(enqueued_at=task.enqueued_at))
-    session.commit()
-    return True
 
 
 @router.post(
@@ -190,95 +47,26 @@ def submit_task(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Any:
     """Validate, record and queue a task. Answers 202 with the record and a Location header."""
-    params = validate_params(body.type, body.params, session, user)
-    notify_spec = validate_notify(body.notify, settings)
-    if idempotency_key:
-        existing = _by_key(session, user.username, idempotency_key)
-        if existing is not None:
-            return _existing(existing)
-
-    now = utcnow()
-    run_at = body.run_at or (
-        now + timedelta(seconds=body.delay_seconds) if body.delay_seconds else None
-    )
-    immediate = run_at is None or run_at <= now + DISPATCH_NOW_MARGIN
-    values: dict[str, Any] = dict(
-        id=uuid.uuid4(),
-        owner=user.username,
+    request = lifecycle.TaskRequest(
         type=body.type,
-        params=params,
-        status=TaskStatus.PENDING.value,
+        params=body.params,
         priority=body.priority.value,
-        max_retries=(
-            body.max_retries if body.max_retries is not None else settings.max_retry_attempts
-        ),
-        created_at=now,
-        scheduled_for=run_at,
+        run_at=body.run_at,
+        delay_seconds=body.delay_seconds,
+        max_retries=body.max_retries,
+        notify=body.notify.model_dump() if body.notify is not None else None,
         idempotency_key=idempotency_key,
-        request_id=request_id_var.get(),
-        attempts=0,
-        progress=0.0,
-        notify=notify_spec,
-        enqueued_at=now if immediate else None,
     )
-    task = Task(**values)  # the response's view; the rows are written with Core statements
-    # Sent before the record is written, so the record is created already marked queued, in
-    # the one transaction of the submission (the message carries only the id; a worker that
-    # gets it before the commit is visible waits for the record: finq_worker.tasks). Redis
-    # refusing leaves nothing behind, and the client's 503 means "nothing created"; a commit
-    # that fails after the send leaves a message for no record: it is marked void, and the
-    # worker drops it (or, if even Redis failed us, drops it once it has waited long enough).
-    if immediate and not _send(task):
-        raise QueueUnavailable()
-    try:
-        insert_task(session, values, f"scheduled for {run_at.isoformat()}" if run_at else "queued")
-        session.commit()
-    except IntegrityError:
-        _void(task, immediate)
-        session.rollback()
-        existing = _by_key(session, user.username, idempotency_key or "")
-        if existing is None:
-            raise
-        return _existing(existing)
-    except Exception:
-        _void(task, immediate)
-        raise
-
-    metrics.tasks_submitted.labels(task.type, task.priority).inc()
-    log.info(
-        "task submitted",
-        extra={
-            "task_id": str(task.id),
-            "type": task.type,
-            "priority": task.priority,
-            "owner": task.owner,
-        },
-    )
-    response.headers["Location"] = f"{API_PREFIX}/tasks/{task.id}"
-    return task_view(task)
-
-
-def _void(task: Task, sent: bool) -> None:
-    """The submission's message is out but its record will never be written (a concurrent
-    submission won the idempotency key, or the commit failed). A commit that raised yet did
-    commit is safe too: the worker looks for the record once more before it drops a void
-    message (finq_worker.tasks)."""
-    if sent:
-        events.mark_void(str(task.id))
-
-
-def _by_key(session: Session, owner: str, key: str) -> Task | None:
-    return session.scalars(
-        select(Task).where(Task.owner == owner, Task.idempotency_key == key)
-    ).first()
-
-
-def _existing(task: Task) -> JSONResponse:
-    return JSONResponse(
-        TaskOut.model_validate(task_view(task)).model_dump(mode="json"),
-        status_code=200,
-        headers={"Location": f"{API_PREFIX}/tasks/{task.id}"},
-    )
+    submitted = lifecycle.submit(session, user, request, settings)
+    location = f"{API_PREFIX}/tasks/{submitted.task.id}"
+    if not submitted.created:
+        return JSONResponse(
+            TaskOut.model_validate(task_view(submitted.task)).model_dump(mode="json"),
+            status_code=200,
+            headers={"Location": location},
+        )
+    response.headers["Location"] = location
+    return task_view(submitted.task)
 
 
 def _encode_cursor(task: Task) -> str:
@@ -338,7 +126,7 @@ def list_tasks(
 @router.get("/{task_id}", response_model=TaskOut, responses={404: {"description": "Not found"}})
 def get_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Any:
     """The record, with its notification attempts (`deliveries`)."""
-    task = find_owned(session, task_id, user)
+    task = lifecycle.find_owned(session, user, task_id)
     return {**task_view(task), "deliveries": deliveries(session, task.id)}
 
 
@@ -362,7 +150,7 @@ def task_chart(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Re
     calculations, so it is drawn only for the results someone looks at. Concurrent requests
     queue one drawing (a Redis flag), and the chart is stored for every later request.
     """
-    task = find_owned(session, task_id, user)
+    task = lifecycle.find_owned(session, user, task_id)
     chart = session.get(TaskChart, task_id)
     if chart is not None:
         if not chart.png:
@@ -376,13 +164,13 @@ def task_chart(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Re
     if task.status != TaskStatus.SUCCESS:
         raise HTTPException(status_code=404, detail="Only a successful task has a chart")
     try:
-        if events.request_chart(str(task_id)):
+        if flags.request_chart(str(task_id)):
             try:
                 broker.enqueue_chart(str(task_id))
-            except Exception:
-                events.forget_chart_request(str(task_id))
+            except broker.UNAVAILABLE:
+                flags.forget_chart_request(str(task_id))
                 raise
-    except Exception as exc:
+    except broker.UNAVAILABLE as exc:
         log.warning("chart of %s could not be queued: %s", task_id, exc)
         raise QueueUnavailable() from None
     return JSONResponse(
@@ -395,7 +183,7 @@ def task_chart(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Re
 @router.get("/{task_id}/history", response_model=list[TaskEventOut])
 def task_history(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Any:
     """Every status change of the task, oldest first."""
-    find_owned(session, task_id, user)
+    lifecycle.find_owned(session, user, task_id)
     return [
         TaskEventOut(status=e.status, at=e.at, message=e.message)
         for e in session.scalars(
@@ -413,29 +201,9 @@ def cancel_task(
     task_id: uuid.UUID, user: CurrentUser, session: SessionDep, response: Response
 ) -> Any:
     """Pending: cancelled at once. Running: stops within one chunk (202). Finished: 409."""
-    task = find_owned(session, task_id, user)
-    if task.status in FINAL_STATUSES:
-        raise HTTPException(status_code=409, detail=f"Task is already {task.status}")
-    try:
-        events.request_cancel(str(task_id))
-    except Exception:
-        if task.status == TaskStatus.RUNNING:
-            raise QueueUnavailable() from None
-    if transition(
-        session,
-        task_id,
-        [TaskStatus.PENDING, TaskStatus.RETRYING],
-        TaskStatus.CANCELLED,
-        "cancelled by user",
-    ):
-        session.commit()
-        notify(task_id, TaskStatus.CANCELLED.value)
-    else:
-        session.commit()
+    task, stopping = lifecycle.cancel(session, user, task_id)
+    if stopping:
         response.status_code = status.HTTP_202_ACCEPTED
-    session.refresh(task)
-    if task.status in FINAL_STATUSES and task.status != TaskStatus.CANCELLED:
-        raise HTTPException(status_code=409, detail=f"Task is already {task.status}")
     return task_view(task)
 
 
@@ -447,53 +215,7 @@ def cancel_task(
 )
 def retry_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Any:
     """A FAILED or CANCELLED task goes back to PENDING with attempts + 1."""
-    task = find_owned(session, task_id, user)
-    if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-        raise HTTPException(
-            status_code=409,
-            detail=f"Only FAILED or CANCELLED tasks can be retried; this one is {task.status}",
-        )
-    try:
-        events.clear_cancel(str(task_id))
-    except Exception:
-        raise QueueUnavailable() from None
-    ok = transition(
-        session,
-        task_id,
-        [TaskStatus.FAILED, TaskStatus.CANCELLED],
-        TaskStatus.PENDING,
-        "retried by user",
-        attempts=task.attempts + 1,
-        started_at=None,
-        finished_at=None,
-        progress=0.0,
-        progress_message=None,
-        result=None,
-        error=None,
-        scheduled_for=None,
-        worker=None,
-        enqueued_at=None,
-    )
-    if not ok:
-        raise HTTPException(status_code=409, detail="Task changed meanwhile; try again")
-    session.commit()
-    session.refresh(task)
-    if not _enqueue(session, task):
-        transition(
-            session,
-            task_id,
-            [TaskStatus.PENDING],
-            TaskStatus.FAILED,
-            "retry could not be queued",
-            error={
-                "type": "QueueUnavailable",
-                "message": "the queue was unavailable when the retry was asked",
-            },
-        )
-        session.commit()
-        raise QueueUnavailable() from None
-    notify(task_id, TaskStatus.PENDING.value)
-    return task_view(task)
+    return task_view(lifecycle.retry(session, user, task_id))
 
 
 @router.delete(
@@ -503,13 +225,5 @@ def retry_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> An
 )
 def delete_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
     """Remove a finished task's record and its history."""
-    task = find_owned(session, task_id, user)
-    if task.status not in FINAL_STATUSES:
-        raise HTTPException(status_code=409, detail=f"Task is {task.status}; cancel it first")
-    for table in (TaskEvent, TaskChart, TaskDelivery):
-        session.execute(delete(table).where(table.task_id == task_id))
-    session.execute(
-        delete(Task).where(Task.id == task_id, Task.status.in_([s.value for s in FINAL_STATUSES]))
-    )
-    session.commit()
+    lifecycle.delete(session, user, task_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -4,9 +4,10 @@ import logging
 import time
 import uuid
 
-from finq_core import events
+from finq_core import flags
+from finq_core.changes import publish_progress
 from finq_core.db import session_scope
-from finq_core.store import notify_progress, set_progress
+from finq_core.store import set_progress
 
 log = logging.getLogger("finq.worker")
 
@@ -36,7 +37,7 @@ class WorkerContext:
             set_progress(session, self.task_id, fraction, message)
         # The cancel check rides along with the publication: one round trip, not two, per
         # report (and a round trip is also a context switch on a busy machine).
-        cancelled = notify_progress(self.task_id, fraction, message)
+        cancelled = publish_progress(self.task_id, fraction, message)
         if cancelled is not None:
             self._cancelled = self._cancelled or cancelled
             self._last_cancel_check = now
@@ -49,5 +50,5 @@ class WorkerContext:
         now = time.monotonic()
         if not self._cancelled and now - self._last_cancel_check >= self.cancel_check_seconds:
             self._last_cancel_check = now
-            self._cancelled = events.cancel_requested(str(self.task_id))
+            self._cancelled = flags.cancel_requested(str(self.task_id))
         return self._cancelled

@@ -1,4 +1,5 @@
-"""The `finq.notify` Celery task: deliver one task's final status to one channel.
+"""The delivery task (`finq.notify` on the wire): deliver one task's final status to one
+channel.
 
 A separate task from `finq.run` so that a slow or failing receiver is retried on its own
 (exponential backoff with full jitter, up to NOTIFY_MAX_ATTEMPTS) and never re-runs the
@@ -10,6 +11,7 @@ is made. If the task left the final status it is about (a user retried it meanwh
 attempt is recorded as skipped and not sent: the new final status will notify again.
 """
 
+import functools
 import json
 import logging
 import uuid
@@ -18,11 +20,12 @@ from typing import Any
 
 from celery import Task as CeleryTask
 
-from finq_core.broker import NOTIFY_TASK, celery_app
+from finq_core.broker import DELIVERY_TASK, celery_app
 from finq_core.config import get_settings
 from finq_core.db import session_scope
 from finq_core.models import DeliveryStatus, Task, TaskDelivery
-from finq_core.notify import (
+from finq_core.notifications import (
+    TARGET_FIELDS,
     DeliveryFailed,
     TargetRefused,
     check_webhook_url,
@@ -34,7 +37,6 @@ from finq_core.store import task_view
 from finq_worker.tasks import backoff
 
 log = logging.getLogger("finq.notify")
-TARGET_KEYS = {"webhook": "webhook_url", "email": "email"}
 
 
 def payload(task: Task) -> bytes:
@@ -88,7 +90,7 @@ def record(
     )
 
 
-def deliver(task: Task, channel: str, target: str, delivery_id: str) -> int | None:
+def send(task: Task, channel: str, target: str, delivery_id: str) -> int | None:
     """One attempt; returns the HTTP status (webhooks) or raises TargetRefused/DeliveryFailed."""
     settings = get_settings()
     body = payload(task)
@@ -117,8 +119,8 @@ def deliver(task: Task, channel: str, target: str, delivery_id: str) -> int | No
     return None
 
 
-@celery_app.task(name=NOTIFY_TASK, bind=True)
-def notify_task(
+@celery_app.task(name=DELIVERY_TASK, bind=True)
+def deliver_notification(
     self: CeleryTask, task_id: str, channel: str, task_status: str, delivery_id: str
 ) -> None:
     tid = uuid.UUID(task_id)
@@ -129,61 +131,33 @@ def notify_task(
         if task is None:
             log.info("task %s is gone; notification dropped", task_id)
             return
-        target = str((task.notify or {}).get(TARGET_KEYS.get(channel, ""), ""))
+        target = str((task.notify or {}).get(TARGET_FIELDS.get(channel, ""), ""))
         if not target:
             return
-        if task.status != task_status:
-            record(
-                tid,
-                channel,
-                target,
-                task_status,
-                attempt,
-                DeliveryStatus.SKIPPED,
-                error=f"not sent: the task is {task.status} now",
-            )
-            return
         session.expunge(task)
+    outcome = functools.partial(record, tid, channel, target, task_status, attempt)
+    if task.status != task_status:
+        outcome(DeliveryStatus.SKIPPED, error=f"not sent: the task is {task.status} now")
+        return
     try:
-        http_status = deliver(task, channel, target, delivery_id)
+        http_status = send(task, channel, target, delivery_id)
     except TargetRefused as exc:
-        record(tid, channel, target, task_status, attempt, DeliveryStatus.REFUSED, error=str(exc))
+        outcome(DeliveryStatus.REFUSED, error=str(exc))
         return
     except DeliveryFailed as exc:
         if exc.retryable and attempt < max_attempts:
             delay = backoff(attempt)
-            record(
-                tid,
-                channel,
-                target,
-                task_status,
-                attempt,
-                DeliveryStatus.RETRYING,
-                exc.http_status,
-                f"{exc}; next attempt in {delay:.1f} s",
+            outcome(
+                DeliveryStatus.RETRYING, exc.http_status, f"{exc}; next attempt in {delay:.1f} s"
             )
             raise self.retry(countdown=delay, max_retries=None) from None
-        record(
-            tid,
-            channel,
-            target,
-            task_status,
-            attempt,
-            DeliveryStatus.FAILED,
-            exc.http_status,
-            str(exc),
-        )
+        outcome(DeliveryStatus.FAILED, exc.http_status, str(exc))
         return
     except Exception as exc:  # a bug, not the receiver: record it, keep the worker going
         log.exception("notification of %s via %s failed unexpectedly", task_id, channel)
-        record(
-            tid,
-            channel,
-            target,
-            task_status,
-            attempt,
+        outcome(
             DeliveryStatus.FAILED,
             error=f"internal error ({type(exc).__name__}); see the worker log",
         )
         return
-    record(tid, channel, target, task_status, attempt, DeliveryStatus.DELIVERED, http_status)
+    outcome(DeliveryStatus.DELIVERED, http_status)

@@ -6,7 +6,7 @@ import hmac
 
 import pytest
 
-from finq_core.notify import (
+from finq_core.notifications import (
     TargetRefused,
     address_allowed,
     check_email,

@@ -1,8 +1,9 @@
 """Notifications of a task's final status: webhook targets (SSRF rules), signing, sending.
 
 Shared by the API, which refuses a bad target at submission (422), and the worker's
-`finq.notify` task, which checks the target again right before every attempt: a name that
-resolved to a public address at submission may resolve to 127.0.0.1 later (DNS rebinding).
+deliveries (finq_worker.deliveries), which check the target again right before every attempt:
+a name that resolved to a public address at submission may resolve to 127.0.0.1 later (DNS
+rebinding).
 So the sender resolves the name once per attempt, checks every address it got, and connects
 to one of exactly those checked addresses (TLS still verifies the certificate against the
 host name). Redirects are not followed: a 3xx is a failed attempt, never a new target.
@@ -42,6 +43,8 @@ MAX_EMAIL_LENGTH = 254
 EMAIL_PATTERN = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
 RESPONSE_READ_LIMIT = 64 * 1024
 USER_AGENT = "finq-webhook/1"
+# A task's notification targets (its `notify`) by channel: the field naming each receiver.
+TARGET_FIELDS = {"webhook": "webhook_url", "email": "email"}
 
 
 class TargetRefused(ValueError):  # noqa: N818 - reads as an outcome

@@ -1,0 +1,42 @@
+"""What the task lifecycle refuses, as exceptions of its own: the API answers each with its
+HTTP status (finq_api.errors), other callers handle them as they see fit."""
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+Location = tuple[str | int, ...]
+
+
+class Problem(NamedTuple):
+    """One wrong input: where it is in the request (e.g. ("body", "params", "annual_rate")),
+    why it is wrong, and pydantic's error type (or "value_error")."""
+
+    loc: Location
+    msg: str
+    type: str = "value_error"
+
+
+class InvalidInput(Exception):  # noqa: N818 - reads as what the caller sent
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{'.'.join(map(str, p.loc))}: {p.msg}" for p in self.problems))
+
+
+class TaskNotFound(LookupError):  # noqa: N818 - reads as an outcome
+    """No such task, or not the caller's: the same answer, so ids cannot be probed."""
+
+    detail = "Task not found"
+
+
+class TaskStateConflict(Exception):  # noqa: N818 - reads as an outcome
+    """The task's status does not allow what was asked; `detail` says why."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class QueueUnavailable(Exception):  # noqa: N818 - reads as an outcome
+    """Redis refused a send or a flag: nothing was queued or changed."""
+
+    detail = "The task queue (Redis) is unavailable; nothing was queued. Retry shortly."

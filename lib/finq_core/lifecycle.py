@@ -1,0 +1,407 @@
+"""The lifecycle of a task record as callers ask for it: submit, cancel, retry, delete.
+
+One protocol for every caller (the API's routes, schedules, the beat's firing, batches):
+- a task's parameters are checked against its type's model (and its upload, if it reads one)
+  and its notification targets against their rules, before anything is written;
+- an immediate task's message is sent before its record is committed, so the record is created
+  already marked queued in the one transaction of the submission (the message carries only the
+  id; a worker that gets it before the commit is visible waits for the record:
+  finq_worker.tasks). Redis refusing leaves nothing behind; a commit that fails after the send
+  leaves a message for no record: it is marked void, and the worker drops it;
+- an Idempotency-Key returns the task first created with it, also to the loser of a race;
+- only an unfinished task can be cancelled, only a FAILED or CANCELLED one retried, only a
+  finished one deleted (with its history, chart and deliveries);
+- a task that is not the caller's (unless an admin asks) does not exist for the caller.
+
+Refusals are finq_core.errors exceptions; nothing here knows about HTTP.
+"""
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+from pydantic import ValidationError
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from finq_core import broker, flags, metrics
+from finq_core.changes import publish_change
+from finq_core.config import Settings
+from finq_core.errors import (
+    InvalidInput,
+    Problem,
+    QueueUnavailable,
+    TaskNotFound,
+    TaskStateConflict,
+)
+from finq_core.logs import request_id_var
+from finq_core.models import FINAL_STATUSES, Priority, Role, Task, TaskStatus, User
+from finq_core.notifications import TargetRefused, check_email, check_webhook_url
+from finq_core.store import (
+    TASKS,
+    commit_and_queue_deliveries,
+    delete_finished,
+    insert_task,
+    transition,
+)
+from finq_core.timeutil import utcnow
+from finq_core.uploads import find_upload
+from finq_engine import get_task_type
+
+log = logging.getLogger("finq.api")
+
+# A task due within this margin is enqueued at once; later ones wait for the dispatcher.
+DISPATCH_NOW_MARGIN = timedelta(seconds=1)
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """What a caller asks to run. `notify`: the notification targets as given (a field left
+    out is None); `run_at` or `delay_seconds` delays the start."""
+
+    type: str
+    params: dict[str, Any]
+    priority: str = Priority.NORMAL.value
+    run_at: datetime | None = None
+    delay_seconds: float | None = None
+    max_retries: int | None = None
+    notify: Mapping[str, str | None] | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    task: Task
+    created: bool  # False: the Idempotency-Key's first task, created earlier
+
+
+def check_params(session: Session, owner: User, type_name: str, raw: dict[str, Any]) -> dict:
+    """The params validated against the type's model, defaults filled in (what the worker will
+    run); InvalidInput naming each wrong field.
+
+    A type that reads an upload also gets its reference checked: the upload must exist and be
+    the owner's, and the params must fit its shape (e.g. one weight per asset)."""
+    task_type = get_task_type(type_name)
+    if task_type is None:
+        raise InvalidInput(
+            [
+                Problem(
+                    ("body", "type"),
+                    f"unknown task type {type_name!r}; see GET /api/v1/task-types",
+                )
+            ]
+        )
+    try:
+        parsed = task_type.parse(raw)
+    except ValidationError as exc:
+        raise InvalidInput(
+            Problem(("body", "params", *err["loc"]), err["msg"], err["type"])
+            for err in exc.errors()
+        ) from None
+    params: dict[str, Any] = parsed.model_dump(mode="json", by_alias=True)
+    if task_type.upload is not None:
+        field = task_type.upload.param
+        upload = find_upload(session, task_type.upload_id(params), owner.username)
+        if upload is None:
+            raise InvalidInput(
+                [
+                    Problem(
+                        ("body", "params", field),
+                        f"upload {params.get(field)} not found; "
+                        "upload a CSV with POST /api/v1/uploads and use its id",
+                    )
+                ]
+            )
+        problems = task_type.upload.check(parsed, len(upload.assets))
+        if problems:
+            raise InvalidInput(Problem(("body", "params", name), msg) for name, msg in problems)
+    return params
+
+
+def check_targets(
+    targets: Mapping[str, str | None] | None, settings: Settings
+) -> dict[str, str] | None:
+    """The notification targets, checked now (InvalidInput on `notify.<field>`); the worker
+    checks a webhook again before every attempt, since what a name resolves to can change."""
+    if targets is None:
+        return None
+    problems: list[Problem] = []
+    out: dict[str, str] = {}
+    webhook_url, email = targets.get("webhook_url"), targets.get("email")
+    if webhook_url is not None:
+        loc: tuple[str | int, ...] = ("body", "notify", "webhook_url")
+        if not settings.webhook_secret:
+            problems.append(
+                Problem(loc, "webhooks are not enabled on this server (WEBHOOK_SECRET is not set)")
+            )
+        else:
+            try:
+                check_webhook_url(webhook_url, settings.webhook_allow_private)
+                out["webhook_url"] = webhook_url
+            except TargetRefused as exc:
+                problems.append(Problem(loc, str(exc)))
+    if email is not None:
+        loc = ("body", "notify", "email")
+        if not settings.smtp_host:
+            problems.append(
+                Problem(loc, "e-mail is not enabled on this server (SMTP_HOST is not set)")
+            )
+        else:
+            try:
+                out["email"] = check_email(email)
+            except TargetRefused as exc:
+                problems.append(Problem(loc, str(exc)))
+    if problems:
+        raise InvalidInput(problems)
+    return out
+
+
+def check_template(
+    session: Session,
+    owner: User,
+    type_name: str,
+    params: dict[str, Any],
+    targets: Mapping[str, str | None] | None,
+    settings: Settings,
+) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """What a task or a schedule will run, checked: (params, notification targets)."""
+    return check_params(session, owner, type_name, params), check_targets(targets, settings)
+
+
+def task_values(
+    *,
+    owner: str,
+    type_name: str,
+    params: dict[str, Any],
+    priority: str,
+    max_retries: int,
+    targets: dict[str, str] | None,
+    now: datetime,
+    run_at: datetime | None,
+    idempotency_key: str | None,
+    enqueued_at: datetime | None = None,
+    request_id: str | None = None,
+    schedule_id: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    """Every column of a new PENDING task (store.insert_task writes them)."""
+    return dict(
+        id=uuid.uuid4(),
+        owner=owner,
+        type=type_name,
+        params=params,
+        status=TaskStatus.PENDING.value,
+        priority=priority,
+        max_retries=max_retries,
+        created_at=now,
+        scheduled_for=run_at,
+        schedule_id=schedule_id,
+        idempotency_key=idempotency_key,
+        request_id=request_id,
+        attempts=0,
+        progress=0.0,
+        notify=targets,
+        enqueued_at=enqueued_at,
+    )
+
+
+def submit(session: Session, owner: User, request: TaskRequest, settings: Settings) -> Submitted:
+    """Check, record and (unless delayed) queue a task; commits. QueueUnavailable when Redis
+    refused an immediate task's message: then nothing was recorded."""
+    params, targets = check_template(
+        session, owner, request.type, request.params, request.notify, settings
+    )
+    key = request.idempotency_key
+    if key:
+        existing = _by_key(session, owner.username, key)
+        if existing is not None:
+            return Submitted(existing, created=False)
+
+    now = utcnow()
+    run_at = request.run_at or (
+        now + timedelta(seconds=request.delay_seconds) if request.delay_seconds else None
+    )
+    immediate = run_at is None or run_at <= now + DISPATCH_NOW_MARGIN
+    values = task_values(
+        owner=owner.username,
+        type_name=request.type,
+        params=params,
+        priority=request.priority,
+        max_retries=(
+            request.max_retries if request.max_retries is not None else settings.max_retry_attempts
+        ),
+        targets=targets,
+        now=now,
+        run_at=run_at,
+        idempotency_key=key,
+        enqueued_at=now if immediate else None,
+        request_id=request_id_var.get(),
+    )
+    task = Task(**values)  # the caller's view; the rows are written with Core statements
+    if immediate and not _send(task):
+        raise QueueUnavailable()
+    try:
+        insert_task(session, values, f"scheduled for {run_at.isoformat()}" if run_at else "queued")
+        session.commit()
+    except IntegrityError:
+        _void(task, immediate)
+        session.rollback()
+        existing = _by_key(session, owner.username, key or "")
+        if existing is None:
+            raise
+        return Submitted(existing, created=False)
+    except Exception:  # any failed commit loses the record: void its message, then re-raise
+        _void(task, immediate)
+        raise
+
+    metrics.tasks_submitted.labels(task.type, task.priority).inc()
+    log.info(
+        "task submitted",
+        extra={
+            "task_id": str(task.id),
+            "type": task.type,
+            "priority": task.priority,
+            "owner": task.owner,
+        },
+    )
+    return Submitted(task, created=True)
+
+
+def _send(task: Task) -> bool:
+    """Put the task's message on its priority queue; False if Redis refused."""
+    try:
+        broker.enqueue(str(task.id), task.priority, request_id_var.get())
+    except broker.UNAVAILABLE as exc:
+        log.error("enqueue of %s failed: %s", task.id, exc)
+        return False
+    return True
+
+
+def _void(task: Task, sent: bool) -> None:
+    """The submission's message is out but its record will never be written (a concurrent
+    submission won the idempotency key, or the commit failed). A commit that raised yet did
+    commit is safe too: the worker looks for the record once more before it drops a void
+    message (finq_worker.tasks)."""
+    if sent:
+        flags.mark_void(str(task.id))
+
+
+def _by_key(session: Session, owner: str, key: str) -> Task | None:
+    return session.scalars(
+        select(Task).where(Task.owner == owner, Task.idempotency_key == key)
+    ).first()
+
+
+def find_owned(session: Session, user: User, task_id: uuid.UUID) -> Task:
+    """The task if the caller may see it; TaskNotFound otherwise, exactly as if it did not
+    exist."""
+    task = session.get(Task, task_id)
+    if task is None or (task.owner != user.username and user.role != Role.ADMIN):
+        raise TaskNotFound()
+    return task
+
+
+def cancel(session: Session, user: User, task_id: uuid.UUID) -> tuple[Task, bool]:
+    """Pending or retrying: cancelled at once. Running: asked to stop (it stops within one
+    chunk). Returns the task and whether it is still stopping; TaskStateConflict when it has
+    finished, QueueUnavailable when a running task could not be asked (Redis)."""
+    task = find_owned(session, user, task_id)
+    if task.status in FINAL_STATUSES:
+        raise TaskStateConflict(f"Task is already {task.status}")
+    try:
+        flags.request_cancel(str(task_id))
+    except redis.RedisError:
+        # A queued task is cancelled by its record alone; a running one only hears the flag.
+        if task.status == TaskStatus.RUNNING:
+            raise QueueUnavailable() from None
+    cancelled = transition(
+        session,
+        task_id,
+        [TaskStatus.PENDING, TaskStatus.RETRYING],
+        TaskStatus.CANCELLED,
+        "cancelled by user",
+    )
+    commit_and_queue_deliveries(session)
+    if cancelled:
+        publish_change(task_id, TaskStatus.CANCELLED.value)
+    session.refresh(task)
+    if task.status in FINAL_STATUSES and task.status != TaskStatus.CANCELLED:
+        raise TaskStateConflict(f"Task is already {task.status}")
+    return task, not cancelled
+
+
+def retry(session: Session, user: User, task_id: uuid.UUID) -> Task:
+    """A FAILED or CANCELLED task goes back to PENDING with attempts + 1 and is queued; if the
+    queue refuses, it is FAILED again ("retry could not be queued") and QueueUnavailable
+    raised."""
+    task = find_owned(session, user, task_id)
+    if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+        raise TaskStateConflict(
+            f"Only FAILED or CANCELLED tasks can be retried; this one is {task.status}"
+        )
+    try:
+        flags.clear_cancel(str(task_id))
+    except redis.RedisError:
+        raise QueueUnavailable() from None
+    ok = transition(
+        session,
+        task_id,
+        [TaskStatus.FAILED, TaskStatus.CANCELLED],
+        TaskStatus.PENDING,
+        "retried by user",
+        attempts=task.attempts + 1,
+        started_at=None,
+        finished_at=None,
+        progress=0.0,
+        progress_message=None,
+        result=None,
+        error=None,
+        scheduled_for=None,
+        worker=None,
+        enqueued_at=None,
+    )
+    if not ok:
+        raise TaskStateConflict("Task changed meanwhile; try again")
+    session.commit()
+    session.refresh(task)
+    if not _enqueue(session, task):
+        transition(
+            session,
+            task_id,
+            [TaskStatus.PENDING],
+            TaskStatus.FAILED,
+            "retry could not be queued",
+            error={
+                "type": "QueueUnavailable",
+                "message": "the queue was unavailable when the retry was asked",
+            },
+        )
+        commit_and_queue_deliveries(session)
+        raise QueueUnavailable()
+    publish_change(task_id, TaskStatus.PENDING.value)
+    return task
+
+
+def _enqueue(session: Session, task: Task) -> bool:
+    """Send a committed PENDING task to its queue and mark it queued; False if Redis refused.
+    (A crash between the two is repaired by the beat's dispatcher; see finq_core.dispatch.)"""
+    if not _send(task):
+        return False
+    task.enqueued_at = utcnow()
+    session.execute(update(TASKS).where(TASKS.c.id == task.id).values(enqueued_at=task.enqueued_at))
+    session.commit()
+    return True
+
+
+def delete(session: Session, user: User, task_id: uuid.UUID) -> None:
+    """Remove a finished task's record with its history, chart and deliveries;
+    TaskStateConflict while it is still active."""
+    task = find_owned(session, user, task_id)
+    if task.status not in FINAL_STATUSES:
+        raise TaskStateConflict(f"Task is {task.status}; cancel it first")
+    delete_finished(session, [task_id])
+    session.commit()
