@@ -26,7 +26,7 @@ so the stack keeps its rate limits on; a 429 is reported as throttled. With the 
 that caps what the test can submit at 8 x RATE_LIMIT_SUBMIT (120/minute) = 16 tasks/s.
 """
 
-from finq_load import lifecycle
+from finq_load import hooks
 from finq_load.options import add_options
 from finq_load.user import FinqUser
 from locust import events
@@ -34,8 +34,8 @@ from locust import events
 __all__ = ["FinqUser"]  # the user class Locust runs, found in this module's namespace
 
 events.init_command_line_parser.add_listener(add_options)
-events.init.add_listener(lifecycle.on_init)
-events.test_start.add_listener(lifecycle.on_test_start)
-events.test_stopping.add_listener(lifecycle.on_test_stopping)
-events.test_stop.add_listener(lifecycle.on_test_stop)
-events.quit.add_listener(lifecycle.on_quit)
+events.init.add_listener(hooks.on_init)
+events.test_start.add_listener(hooks.on_test_start)
+events.test_stopping.add_listener(hooks.on_test_stopping)
+events.test_stop.add_listener(hooks.on_test_stop)
+events.quit.add_listener(hooks.on_quit)

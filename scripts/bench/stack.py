@@ -1,4 +1,4 @@
-"""The stack under test: its lifecycle, its workers, its database and its queues."""
+"""The stack under test: start and stop, its workers, its database and its queues."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ class BenchStack:
         self._control: dict[int, Any] = {}
         self._queues: list[str] = []
 
-    # lifecycle
+    # start and stop
     def _localstack(
         self, *args: str, env: dict[str, str] | None = None, check: bool = True
     ) -> None:

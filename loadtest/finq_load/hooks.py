@@ -1,4 +1,4 @@
-"""Test lifecycle: pick the mix, count what is left at the end, write the summary, exit code."""
+"""Locust event hooks: pick the mix, count what is left at the end, write the summary, exit code."""
 
 from __future__ import annotations
 
