@@ -11,7 +11,14 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from finq_core.errors import InvalidInput, QueueUnavailable, TaskNotFound, TaskStateConflict
+from finq_core.errors import (
+    ChartNotFound,
+    InvalidInput,
+    NotAllowed,
+    QueueUnavailable,
+    TaskNotFound,
+    TaskStateConflict,
+)
 from finq_core.logs import request_id_var
 
 log = logging.getLogger("finq.api")
@@ -59,8 +66,13 @@ def install(app: FastAPI) -> None:
         return error_response(422, validation_detail(p._asdict() for p in exc.problems))
 
     @app.exception_handler(TaskNotFound)
-    async def _not_found(_: Request, exc: TaskNotFound) -> JSONResponse:
+    @app.exception_handler(ChartNotFound)
+    async def _not_found(_: Request, exc: TaskNotFound | ChartNotFound) -> JSONResponse:
         return error_response(404, exc.detail)
+
+    @app.exception_handler(NotAllowed)
+    async def _not_allowed(_: Request, exc: NotAllowed) -> JSONResponse:
+        return error_response(403, exc.detail)
 
     @app.exception_handler(TaskStateConflict)
     async def _conflict(_: Request, exc: TaskStateConflict) -> JSONResponse:

@@ -40,3 +40,19 @@ class QueueUnavailable(Exception):  # noqa: N818 - reads as an outcome
     """Redis refused a send or a flag: nothing was queued or changed."""
 
     detail = "The task queue (Redis) is unavailable; nothing was queued. Retry shortly."
+
+
+class NotAllowed(Exception):  # noqa: N818 - reads as an outcome
+    """The caller's role does not allow what was asked; `detail` says what is required."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class ChartNotFound(LookupError):  # noqa: N818 - reads as an outcome
+    """The task has no chart, and will not have one; `detail` says why."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail

@@ -1,4 +1,4 @@
-"""The lifecycle of a task record as callers ask for it: submit, cancel, retry, delete.
+"""The lifecycle of a task record as callers ask for it: submit, cancel, retry, delete, chart.
 
 One protocol for every caller (the API's routes, schedules, the beat's firing, batches):
 - a task's parameters are checked against its type's model (and its upload, if it reads one)
@@ -33,6 +33,7 @@ from finq_core import broker, flags, metrics
 from finq_core.changes import publish_change
 from finq_core.config import Settings
 from finq_core.errors import (
+    ChartNotFound,
     InvalidInput,
     Problem,
     QueueUnavailable,
@@ -40,7 +41,7 @@ from finq_core.errors import (
     TaskStateConflict,
 )
 from finq_core.logs import request_id_var
-from finq_core.models import FINAL_STATUSES, Priority, Role, Task, TaskStatus, User
+from finq_core.models import FINAL_STATUSES, Priority, Role, Task, TaskChart, TaskStatus, User
 from finq_core.notifications import TargetRefused, check_email, check_webhook_url
 from finq_core.store import (
     TASKS,
@@ -303,6 +304,30 @@ def find_owned(session: Session, user: User, task_id: uuid.UUID) -> Task:
     if task is None or (task.owner != user.username and user.role != Role.ADMIN):
         raise TaskNotFound()
     return task
+
+
+def chart(session: Session, user: User, task_id: uuid.UUID) -> bytes | None:
+    """A successful task's chart PNG, or None while it is being drawn. The first request queues
+    one drawing (a Redis flag keeps concurrent requests from queueing more)."""
+    task = find_owned(session, user, task_id)
+    stored = session.get(TaskChart, task_id)
+    if stored is not None:
+        if not stored.png:
+            raise ChartNotFound("No chart could be drawn for this result")
+        return stored.png
+    if task.status != TaskStatus.SUCCESS:
+        raise ChartNotFound("Only a successful task has a chart")
+    try:
+        if flags.request_chart(str(task_id)):
+            try:
+                broker.enqueue_chart(str(task_id))
+            except broker.UNAVAILABLE:
+                flags.forget_chart_request(str(task_id))
+                raise
+    except broker.UNAVAILABLE as exc:
+        log.warning("chart of %s could not be queued: %s", task_id, exc)
+        raise QueueUnavailable() from None
+    return None
 
 
 def cancel(session: Session, user: User, task_id: uuid.UUID) -> tuple[Task, bool]:

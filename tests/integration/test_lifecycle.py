@@ -11,10 +11,17 @@ import redis
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from finq_core import broker, flags, lifecycle
+from finq_core import broker, flags, lifecycle, listing
 from finq_core.config import get_settings
 from finq_core.db import get_sessionmaker, session_scope
-from finq_core.errors import InvalidInput, QueueUnavailable, TaskNotFound, TaskStateConflict
+from finq_core.errors import (
+    ChartNotFound,
+    InvalidInput,
+    NotAllowed,
+    QueueUnavailable,
+    TaskNotFound,
+    TaskStateConflict,
+)
 from finq_core.lifecycle import TaskRequest
 from finq_core.models import Role, Task, TaskChart, TaskDelivery, TaskEvent, TaskStatus, User
 from finq_core.store import add_event, transition
@@ -257,3 +264,35 @@ def test_another_owners_task_does_not_exist_for_the_caller(session: Session, own
     assert lifecycle.find_owned(session, admin, tid).id == tid
     task = stored(tid)
     assert task is not None and task.status == TaskStatus.PENDING
+
+
+def test_pages_follow_the_cursor_newest_first_and_only_admins_see_everyone(
+    session: Session, owner: User
+) -> None:
+    ids = [delayed_task(session, owner) for _ in range(5)]
+    seen: list[uuid.UUID] = []
+    cursor = None
+    while True:
+        page = listing.page_of_tasks(session, owner, listing.TaskFilter(), 2, cursor)
+        seen += [t.id for t in page.tasks]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == ids[::-1]
+    with pytest.raises(NotAllowed):
+        listing.page_of_tasks(session, owner, listing.TaskFilter(all_users=True), 2, None)
+    admin = new_user(Role.ADMIN)
+    everyone = listing.page_of_tasks(session, admin, listing.TaskFilter(all_users=True), 200, None)
+    assert set(ids) <= {t.id for t in everyone.tasks}
+
+
+def test_a_garbled_cursor_is_named_as_the_wrong_input(session: Session, owner: User) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        listing.page_of_tasks(session, owner, listing.TaskFilter(), 2, "garbage")
+    assert [p.loc for p in refused.value.problems] == [("query", "cursor")]
+
+
+def test_only_a_successful_task_has_a_chart(session: Session, owner: User) -> None:
+    task_id = delayed_task(session, owner)
+    with pytest.raises(ChartNotFound, match="Only a successful task"):
+        lifecycle.chart(session, owner, task_id)

@@ -1,27 +1,20 @@
 """Task submission, listing, inspection, cancel, retry and delete (`/api/v1/tasks`)."""
 
-import base64
-import binascii
-import logging
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response, status
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import JSONResponse
-from sqlalchemy import and_, or_, select
 
 from finq_api import API_PREFIX
 from finq_api.deps import CurrentUser, SessionDep, SettingsDep
 from finq_api.ratelimit import SubmitLimit
 from finq_api.schemas import TaskCreate, TaskEventOut, TaskOut, TaskPage, TaskSummary
-from finq_core import broker, flags, lifecycle
-from finq_core.errors import QueueUnavailable
-from finq_core.models import Role, Task, TaskChart, TaskEvent, TaskStatus
+from finq_core import lifecycle, listing
+from finq_core.models import TaskStatus
 from finq_core.store import deliveries, task_view
 
-log = logging.getLogger("finq.api")
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
@@ -69,21 +62,6 @@ def submit_task(
     return task_view(submitted.task)
 
 
-def _encode_cursor(task: Task) -> str:
-    raw = f"{task.created_at.isoformat()}|{task.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        created, tid = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(created), uuid.UUID(tid)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise RequestValidationError(
-            [{"loc": ("query", "cursor"), "msg": "invalid cursor", "type": "value_error"}]
-        ) from None
-
-
 @router.get("", response_model=TaskPage)
 def list_tasks(
     user: CurrentUser,
@@ -97,30 +75,16 @@ def list_tasks(
     all_users: Annotated[bool, Query(alias="all", description="Admins only: every owner")] = False,
 ) -> Any:
     """The caller's tasks, newest first, with cursor pagination."""
-    if all_users and user.role != Role.ADMIN:
-        raise HTTPException(status_code=403, detail="Admin role required for all=true")
-    stmt = select(Task)
-    if not all_users:
-        stmt = stmt.where(Task.owner == user.username)
-    if status_filter is not None:
-        stmt = stmt.where(Task.status == status_filter.value)
-    if type_filter:
-        stmt = stmt.where(Task.type == type_filter)
-    if created_after:
-        stmt = stmt.where(Task.created_at > created_after)
-    if created_before:
-        stmt = stmt.where(Task.created_at < created_before)
-    if cursor:
-        c_at, c_id = _decode_cursor(cursor)
-        stmt = stmt.where(
-            or_(Task.created_at < c_at, and_(Task.created_at == c_at, Task.id < c_id))
-        )
-    rows = session.scalars(
-        stmt.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit + 1)
-    ).all()
-    items = [TaskSummary.model_validate(task_view(t)) for t in rows[:limit]]
-    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return TaskPage(items=items, next_cursor=next_cursor)
+    where = listing.TaskFilter(
+        status=status_filter.value if status_filter is not None else None,
+        type=type_filter,
+        created_after=created_after,
+        created_before=created_before,
+        all_users=all_users,
+    )
+    page = listing.page_of_tasks(session, user, where, limit, cursor)
+    items = [TaskSummary.model_validate(task_view(t)) for t in page.tasks]
+    return TaskPage(items=items, next_cursor=page.next_cursor)
 
 
 @router.get("/{task_id}", response_model=TaskOut, responses={404: {"description": "Not found"}})
@@ -150,33 +114,16 @@ def task_chart(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Re
     calculations, so it is drawn only for the results someone looks at. Concurrent requests
     queue one drawing (a Redis flag), and the chart is stored for every later request.
     """
-    task = lifecycle.find_owned(session, user, task_id)
-    chart = session.get(TaskChart, task_id)
-    if chart is not None:
-        if not chart.png:
-            raise HTTPException(status_code=404, detail="No chart could be drawn for this result")
-        # private: a shared cache must never hand one user's chart to another.
-        return Response(
-            content=chart.png,
-            media_type="image/png",
-            headers={"Cache-Control": "private, max-age=3600"},
+    png = lifecycle.chart(session, user, task_id)
+    if png is None:
+        return JSONResponse(
+            status_code=status.HTTP_202_ACCEPTED,
+            content={"detail": "The chart is being drawn; ask again in a moment"},
+            headers={"Retry-After": "1", "Cache-Control": "no-store"},
         )
-    if task.status != TaskStatus.SUCCESS:
-        raise HTTPException(status_code=404, detail="Only a successful task has a chart")
-    try:
-        if flags.request_chart(str(task_id)):
-            try:
-                broker.enqueue_chart(str(task_id))
-            except broker.UNAVAILABLE:
-                flags.forget_chart_request(str(task_id))
-                raise
-    except broker.UNAVAILABLE as exc:
-        log.warning("chart of %s could not be queued: %s", task_id, exc)
-        raise QueueUnavailable() from None
-    return JSONResponse(
-        status_code=status.HTTP_202_ACCEPTED,
-        content={"detail": "The chart is being drawn; ask again in a moment"},
-        headers={"Retry-After": "1", "Cache-Control": "no-store"},
+    # private: a shared cache must never hand one user's chart to another.
+    return Response(
+        content=png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"}
     )
 
 
@@ -184,12 +131,7 @@ def task_chart(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Re
 def task_history(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Any:
     """Every status change of the task, oldest first."""
     lifecycle.find_owned(session, user, task_id)
-    return [
-        TaskEventOut(status=e.status, at=e.at, message=e.message)
-        for e in session.scalars(
-            select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(TaskEvent.id)
-        )
-    ]
+    return listing.history(session, task_id)
 
 
 @router.post(

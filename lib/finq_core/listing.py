@@ -1,0 +1,84 @@
+"""Reading tasks as a caller sees them: pages of the caller's tasks and a task's history."""
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.orm import Session
+
+from finq_core.errors import InvalidInput, NotAllowed, Problem
+from finq_core.models import Role, Task, TaskEvent, User
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    status: str | None = None
+    type: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    all_users: bool = False  # admins only: every owner's tasks
+
+
+@dataclass(frozen=True)
+class Page:
+    tasks: list[Task]
+    next_cursor: str | None
+
+
+def encode_cursor(task: Task) -> str:
+    raw = f"{task.created_at.isoformat()}|{task.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        created, tid = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(created), uuid.UUID(tid)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput([Problem(("query", "cursor"), "invalid cursor")]) from None
+
+
+def _filtered(user: User, where: TaskFilter) -> Select[Task]:
+    stmt = select(Task)
+    if not where.all_users:
+        stmt = stmt.where(Task.owner == user.username)
+    if where.status is not None:
+        stmt = stmt.where(Task.status == where.status)
+    if where.type:
+        stmt = stmt.where(Task.type == where.type)
+    if where.created_after:
+        stmt = stmt.where(Task.created_at > where.created_after)
+    if where.created_before:
+        stmt = stmt.where(Task.created_at < where.created_before)
+    return stmt
+
+
+def page_of_tasks(
+    session: Session, user: User, where: TaskFilter, limit: int, cursor: str | None
+) -> Page:
+    """The caller's tasks (every owner's for an admin asking for all), newest first."""
+    if where.all_users and user.role != Role.ADMIN:
+        raise NotAllowed("Admin role required for all=true")
+    stmt = _filtered(user, where)
+    if cursor:
+        c_at, c_id = decode_cursor(cursor)
+        stmt = stmt.where(
+            or_(Task.created_at < c_at, and_(Task.created_at == c_at, Task.id < c_id))
+        )
+    rows = session.scalars(
+        stmt.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit + 1)
+    ).all()
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return Page(tasks=list(rows[:limit]), next_cursor=next_cursor)
+
+
+def history(session: Session, task_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Every status change of a task, oldest first."""
+    events = session.scalars(
+        select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(TaskEvent.id)
+    )
+    return [{"status": e.status, "at": e.at, "message": e.message} for e in events]
