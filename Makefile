@@ -44,12 +44,19 @@ test-e2e: install ## tests that drive a real local stack through nginx
 test-compose: install ## build the images, run the compose stack, scale it, smoke-test it
 	@scripts/test-compose.sh
 
-lint: install ## ruff and mypy
-	@$(VENV)/bin/ruff check .
-	@$(VENV)/bin/mypy
+# Each check runs even when an earlier one failed, so one run shows every problem.
+lint: install ## ruff check, ruff format --check and mypy --strict
+	@status=0; \
+	$(VENV)/bin/ruff check . || status=1; \
+	$(VENV)/bin/ruff format --check . || status=1; \
+	$(VENV)/bin/mypy || status=1; \
+	exit $$status
 
-format: install ## apply ruff's fixes and formatting to imports
-	@$(VENV)/bin/ruff check --fix .
+format: install ## apply ruff's fixes, then ruff's formatting
+	@status=0; \
+	$(VENV)/bin/ruff check --fix . || status=1; \
+	$(VENV)/bin/ruff format . || status=1; \
+	exit $$status
 
 user: install ## create a user: make user NAME=alice [ROLE=admin] (asks for the password)
 	@test -n "$(NAME)" || { echo "usage: make user NAME=alice [ROLE=admin]"; exit 2; }
