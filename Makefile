@@ -29,8 +29,14 @@ status: ## show every process of the local stack
 logs: ## follow the local stack's logs
 	@$(PY) scripts/localstack.py logs
 
-test: install ## unit, integration and end-to-end tests against real services
-	@$(PY) -m pytest tests --ignore=tests/compose -q $(PYTEST_ARGS)
+# `make test` measures coverage (also in the Celery workers the fixtures start) and prints
+# it per package at the end; `make test COVERAGE=0` skips both.
+COVERAGE ?= 1
+COV_ARGS := $(if $(filter 1,$(COVERAGE)),--cov --cov-report=)
+
+test: install ## unit, integration and end-to-end tests against real services, with coverage
+	@$(PY) -m pytest tests --ignore=tests/compose -q $(COV_ARGS) $(PYTEST_ARGS)
+	@$(if $(COV_ARGS),$(PY) scripts/coverage_summary.py)
 
 test-unit: install ## pure tests only (engine, config)
 	@$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
