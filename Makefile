@@ -29,8 +29,14 @@ status: ## show every process of the local stack
 logs: ## follow the local stack's logs
 	@$(PY) scripts/localstack.py logs
 
-test: install ## unit, integration and end-to-end tests against real services
-	@$(PY) -m pytest tests --ignore=tests/compose -q $(PYTEST_ARGS)
+# `make test` measures coverage (also in the Celery workers the fixtures start) and prints
+# it per package at the end; `make test COVERAGE=0` skips both.
+COVERAGE ?= 1
+COV_ARGS := $(if $(filter 1,$(COVERAGE)),--cov --cov-report=)
+
+test: install ## unit, integration and end-to-end tests against real services, with coverage
+	@$(PY) -m pytest tests --ignore=tests/compose -q $(COV_ARGS) $(PYTEST_ARGS)
+	@$(if $(COV_ARGS),$(PY) scripts/coverage_summary.py)
 
 test-unit: install ## pure tests only (engine, config)
 	@$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
@@ -44,15 +50,24 @@ test-e2e: install ## tests that drive a real local stack through nginx
 test-compose: install ## build the images, run the compose stack, scale it, smoke-test it
 	@scripts/test-compose.sh
 
-lint: install lint-js ## ruff, mypy and Biome
-	@$(VENV)/bin/ruff check .
-	@$(VENV)/bin/mypy
+# Each check runs even when an earlier one failed, so one run shows every problem.
+lint: install ## ruff check, ruff format --check, mypy --strict, import contracts, Biome
+	@status=0; \
+	$(VENV)/bin/ruff check . || status=1; \
+	$(VENV)/bin/ruff format --check . || status=1; \
+	$(VENV)/bin/mypy || status=1; \
+	$(VENV)/bin/lint-imports --no-cache || status=1; \
+	node_modules/.bin/biome check --error-on-warnings || status=1; \
+	exit $$status
 
 lint-js: install ## Biome's lint and format check of the web page (biome.json)
 	@node_modules/.bin/biome check --error-on-warnings
 
-format: install ## apply ruff's fixes and formatting to imports
-	@$(VENV)/bin/ruff check --fix .
+format: install ## apply ruff's fixes, then ruff's formatting
+	@status=0; \
+	$(VENV)/bin/ruff check --fix . || status=1; \
+	$(VENV)/bin/ruff format . || status=1; \
+	exit $$status
 
 user: install ## create a user: make user NAME=alice [ROLE=admin] (asks for the password)
 	@test -n "$(NAME)" || { echo "usage: make user NAME=alice [ROLE=admin]"; exit 2; }

@@ -120,7 +120,7 @@ def solve_yield(
     face = flows[-1] - flows[0] if flows.size > 1 else flows[-1]
     years = k[-1] / frequency
     coupon = flows[0] * frequency if flows.size > 1 else 0.0
-    y = np.clip((coupon + (face - targets) / years) / (0.5 * (face + targets)), lo, hi)
+    y: FloatArray = np.clip((coupon + (face - targets) / years) / (0.5 * (face + targets)), lo, hi)
     for _ in range(200):
         disc = np.exp(-np.multiply.outer(np.log1p(y / frequency), k))
         pv = disc * flows

@@ -17,10 +17,14 @@ import io
 import math
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from finq_engine.stats import FloatArray
+
+if TYPE_CHECKING:
+    from _csv import Reader as CsvReader  # what csv.reader returns; not importable as csv.*
 
 MIN_ROWS = 3
 MAX_ASSET_NAME = 64
@@ -93,53 +97,66 @@ def _first_bad_cell(
     return PriceTableError("a price is not a number")  # pragma: no cover - NumPy disagreed
 
 
-def parse_price_csv(data: bytes, max_assets: int = 200, max_rows: int = 100_000) -> PriceTable:
-    """Parse a CSV of daily prices; raise PriceTableError naming the first problem."""
+def _decode(data: bytes) -> str:
+    """The file as text: UTF-8 (a BOM is dropped), and no NUL bytes (a binary file)."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise PriceTableError(f"the file is not UTF-8 text (byte {exc.start})") from None
     if "\x00" in text:
         raise PriceTableError("the file is not text (it contains NUL bytes)")
-    reader = csv.reader(io.StringIO(text, newline=""))
+    return text
+
+
+def _row_date(row: list[str], line: int, previous: date | None) -> date:
+    """The row's date, which must come strictly after the previous row's."""
+    raw_date = row[0].strip()
     try:
-        assets = _header(next(reader, None), max_assets)
-        width = len(assets) + 1
-        dates: list[str] = []
-        cells: list[list[str]] = []
-        lines: list[int] = []
-        previous: date | None = None
-        for row in reader:
-            if not row or all(not c.strip() for c in row):
-                continue  # blank lines (a trailing newline, spacing) carry nothing
-            line = reader.line_num
-            if len(row) != width:
-                raise PriceTableError(f"line {line} has {len(row)} cells; the header has {width}")
-            if len(dates) >= max_rows:
-                raise PriceTableError(f"too many rows: at most {max_rows:,} dates")
-            raw_date = row[0].strip()
-            try:
-                day = date.fromisoformat(raw_date)
-            except ValueError:
-                raise PriceTableError(
-                    f"line {line}, date column: {raw_date!r} is not a date (YYYY-MM-DD)"
-                ) from None
-            if previous is not None and day <= previous:
-                what = "a duplicate date" if day == previous else "out of order"
-                raise PriceTableError(
-                    f"line {line}: {day.isoformat()} is {what}; dates must "
-                    f"be strictly increasing (previous {previous.isoformat()})"
-                )
-            previous = day
-            dates.append(day.isoformat())
-            cells.append(row[1:])
-            lines.append(line)
-    except csv.Error as exc:
-        raise PriceTableError(f"line {reader.line_num}: malformed CSV ({exc})") from None
-    if len(dates) < MIN_ROWS:
+        day = date.fromisoformat(raw_date)
+    except ValueError:
         raise PriceTableError(
-            f"too few rows: {len(dates)} dates; at least {MIN_ROWS} are needed (two returns)"
+            f"line {line}, date column: {raw_date!r} is not a date (YYYY-MM-DD)"
+        ) from None
+    if previous is not None and day <= previous:
+        what = "a duplicate date" if day == previous else "out of order"
+        raise PriceTableError(
+            f"line {line}: {day.isoformat()} is {what}; dates must "
+            f"be strictly increasing (previous {previous.isoformat()})"
         )
+    return day
+
+
+@dataclass
+class _Rows:
+    """The data rows read so far: ISO dates, the price cells (as text) and their line numbers."""
+
+    dates: list[str]
+    cells: list[list[str]]
+    lines: list[int]
+
+
+def _read_rows(reader: "CsvReader", width: int, max_rows: int) -> _Rows:
+    """Read the data rows after the header, skipping blank lines; raise on the first bad one."""
+    rows = _Rows([], [], [])
+    previous: date | None = None
+    for row in reader:
+        if not row or all(not c.strip() for c in row):
+            continue  # blank lines (a trailing newline, spacing) carry nothing
+        line = reader.line_num
+        if len(row) != width:
+            raise PriceTableError(f"line {line} has {len(row)} cells; the header has {width}")
+        if len(rows.dates) >= max_rows:
+            raise PriceTableError(f"too many rows: at most {max_rows:,} dates")
+        previous = _row_date(row, line, previous)
+        rows.dates.append(previous.isoformat())
+        rows.cells.append(row[1:])
+        rows.lines.append(line)
+    return rows
+
+
+def _prices(rows: _Rows, assets: tuple[str, ...]) -> FloatArray:
+    """The price cells as a float64 matrix; every entry a finite, positive number."""
+    cells, lines = rows.cells, rows.lines
     try:
         prices = np.array(cells, dtype=np.float64)
     except ValueError:
@@ -156,4 +173,19 @@ def parse_price_csv(data: bytes, max_assets: int = 200, max_rows: int = 100_000)
         raise PriceTableError(
             f"line {lines[r]}, column {assets[c]!r}: price {cells[r][c].strip()} is not positive"
         )
-    return PriceTable(tuple(dates), assets, prices)
+    return prices
+
+
+def parse_price_csv(data: bytes, max_assets: int = 200, max_rows: int = 100_000) -> PriceTable:
+    """Parse a CSV of daily prices; raise PriceTableError naming the first problem."""
+    reader = csv.reader(io.StringIO(_decode(data), newline=""))
+    try:
+        assets = _header(next(reader, None), max_assets)
+        rows = _read_rows(reader, len(assets) + 1, max_rows)
+    except csv.Error as exc:
+        raise PriceTableError(f"line {reader.line_num}: malformed CSV ({exc})") from None
+    if len(rows.dates) < MIN_ROWS:
+        raise PriceTableError(
+            f"too few rows: {len(rows.dates)} dates; at least {MIN_ROWS} are needed (two returns)"
+        )
+    return PriceTable(tuple(rows.dates), assets, _prices(rows, assets))

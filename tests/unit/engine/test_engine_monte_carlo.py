@@ -32,10 +32,23 @@ MARKET = {
     "volatility": 0.2,
     "dividend_yield": 0.01,
 }
-N = stats.norm.cdf
+# The market above as black_scholes' positional arguments: s, k, t, r, v, q.
+MARKET_ARGS = (
+    MARKET["spot"],
+    MARKET["strike"],
+    MARKET["maturity"],
+    MARKET["rate"],
+    MARKET["volatility"],
+    MARKET["dividend_yield"],
+)
 
 
-def run(ctx: NullContext | None = None, **params: Any) -> dict[str, Any]:
+def N(x: float) -> float:
+    """The standard normal CDF."""
+    return float(stats.norm.cdf(x))
+
+
+def run(ctx: NullContext | None = None, /, **params: Any) -> dict[str, Any]:
     merged = {**MARKET, "option_type": "call", "seed": 12345, **params}
     return monte_carlo_option(MonteCarloOptionParams(**merged), ctx or NullContext())
 
@@ -74,9 +87,12 @@ def barrier_call_bgk(
     lam = (r - q + v * v / 2) / (v * v)
     vanilla = black_scholes("call", s, k, t, r, v, q)
     ds, dk = s * math.exp(-q * t), k * math.exp(-r * t)
+    # (H/S)^(2 lambda) and (H/S)^(2 lambda - 2); float ** float is typed Any (could be complex)
+    ratio_a: float = (h / s) ** (2 * lam)
+    ratio_b: float = (h / s) ** (2 * lam - 2)
     if style == "barrier_down_and_out":  # H <= K
         y = math.log(h * h / (s * k)) / vt + lam * vt
-        knock_in = ds * (h / s) ** (2 * lam) * N(y) - dk * (h / s) ** (2 * lam - 2) * N(y - vt)
+        knock_in = ds * ratio_a * N(y) - dk * ratio_b * N(y - vt)
         return vanilla - knock_in
     # up-and-out, H > K
     x1 = math.log(s / h) / vt + lam * vt
@@ -85,15 +101,15 @@ def barrier_call_bgk(
     knock_in = (
         ds * N(x1)
         - dk * N(x1 - vt)
-        - ds * (h / s) ** (2 * lam) * (N(-y) - N(-y1))
-        + dk * (h / s) ** (2 * lam - 2) * (N(-y + vt) - N(-y1 + vt))
+        - ds * ratio_a * (N(-y) - N(-y1))
+        + dk * ratio_b * (N(-y + vt) - N(-y1 + vt))
     )
     return vanilla - knock_in
 
 
 def independent_paths(paths: int, steps: int, seed: int) -> np.ndarray:
     """Price paths (paths x steps) from a plain full-matrix simulation, not the engine's."""
-    s, _, t, r, v, q = MARKET.values()
+    s, _, t, r, v, q = MARKET_ARGS
     dt = t / steps
     z = np.random.default_rng(seed).standard_normal((paths, steps))
     return s * np.exp(np.cumsum((r - q - v * v / 2) * dt + v * math.sqrt(dt) * z, axis=1))
@@ -111,7 +127,7 @@ def within(result: dict[str, Any], reference: float, k: float = 4.0, extra: floa
 @pytest.mark.parametrize("antithetic", [True, False])
 def test_european_matches_black_scholes(kind: str, antithetic: bool) -> None:
     out = run(option_type=kind, style="european", paths=200_000, antithetic=antithetic)
-    reference = black_scholes(kind, *MARKET.values())
+    reference = black_scholes(kind, *MARKET_ARGS)
     within(out, reference)
     assert out["ci95_low"] < out["price"] < out["ci95_high"]
     assert out["ci95_high"] - out["price"] == pytest.approx(1.959964 * out["std_error"])
@@ -122,7 +138,7 @@ def test_european_matches_black_scholes(kind: str, antithetic: bool) -> None:
 def test_geometric_asian_matches_closed_form(kind: str) -> None:
     steps = 50
     out = run(option_type=kind, style="asian_geometric", paths=100_000, steps=steps)
-    within(out, geometric_asian(kind, *MARKET.values(), n=steps))
+    within(out, geometric_asian(kind, *MARKET_ARGS, n=steps))
     assert out["steps"] == steps
 
 
@@ -157,7 +173,7 @@ def test_barrier_matches_independent_simulation(style: str, barrier: float) -> N
     payoff = math.exp(-0.05) * np.maximum(prices[:, -1] - 100.0, 0.0) * alive
     ref, ref_se = payoff.mean(), payoff.std(ddof=1) / math.sqrt(paths)
     assert abs(out["price"] - ref) <= 4 * math.hypot(out["std_error"], ref_se)
-    vanilla = black_scholes("call", *MARKET.values())
+    vanilla = black_scholes("call", *MARKET_ARGS)
     assert out["price"] < vanilla - 4 * out["std_error"]
 
 
@@ -167,7 +183,7 @@ def test_down_and_out_matches_broadie_glasserman_kou() -> None:
     # against the independent simulation only).
     steps = 50
     out = run(style="barrier_down_and_out", barrier=90.0, paths=100_000, steps=steps)
-    reference = barrier_call_bgk("barrier_down_and_out", *MARKET.values(), h=90.0, steps=steps)
+    reference = barrier_call_bgk("barrier_down_and_out", *MARKET_ARGS, h=90.0, steps=steps)
     within(out, reference, extra=0.005 * reference)
 
 
@@ -176,7 +192,7 @@ def test_down_and_out_matches_broadie_glasserman_kou() -> None:
 )
 def test_far_barrier_is_vanilla(style: str, barrier: float) -> None:
     out = run(style=style, barrier=barrier, paths=40_000, steps=10)
-    within(out, black_scholes("call", *MARKET.values()))
+    within(out, black_scholes("call", *MARKET_ARGS))
     european = run(style="european", paths=40_000)
     assert abs(out["price"] - european["price"]) <= 4 * math.hypot(
         out["std_error"], european["std_error"]

@@ -4,6 +4,7 @@ a VaR from an explicitly sorted sample with hand-written interpolation."""
 
 import math
 import statistics
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,7 +33,7 @@ def random_table(rows: int = 400, assets: int = 4, seed: int = 11) -> PriceTable
     return PriceTable(dates, tuple(f"S{i}" for i in range(assets)), prices)
 
 
-def run(table: PriceTable, **params: object) -> dict:
+def run(table: PriceTable, **params: object) -> dict[str, Any]:
     p = CsvPortfolioParams.model_validate({"upload_id": UPLOAD_ID, **params})
     return csv_portfolio_analytics(p, NullContext(), table)
 

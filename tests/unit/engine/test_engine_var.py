@@ -22,7 +22,7 @@ COV = (np.outer(VOLS, VOLS) * CORR).tolist()
 VALUE = 2_500_000.0
 
 
-def run(ctx: NullContext | None = None, **params: Any) -> dict[str, Any]:
+def run(ctx: NullContext | None = None, /, **params: Any) -> dict[str, Any]:
     base = {"weights": WEIGHTS, "portfolio_value": VALUE}
     return portfolio_var(PortfolioVarParams(**{**base, **params}), ctx or NullContext())
 
