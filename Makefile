@@ -12,7 +12,7 @@ export RUN_DIR
         audit lock clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
 
 install: ## install Debian packages and the pinned virtualenv (.venv) when missing
 	@scripts/bootstrap.sh
