@@ -1,19 +1,13 @@
 """Measure what each row of the load-test mix costs on one core, in-process.
 
     .venv/bin/python loadtest/calibrate.py            a table and the weighted mean
-    .venv/bin/python loadtest/calibrate.py --json     the same, machine-readable (bench_stack.py)
+    .venv/bin/python loadtest/calibrate.py --json     the same, machine-readable (make bench)
     .venv/bin/python loadtest/calibrate.py --scale auto   the mix as the load test sizes it here
 
-Runs exactly what a worker process runs for a task's calculation (`TaskType.execute`:
-validation, the NumPy calculation, the JSON-safe result) with BLAS/OpenMP threads capped at 1
-and the process pinned to one CPU, like a worker pool process. CPU time (`process_time`) is
-used, not wall time, so other load on the machine inflates the figures less; the median of
-several repeats is kept. Copy the measured `cpu_ms` into MIX (loadtest/finq_load/mix.py) after
-changing a row, and keep the weighted mean near 100 ms.
-
-The worker also renders a PNG chart of each successful result (finq_worker.charts, when
-present): `chart_ms` times that too, separately, since it is work the worker does per task
-that the calculation's cost does not show.
+Runs what a worker pool process runs for a calculation (`TaskType.execute`), one BLAS thread,
+pinned to one CPU, timing CPU rather than wall time (median of repeats). Copy the `cpu_ms` into
+MIX (loadtest/finq_load/mix.py) after changing a row, keeping the weighted mean near 100 ms.
+`chart_ms` times the result's chart (finq_worker.charts) separately: drawn only when asked for.
 """
 
 from __future__ import annotations

@@ -4,26 +4,9 @@ each one to its end.
     scripts/loadtest.sh            (make loadtest)     headless, CSV + HTML under $RUN_DIR/loadtest
     scripts/loadtest.sh --ui       (make loadtest-ui)  the web UI on 127.0.0.1:8089
 
-Each simulated user submits a task drawn from `MIX` (finq_load/mix.py), follows it to a final
-status over Server-Sent Events (falling back to polling with backoff when a stream breaks),
-records how long it took from submit to done, and submits the next one: a closed loop, so
-`--users` is the number of tasks in flight and the test measures the stack's capacity rather
-than a fixed rate.
-
-Besides Locust's per-request rows, every finished task is reported as its own entry,
-request type `TASK`, name `<type> done`, response time = submit-to-done in ms (a FAILED task is
-a failure of that row). At the end it prints, and writes as JSON next to the CSV files:
-completed tasks/s, latency p50/p95/p99, failed tasks, and lost tasks (submitted but without a
-final status when the test stopped plus the grace period `--stop-timeout`). The process exits
-non-zero when any task failed, was lost or rejected (a 429 is not a rejection but throttling:
-counted and shown, the stack's limits doing their job), another request failed, or completed
-tasks/s fell below `--finq-min-tasks-per-sec` (MIN_TASKS_PER_SEC).
-
-Credentials: FINQ_USERNAME / FINQ_PASSWORD, else the admin account of the stack in
-$RUN_DIR/stack.json (`make run` writes it). With an admin, the run creates LOADTEST_ACCOUNTS
-(8) throwaway accounts and deletes them at the end, users taking turns on them (see Accounts),
-so the stack keeps its rate limits on; a 429 is reported as throttled. With the default limits
-that caps what the test can submit at 8 x RATE_LIMIT_SUBMIT (120/minute) = 16 tasks/s.
+A closed loop: each user submits a task drawn from the mix (finq_load/mix.py), follows it to
+its end and submits the next. The model lives in the finq_load package; this file wires it into
+Locust. What a run reports and when it fails: docs/performance.md, "Load test".
 """
 
 from finq_load import hooks

@@ -1,16 +1,9 @@
 """A no-op Celery task under finq's exact Celery configuration: the bare ceiling of `make bench`.
 
-scripts/bench_stack.py starts workers of this app with the flags `deploy/finq-service worker`
-gives finq's (read from that script: queues, concurrency, prefetch multiplier, `-O fair`):
-
-    cd scripts && celery -A bench_noop worker --queues notify,high,normal,low \
-        --concurrency 4 --prefetch-multiplier 1 -O fair
-
-The app is built by `finq_core.broker.make_celery`, the function that builds finq's own app, so
-acks-late, events, time limits and transport options cannot drift from production. The broker
-is BENCH_BROKER_URL: the bench points it at another database number of the stack's own
-redis-server (same server, same configuration) so these queues never mix with finq's. The task
-does nothing but count itself (one INCR) so the bench can tell when a batch is done.
+scripts/bench/stack.py starts its workers with the flags of `deploy/finq-service worker`, and
+`finq_core.broker.make_celery` builds the app, so nothing can drift from production. The broker
+is BENCH_BROKER_URL, another database of the stack's redis-server; the task only INCRs a
+counter, so the bench can tell when a batch is done.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, once: Debian packages (redis-server, nginx,
-# python3-venv, npm) when missing, the web page's linter in node_modules (package-lock.json) and
-# the pinned virtualenv in .venv. Safe to run again: it only reinstalls npm packages when
-# package.json or package-lock.json changed, Python packages when pyproject.toml or
-# requirements.lock changed.
+# python3-venv, npm; PostgreSQL, promtool and Chromium for the tests) when missing, the web
+# page's linter in node_modules and the pinned .venv. Safe to run again: npm and Python
+# packages are reinstalled only when their manifest or lock changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

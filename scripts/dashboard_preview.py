@@ -1,16 +1,11 @@
 #!/usr/bin/env python3
 """`make dashboard-preview`: the Grafana dashboard's panels, drawn from a real Prometheus.
 
-Grafana cannot be installed on this project's build machines (no image can be pulled, and it is
-packaged in neither Debian, PyPI nor npm), so its screenshot cannot be taken here. This draws
-the next best thing and proves the dashboard's queries on the way: it starts a local stack
-(scripts/localstack.py, free ports, its own runtime folder), Debian's Prometheus scraping every
-API replica and worker exactly as the compose profile does (jobs `api` and `workers`), drives
-two minutes of traffic through nginx (a mix of tasks from four accounts, enough to meet the
-submit limit now and then, and a few tasks that exceed the time limit and fail), then runs
-every query of deploy/monitoring/grafana/dashboards/finq-overview.json over that window with
-the Prometheus HTTP API and draws each panel where the dashboard puts it. Writes
-docs/screenshots/dashboard.png; exits 1 if a panel that must have data got none.
+Grafana cannot be installed on the build machines, so this stands in for its screenshot and
+proves the dashboard's queries: a local stack scraped by Debian's Prometheus as in compose, two
+minutes of traffic through nginx (some throttled, some timing out), then every query of
+deploy/monitoring/grafana/dashboards/finq-overview.json drawn where the dashboard puts it.
+Writes docs/screenshots/dashboard.png; exits 1 if a panel that must have data got none.
 
 Everything it starts is stopped at the end, whatever happens. Traffic goes to 127.0.0.1 only.
 """

@@ -1,10 +1,9 @@
 """PNG charts of successful results, rendered by the worker (matplotlib, Agg, no pyplot).
 
 `render_chart(type, params, result, table)` is a pure function of its arguments: no Celery,
-no database, no global figure state (each call builds its own `Figure`, which is safe in any
-process and leaks nothing between tasks). It is bounded whatever the task's size: every curve
-is thinned to at most `MAX_POINTS` points and every bar chart to a few hundred bars, so a
-million-element Black-Scholes grid or a 100,000-day price table draws as fast as a small one.
+no database, no global figure state (each call builds its own `Figure`). Its cost is bounded
+whatever the task's size: curves are thinned to `MAX_POINTS` points, bar charts to a few
+hundred bars.
 
 A chart is a bonus, never a reason to fail: `render_safely` logs any error and returns None,
 and the task still succeeds, without a chart.
@@ -355,9 +354,8 @@ def render_safely(
 def warm_up() -> None:
     """Load matplotlib and draw one figure in the worker's main process, before its pool forks.
 
-    The first use of matplotlib on a machine builds its font cache (seconds on a slow host)
-    and every import costs about a second; done here, the pool processes inherit both, so no
-    task pays for them inside its time limit (where a slow first chart would be dropped)."""
+    The pool processes inherit the import and the font cache, so no chart pays for them
+    inside its time limit."""
     try:
         import matplotlib
 

@@ -13,11 +13,9 @@ log = logging.getLogger("finq.worker")
 
 
 class WorkerContext:
-    """Progress is written at most every `interval` seconds, so a calculation that reports
-    after every small chunk costs a few writes a second, not hundreds, and a task shorter than
-    the interval costs none: the claim stored 0% and the outcome stores 100%. The cancel flag
-    is read with every progress report, and otherwise at most every 50 ms, the first time 50
-    ms after the claim (which read it too)."""
+    """Progress is written at most every `interval` seconds (none for a shorter task: the claim
+    stored 0%, the outcome stores 100%). The cancel flag is read with every progress report,
+    else at most every `cancel_check_seconds` (the claim read it too)."""
 
     cancel_check_seconds = 0.05
 
@@ -41,7 +39,7 @@ class WorkerContext:
         if cancelled is not None:
             self._cancelled = self._cancelled or cancelled
             self._last_cancel_check = now
-        # DEBUG: at INFO, twelve running tasks wrote ~50 lines a second of this.
+        # DEBUG: a line per report would flood a busy stack's logs.
         log.debug(
             "task progress", extra={"task_id": str(self.task_id), "progress": round(fraction, 4)}
         )

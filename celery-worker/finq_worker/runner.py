@@ -5,11 +5,9 @@ made idempotent); validation and calculation errors fail at once with their mess
 infrastructure errors are retried by the caller with backoff; anything else fails the task
 alone, with its type and message recorded and the traceback kept in the worker's log.
 
-A successful result's chart (finq_worker.charts) is drawn by a `finq.chart` task when someone
-first asks for it: drawing costs 1-5x the CPU of the calculation, so it is spent only on the
-charts people look at. A chart that fails to render is logged and remembered as "none" (an
-empty PNG), never failing the task. A type that reads an upload gets its table here, looked up
-by id *and* the task's owner.
+A result's chart is drawn by a `finq.chart` task only when someone first asks for it; one that
+fails to render is remembered as "none" (an empty PNG), never failing the task. A type that
+reads an upload gets its table here, looked up by id *and* the task's owner.
 """
 
 import logging
@@ -70,10 +68,9 @@ class NoRecord(Exception):  # noqa: N818
         self.seen = seen
 
 
-# The API sends a new task's message just before it commits the record (one transaction per
-# submission), so an idle worker can get the message a few milliseconds before the record is
-# visible. It looks again after these pauses (75 ms in all) before handing the wait over to
-# the caller (finq_worker.tasks), which retries the message later instead of holding a process.
+# The API sends a new task's message just before it commits the record, so a worker can get
+# the message before the record is visible. It looks again after these pauses, then the
+# caller (finq_worker.tasks) retries the message later instead of holding a process.
 RECORD_WAITS = (0.005, 0.01, 0.02, 0.04)
 
 
@@ -90,12 +87,7 @@ def claim_when_visible(task_id: uuid.UUID, worker: str, take_over: bool = False)
 def claim(task_id: uuid.UUID, worker: str, take_over: bool = False) -> Claim | None:
     """Mark the task RUNNING; None when it is final, running elsewhere (no `take_over`) or
     cancelled meanwhile; `NoRecord` when it could not be claimed yet (see `NoRecord` and
-    `claim_when_visible`).
-
-    RUNNING is claimable with `take_over` (see `claimable`): a message redelivered after its
-    worker died finds the record still RUNNING and must take it over. One write transaction
-    (UPDATE ... RETURNING and the event); the record is read separately only to explain a
-    refusal.
+    `claim_when_visible`). One write transaction; the record is read only to explain a refusal.
     """
     cancelled, row = False, None
     statuses = claimable(take_over)

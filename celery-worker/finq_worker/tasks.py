@@ -19,15 +19,10 @@ from finq_worker import runner
 
 log = logging.getLogger("finq.worker")
 
-# A message whose record is not visible after the runner's brief looks (75 ms) is retried:
-# first after 0.1 s, then after twice as long each time up to RECORD_RETRY_SECONDS. Under
-# write contention a submission's commit on SQLite can wait longer than 75 ms for the lock
-# (the busy handler sleeps in steps of up to 100 ms); a flat 2 s there held such a task back
-# 2 s for a 0.1 s wait. It is dropped at once when the API marked it void (its commit failed
-# after it sent the message), else, if the API died in between or could not reach Redis to say
-# so, after RECORD_RETRIES later looks: a minute in all, twice SQLite's busy timeout (the
-# longest a submission's commit waits for the write lock there); on PostgreSQL a submission's
-# transaction takes milliseconds.
+# A message whose record is not visible after the runner's brief looks is retried after 0.1 s
+# (a commit may be waiting for SQLite's write lock), doubling up to RECORD_RETRY_SECONDS. It is
+# dropped at once when the API marked it void, else after RECORD_RETRIES looks: a minute in
+# all, twice SQLite's busy timeout (the longest a submission's commit can wait).
 RECORD_FIRST_RETRY_SECONDS = 0.1
 RECORD_RETRY_SECONDS = 2.0
 RECORD_RETRIES = 34

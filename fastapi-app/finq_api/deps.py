@@ -22,10 +22,9 @@ USERS: Table = User.__table__  # type: ignore[assignment]
 _USER_BY_NAME = select(*USERS.c).where(USERS.c.username == bindparam("username"))
 
 
-# These two are `async def` on purpose: FastAPI runs every plain `def` dependency in the
-# thread pool, and each hop (futex wake-ups, GIL hand-overs) cost more than their work.
-# Neither blocks: a session connects lazily, in the thread of the endpoint that uses it, and
-# by the end the endpoint has committed or nothing was opened (closing is then free).
+# `async def` on purpose: a plain `def` dependency costs a thread-pool hop, more than this work.
+# Neither blocks: a session connects lazily in the endpoint's thread, which has committed (or
+# opened nothing) by the time the session closes, so closing is free.
 async def get_db() -> AsyncIterator[Session]:
     session = get_sessionmaker()()
     try:
@@ -61,12 +60,11 @@ def get_current_user(
         username = decode_access_token(token, settings)
     except InvalidToken:
         raise unauthorized() from None
-    # A Core read into a detached User: loading it through the ORM identity map cost a
-    # tenth of a submit's CPU, and no route changes the caller's own row through it.
+    # A Core read into a detached User, cheaper than the ORM: no route changes the caller's
+    # own row through it.
     row = session.execute(_USER_BY_NAME, {"username": username}).first()
-    # End the read transaction now: its pooled connection would otherwise stay checked out
-    # while the request waits for a worker thread, and under overload every thread ended up
-    # waiting for a connection held by another (seen with py-spy at 150 req/s).
+    # End the read transaction now: a connection held while the request waits for a thread
+    # deadlocks the pool under overload.
     session.commit()
     if row is None:  # deleted since the token was issued
         raise unauthorized()

@@ -59,8 +59,7 @@ def install(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(422, validation_detail(exc.errors()))
 
-    # The task lifecycle's refusals (finq_core.errors), answered as the routes answered them
-    # when they raised HTTP errors themselves.
+    # The task lifecycle's refusals (finq_core.errors) as HTTP answers.
     @app.exception_handler(InvalidInput)
     async def _invalid(_: Request, exc: InvalidInput) -> JSONResponse:
         return error_response(422, validation_detail(p._asdict() for p in exc.problems))

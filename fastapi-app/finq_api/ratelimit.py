@@ -1,9 +1,8 @@
 """Rate limits counted in Redis with the `limits` library, so every replica shares one count.
 
-Three limits: per account (or per client address without a valid token) on everything under
-/api (RATE_LIMIT_GLOBAL), per address on
-the token route (RATE_LIMIT_LOGIN, against password guessing) and per user on task submission
-(RATE_LIMIT_SUBMIT). When Redis is unreachable the login limit fails closed (no guessing while
+Three limits: per account (or per address without a valid token) on everything under /api
+(RATE_LIMIT_GLOBAL), per address on the token route (RATE_LIMIT_LOGIN) and per user on task
+submission (RATE_LIMIT_SUBMIT). Without Redis the login limit fails closed (no guessing while
 we cannot count) and the others fail open (the service stays usable); both are logged.
 """
 

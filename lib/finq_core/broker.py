@@ -21,16 +21,13 @@ from finq_core.redis_client import get_redis
 
 RUN_TASK = "finq.run"
 QUEUES = [p.value for p in (Priority.HIGH, Priority.NORMAL, Priority.LOW)]
-# Deliveries of notifications have their own queue, polled before the others: a delivery is a
-# few milliseconds of I/O and should not wait behind minutes of queued calculations. The wire
-# names keep the old word "notify" so that messages in flight and operators' WORKER_QUEUES
-# survive an upgrade.
+# Deliveries have their own queue, polled first: brief I/O should not wait behind queued
+# calculations. The wire names keep "notify" so messages in flight and WORKER_QUEUES survive.
 DELIVERY_TASK = "finq.notify"
 DELIVERY_QUEUE = "notify"
-# Charts are drawn when someone first asks for one (GET .../chart.png), by a task of their own:
-# a chart costs 1-5x the CPU of a calculation and most results are read by programs, never
-# looked at, so drawing every one would spend most of the workers on pictures. A person is
-# waiting for a requested chart, so its queue is polled right after `notify`.
+# Charts are drawn on first request (GET .../chart.png) by a task of their own: a chart costs
+# more than its calculation and most results are never looked at. Someone is waiting for it, so
+# its queue is polled right after `notify`.
 CHART_TASK = "finq.chart"
 CHART_QUEUE = "charts"
 # One quick retry rides over a pooled connection that Redis closed when it restarted; with
@@ -71,7 +68,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_enable_soft_shutdown_on_idle=True,
         worker_max_memory_per_child=1_500_000,  # KiB: recycle a child that grew past 1.5 GB
         worker_send_task_events=settings.task_events,
-        task_send_sent_event=False,  # 10% of a submit's CPU; Flower learns of tasks when received
+        task_send_sent_event=False,  # CPU on every submit; Flower learns of tasks when received
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options={

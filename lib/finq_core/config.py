@@ -1,10 +1,9 @@
 """All settings, read once from the environment (and `.env`).
 
 `Settings` is shared by every service; `ApiServerSettings` and `WorkerMetricsSettings` hold what
-one process of one service needs (mostly set per process by the launchers). Their fields are
-listed in `.env.example` or, when users are not meant to set them, exempted by name in
-tests/unit/test_env_example.py; a test fails when the code and the file drift.
-PROMETHEUS_MULTIPROC_DIR is not a setting: prometheus_client reads it itself.
+one process of one service needs. Every field is in `.env.example` or exempted by name in
+tests/unit/test_env_example.py, which fails when the two drift. PROMETHEUS_MULTIPROC_DIR is not
+a setting: prometheus_client reads it itself.
 """
 
 from functools import lru_cache
@@ -39,8 +38,8 @@ class Settings(BaseSettings):
     result_ttl_days: int = Field(default=30, ge=1)
     worker_concurrency: int = Field(default=4, ge=1, le=64)
     progress_interval_seconds: float = Field(default=0.25, ge=0.05, le=10)
-    # Celery task events feed Flower's Tasks tab; they cost ~3 ms of CPU per task (the worker
-    # publishing, Flower consuming). Workers stay visible in Flower without them (heartbeats).
+    # Celery task events feed Flower's Tasks tab at a CPU cost on every task; workers stay
+    # visible in Flower without them (heartbeats).
     task_events: bool = False
 
     # HTTP edge.

@@ -22,11 +22,8 @@ def _json_text(value: Any) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    # JSON columns (params, results) go through pydantic-core's Rust codec instead of the json
-    # module: 5-10x less CPU on the mix's documents (a 500-strike Black-Scholes result: 1.54 ->
-    # 0.15 ms to encode; 100 cash-flow scenarios: 0.22 -> 0.11 ms to decode). It accepts what
-    # json.dumps accepted here (NaN and Infinity included; the text differs only in spacing and
-    # unescaped non-ASCII) and reads back the same floats (tests/integration/test_store.py).
+    # JSON columns go through pydantic-core's codec, much cheaper than the json module; it
+    # accepts NaN/Infinity like json.dumps and reads back the same floats (test_store.py).
     kwargs: dict[str, Any] = {
         "json_serializer": _json_text,
         "json_deserializer": pydantic_core.from_json,
@@ -35,11 +32,9 @@ def make_engine(url: str) -> Engine:
         db_path = url.split("///", 1)[-1]
         if db_path and db_path != ":memory:":
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        # Fifteen processes share one file: WAL lets readers run beside the writer and the busy
-        # timeout queues writers instead of failing them.
-        # No pre-ping: a file cannot go away like a server connection (it cost a SELECT 1 per
-        # checkout, 5% of the API's time); connections are opened lazily, so a worker process
-        # holds one.
+        # Many processes share one file: WAL lets readers run beside the writer and the busy
+        # timeout queues writers instead of failing them. No pre-ping: a file cannot go away
+        # like a server connection; connections open lazily, so a worker process holds one.
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         kwargs.update(pool_size=SQLITE_POOL_SIZE, max_overflow=10)
         engine = create_engine(url, **kwargs)

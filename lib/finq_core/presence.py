@@ -1,10 +1,8 @@
 """Which workers are online and what they run: a heartbeat each worker's main process writes.
 
-Celery's `inspect` is a broadcast: it waits its whole timeout unless told how many replies to
-expect, a worker whose main loop answers late (a loaded machine) is silently left out, so a
-count taken from it flickered, and with a reply limit kombu counts stray late replies against
-it. Heartbeats are read in three short Redis reads and count a busy worker for as long as it
-beats; each carries the worker's pool size and the tasks it runs, at most BEAT_SECONDS old.
+Not Celery's `inspect` broadcast, which leaves out a worker that answers late on a loaded
+machine (docs/operations.md). Each heartbeat carries the worker's pool size and the tasks it
+runs, at most BEAT_SECONDS old, and all are read in three short Redis reads.
 
 Times come from the Redis server's clock, so workers on other hosts need no synchronised clock.
 """

@@ -1,16 +1,12 @@
 """Task records and their status history: every transition goes through here.
 
 Transitions are conditional updates (`WHERE status IN ...`), so two deliveries of the same
-message, or a cancel racing a completion, can never both win: the loser's UPDATE ... RETURNING
-returns no row.
+message, or a cancel racing a completion, can never both win: the loser's UPDATE returns no row.
 
-Deliveries hang off the same single point: a transition to a final status of a task that
-asked for notifications (`notify`) is remembered on the session, and whoever commits such a
-change (the worker's outcome, a cancel in the API, the beat failing a stuck task) commits with
-`commit_and_queue_deliveries`, which queues them right after the commit. After the commit,
-never before: a delivery must find the final status when it reads the record, and a
-rolled-back change notifies nobody. A plain commit of a session holding such deliveries is
-refused in tests and logged as an error elsewhere (`_refuse_plain_commit`).
+A final status of a task with `notify` is remembered on the session; its committer uses
+`commit_and_queue_deliveries`, which queues the deliveries after the commit, never before (a
+delivery must read the final status; a rollback notifies nobody). A plain commit of such a
+session is refused in tests and logged as an error elsewhere (`_refuse_plain_commit`).
 """
 
 import logging
@@ -111,12 +107,9 @@ def add_event(
     session.add(TaskEvent(task_id=task_id, status=status, message=message, at=at or utcnow()))
 
 
-# New tasks and transitions use Core statements on the tables: the ORM's bulk-update and
-# unit-of-work machinery was a third of a worker's time on a short task and ~1 ms of a submit
-# (py-spy), for rows that are never loaded as objects there. The statements are built once,
-# with bound parameters, and only executed per task: building the claim's UPDATE (clauses,
-# coercions, cache key) cost 0.30 ms of CPU of its 0.40 ms (SQLite, in-process, median of 3 x
-# 400); built once it runs in 0.09 ms.
+# New tasks and transitions are Core statements built once with bound parameters, not the
+# ORM: these rows are never loaded as objects here, and building a statement costs more than
+# running it (docs/performance.md).
 TASKS: Table = Task.__table__  # type: ignore[assignment]
 EVENTS: Table = TaskEvent.__table__  # type: ignore[assignment]
 _C = TASKS.c
@@ -225,9 +218,8 @@ def transition(
 def set_progress(
     session: Session, task_id: uuid.UUID, fraction: float, message: str | None
 ) -> None:
-    """Store a running task's progress (no event: progress is not a transition). A prebuilt
-    Core UPDATE: the ORM's bulk-update path cost 0.44 ms of CPU a write, a Core UPDATE built
-    per call 0.25 ms (SQLite, in-process, median of 5 x 1,000)."""
+    """Store a running task's progress (no event: progress is not a transition), with a
+    prebuilt Core UPDATE: it runs several times a second per task."""
     session.execute(_PROGRESS, {"task_id": task_id, "fraction": fraction, "text": message})
 
 

@@ -15,8 +15,7 @@ Only what a payoff needs is computed. GBM can be sampled exactly at any date, so
 payoff draws the terminal value directly (one normal per path, whatever `steps` says); the
 geometric Asian needs only the mean of the log-prices, which is a fixed linear combination of
 the normals (one matrix-vector product); the arithmetic Asian and the barriers walk the steps
-with running sums / extrema on cache-resident vectors. Most of the time goes into the normal
-generator.
+with running sums / extrema on cache-resident vectors.
 
 Monitoring is discrete at t_i = i T / steps, i = 1..steps (t_0 = spot is not part of an Asian
 average). Barrier options pay the vanilla payoff unless the monitored price touched or
@@ -184,11 +183,9 @@ class _Moments:
 class _Trace:
     """Bounded summaries of the run for its chart: a payoff histogram and a convergence curve.
 
-    The histogram is built from the first samples of every chunk, HISTOGRAM_SAMPLES in all:
-    samples are independent, so that is an unbiased subsample, and its cost and memory do not
-    grow with `paths`. The convergence curve is the running mean after each of a few segments
-    per chunk (one `np.add.reduceat` pass), thinned to MAX_CURVE_POINTS. Neither touches the
-    price, which still comes from `_Moments` alone, bit for bit as before.
+    The histogram takes the first samples of every chunk (an unbiased subsample, bounded
+    whatever `paths`); the curve is the running mean after a few segments per chunk, thinned to
+    MAX_CURVE_POINTS. Neither touches the price, which comes from `_Moments` alone.
     """
 
     def __init__(self, plan: ChunkPlan) -> None:

@@ -1,11 +1,10 @@
 """Standard normal distribution helpers, vectorised and accurate to double precision.
 
-The engine must not depend on SciPy, and NumPy has neither `erf` nor `erfc`. `math.erf` is
-scalar, and wrapping it in `np.vectorize` is a Python loop in disguise (about 100x slower on
-a million options). So the complementary error function is W. J. Cody's rational Chebyshev
-approximation (Math. Comp. 23, 1969; netlib SPECFUN `calerf`), evaluated region by region on
-whole arrays; it is accurate to about 1e-15 relative. Cruder formulas such as Abramowitz-Stegun
-7.1.26 (error ~1e-7) would visibly move option prices and Greeks.
+The engine must not depend on SciPy, and NumPy has neither `erf` nor `erfc`; `math.erf` under
+`np.vectorize` is a Python loop in disguise. So the complementary error function is W. J.
+Cody's rational Chebyshev approximation (Math. Comp. 23, 1969; netlib SPECFUN `calerf`),
+evaluated region by region on whole arrays; it is accurate to about 1e-15 relative. Cruder
+formulas such as Abramowitz-Stegun 7.1.26 (error ~1e-7) would visibly move prices and Greeks.
 
 The inverse CDF is Wichura's algorithm AS241 (`PPND16`, Appl. Statist. 37, 1988), accurate to
 about 1e-16 relative over the whole open interval (0, 1).

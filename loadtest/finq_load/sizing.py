@@ -11,12 +11,9 @@ from pathlib import Path
 
 from .mix import MIX, Mix
 
-# The size that a row's cost is proportional to. The table's `cpu_ms` was measured on one
-# machine; on a slower or faster CPU the same sizes cost more or less, and "about 100 ms a task"
-# no longer holds. With MIX_SCALE=auto (the default) the load test times these rows on this
-# machine at start-up (loadtest/calibrate.py, one core) and scales each row's size so that it
-# costs its `cpu_ms` here; a number scales them all by that factor; 1 keeps the table as is.
-# The rows below these two are 1-9 ms and stay as they are.
+# The size each heavy row's cost is proportional to. MIX_SCALE=auto times these rows on this
+# machine (loadtest/calibrate.py) and scales them to cost their table `cpu_ms` here; a number
+# scales them by that factor, 1 keeps the table. The light rows stay as they are.
 SCALABLE: dict[str, str] = {"monte_carlo_option": "paths", "portfolio_var": "simulations"}
 SCALE_LIMITS = (0.05, 20.0)
 

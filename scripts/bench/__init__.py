@@ -8,7 +8,7 @@ and always stops it. All figures come from the same run:
      workers started with finq-service's flags) sent straight into the stack's redis-server;
   2. the full stack with a no-op-sized task (a 1-year loan) submitted over HTTP through nginx
      with a bearer token, recorded in the database and completed by the workers; ratio to (1);
-  3. the CPU-bound mix of loadtest/locustfile.py, sized for this machine like the load test
+  3. the CPU-bound mix of loadtest/finq_load/mix.py, sized for this machine like the load test
      (MIX_SCALE, default auto): completed tasks/s and efficiency = (sum of each task's CPU
      time measured alone on one core) / (wall time x cores);
   4. submit latency through nginx at a fixed offered rate (open loop), workers idle and busy;
@@ -18,7 +18,7 @@ Throughput is a batch: N tasks submitted as fast as the stack accepts them (a fi
 connections), rate = N / (first submit .. last `finished_at`), so submitting and running share
 the machine as they do in production. Per-process CPU is sampled around every phase (what
 limits each figure), and with py-spy installed the hottest API and worker processes are
-profiled. Prints the table and writes it, with method and findings, to docs/performance.md
+profiled. Prints the table and writes it, with its method, to docs/performance.md
 (section "Full stack (make bench)") and docs/scaling.png.
 
 Options: --quick (small batches, for a smoke run), --repeats N, --no-docs; the stack's

@@ -10,17 +10,12 @@ def steady_efficiency(
     spans: list[tuple[str, float, float]], alone_s: dict[str, float], slots: int, n_cores: int
 ) -> float | None:
     """Efficiency while every worker process has a task: from the first moment `slots` tasks
-    run at once to the last start. Outside that window the cores idle for want of work, not
-    for what the platform costs: a batch opens with submissions only and ends with its last
-    long tasks on fewer processes than cores (a Monte Carlo run alone on one core), which a
-    sustained load (the load test, production) never sees. None when the window is under a
-    second.
+    run at once to the last start, leaving out the opening and the drain, which a sustained
+    load never has. None when the window is under a second.
 
-    Each task is credited with the share of its CPU alone that it did inside the window, as a
-    fair scheduler hands it out: at any moment a running task advances at min(1, cores /
-    tasks running), so a task that ends in the drain, where it has a core to itself, did less
-    of its work inside the window than its share of wall time there (crediting by wall time
-    reads ~2 points high on the bench's mix)."""
+    Each task is credited with the part of its CPU alone done inside the window at a fair
+    scheduler's speed, min(1, cores / tasks running), not by wall time: a task ending in the
+    drain has a core to itself."""
     edges = sorted([(s, 1) for _, s, _ in spans] + [(f, -1) for _, _, f in spans])
     # Piecewise-constant speed of one task: (start, end, speed) between consecutive edges.
     pieces: list[tuple[float, float, float]] = []
