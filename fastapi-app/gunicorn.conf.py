@@ -1,5 +1,8 @@
 """Gunicorn settings for one API replica, from `ApiServerSettings` (finq_core.config)."""
 
+import os
+import signal
+
 from finq_core.config import get_api_server_settings, get_settings
 
 _server = get_api_server_settings()
@@ -26,3 +29,23 @@ def child_exit(server: object, worker: object) -> None:
     from finq_core.metrics import mark_process_dead
 
     mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+def post_worker_init(worker: object) -> None:
+    """Under the test suite's coverage, save this worker's data before a SIGTERM ends it
+    (uvicorn re-raises the signal after its shutdown, with the default handler in place)."""
+    try:
+        import coverage
+    except ImportError:
+        return
+    measuring = coverage.Coverage.current()
+    if measuring is None:
+        return
+
+    def _save_then_exit(signum: int, _frame: object) -> None:
+        measuring.stop()
+        measuring.save()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, _save_then_exit)
