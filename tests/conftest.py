@@ -12,6 +12,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -218,7 +219,9 @@ def celery_worker(
 
     client = redis.Redis.from_url(redis_server)
     wait_until(
-        lambda: any(c.get("cmd") == "brpop" for c in client.client_list()),
+        lambda: any(
+            c.get("cmd") == "brpop" for c in cast(list[dict[str, str]], client.client_list())
+        ),
         60,
         0.2,
         what="the Celery worker to consume",
@@ -240,7 +243,7 @@ class LocalStack:
         self.info = info
         self.url = f"http://127.0.0.1:{info['HTTP_PORT']}"
         self.admin = (info["ADMIN_USERNAME"], info["ADMIN_PASSWORD"])
-        self.flower_auth = tuple(info["FLOWER_BASIC_AUTH"].split(":", 1))
+        self.flower_auth = cast(tuple[str, str], tuple(info["FLOWER_BASIC_AUTH"].split(":", 1)))
 
     def supervisorctl(self, *args: str) -> str:
         out = subprocess.run(

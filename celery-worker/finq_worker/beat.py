@@ -24,7 +24,7 @@ LOCK_KEY = "finq:beat:lock"
 LOCK_TTL = 15
 
 
-class FinqScheduler(Scheduler):
+class FinqScheduler(Scheduler):  # type: ignore[misc]  # Celery ships no types: Any base
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._identity = f"{socket.gethostname()}:{os.getpid()}"

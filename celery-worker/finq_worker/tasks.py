@@ -30,7 +30,8 @@ RECORD_RETRIES = 34
 
 def record_retry_delay(retries: int) -> float:
     """The countdown of the retry that follows `retries` earlier ones."""
-    return min(RECORD_RETRY_SECONDS, RECORD_FIRST_RETRY_SECONDS * 2 ** min(retries, 16))
+    factor: int = 2 ** min(retries, 16)
+    return min(RECORD_RETRY_SECONDS, RECORD_FIRST_RETRY_SECONDS * factor)
 
 
 TRANSIENT = (

@@ -60,7 +60,7 @@ def _declares_more_than(headers: dict[bytes, bytes], limit: int) -> bool:
 
 def _route_template(scope: Scope) -> str:
     """The matched route's full path template, API_PREFIX included: what dashboards select on."""
-    template = getattr(scope.get("route"), "path", None)
+    template: str | None = getattr(scope.get("route"), "path", None)
     if not template:
         return "unmatched"
     # A route included under API_PREFIX knows only its path within its own router.

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from finq_core.config import Settings, get_settings

@@ -81,7 +81,9 @@ class Submitted:
     created: bool  # False: the Idempotency-Key's first task, created earlier
 
 
-def check_params(session: Session, owner: User, type_name: str, raw: dict[str, Any]) -> dict:
+def check_params(
+    session: Session, owner: User, type_name: str, raw: dict[str, Any]
+) -> dict[str, Any]:
     """The params validated against the type's model, defaults filled in (what the worker will
     run); InvalidInput naming each wrong field.
 

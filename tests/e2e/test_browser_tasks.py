@@ -256,7 +256,11 @@ def test_readable_on_a_phone_and_usable_with_the_keyboard(page: WebDriver) -> No
             ("#/schedules", "view-schedules"),
         ):
             go(page, hash_)
-            until(page, lambda d, v=view: d.find_element(By.ID, v).is_displayed())
+
+            def shown(d: WebDriver, v: str = view) -> bool:
+                return d.find_element(By.ID, v).is_displayed()
+
+            until(page, shown)
             overflow = page.execute_script(
                 "return document.documentElement.scrollWidth - window.innerWidth"
             )

@@ -6,6 +6,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -56,7 +57,7 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def assert_each_succeeded_once(client: httpx.Client, ids: list[str]) -> list[dict]:
+def assert_each_succeeded_once(client: httpx.Client, ids: list[str]) -> list[dict[str, Any]]:
     finals = [wait_final(client, tid, timeout=180) for tid in ids]
     assert [t["status"] for t in finals] == ["SUCCESS"] * len(ids)
     for tid in ids:
@@ -75,13 +76,10 @@ def wait_running(client: httpx.Client, n: int, on: str = "") -> None:
         if not on:
             return len(page["items"]) >= n
         records = [client.get(f"/api/v1/tasks/{t['id']}").json() for t in page["items"]]
-        return (
-            sum(
-                r.get("status") == "RUNNING" and (r.get("worker") or "").startswith(on)
-                for r in records
-            )
-            >= n
+        running: int = sum(
+            r.get("status") == "RUNNING" and (r.get("worker") or "").startswith(on) for r in records
         )
+        return running >= n
 
     wait_until(busy, 60, 0.05, what=f"{n} tasks running on {on or 'any worker'}")
 

@@ -4,7 +4,7 @@ and database the fixtures start: what is recorded, what is queued, what is refus
 import os
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -53,9 +53,11 @@ def owner(migrated_db: str) -> User:
 def take_message(queue: str, task_id: uuid.UUID) -> bool:
     """Whether `queue` held a message for the task; it is removed (no worker will run it)."""
     r = redis.Redis.from_url(os.environ["REDIS_URL"])
-    found = [raw for raw in r.lrange(queue, 0, -1) if str(task_id).encode() in raw]
+    found = [
+        raw for raw in cast(list[bytes], r.lrange(queue, 0, -1)) if str(task_id).encode() in raw
+    ]
     for raw in found:
-        r.lrem(queue, 0, raw)
+        r.lrem(queue, 0, cast(str, raw))  # redis-py annotates the value as str; bytes work
     return bool(found)
 
 

@@ -4,6 +4,7 @@ import json
 import socket
 import subprocess
 import uuid
+from typing import cast
 
 import pytest
 import redis
@@ -34,14 +35,14 @@ def test_a_worker_that_stopped_beating_drops_out(r: redis.Redis) -> None:
     """Killed without withdrawing: out of the count after STALE_SECONDS, its entry pruned by
     the next beat of any worker and its announcement expired by Redis."""
     gone, alive = f"gone-{uuid.uuid4().hex}", f"alive-{uuid.uuid4().hex}"
-    seconds, micros = r.time()
+    seconds, micros = cast(tuple[int, int], r.time())
     r.zadd(presence.BEATS, {gone: seconds + micros / 1e6 - presence.STALE_SECONDS - 1})
     r.set(presence.info_key(gone), json.dumps({"slots": 4}))
     assert gone not in presence.online(r)
     presence.beat(r, alive, {"slots": 1})
     assert r.zscore(presence.BEATS, gone) is None
     assert alive in presence.online(r)
-    assert 0 < r.ttl(presence.info_key(alive)) <= presence.STALE_SECONDS + 1
+    assert 0 < cast(int, r.ttl(presence.info_key(alive))) <= presence.STALE_SECONDS + 1
     presence.withdraw(r, alive)
 
 

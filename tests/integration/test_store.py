@@ -2,6 +2,7 @@
 
 import uuid
 from collections.abc import Iterator
+from typing import cast
 
 import numpy as np
 import pytest
@@ -223,7 +224,7 @@ def test_a_final_status_is_committed_with_its_deliveries_or_not_at_all(
     queued: list[tuple[str, str, dict[str, str]]] = []
 
     def spy(task_id: str, status: str, targets: dict[str, str]) -> None:
-        committed = session.get_bind().connect()
+        committed = cast(Engine, session.get_bind()).connect()
         with committed:  # another connection: sees only what was committed
             found = committed.execute(
                 select(Task.status).where(Task.id == uuid.UUID(task_id))

@@ -5,7 +5,7 @@ import os
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -93,7 +93,7 @@ def test_a_message_that_arrives_before_its_record_waits_for_it(
     def retried_and_held() -> bool:
         # kombu keeps a delivered, unacknowledged message in the `unacked` hash; the worker's
         # retry is a new message with `retries` >= 1, held until its countdown ends.
-        for raw in r.hvals("unacked"):
+        for raw in cast(list[bytes], r.hvals("unacked")):
             headers = json.loads(raw)[0]["headers"]
             if str(tid) in headers.get("argsrepr", "") and headers.get("retries", 0) >= 1:
                 return True
@@ -144,7 +144,9 @@ def test_a_message_whose_submission_failed_is_dropped_at_once(
     # Acknowledged (acks late: just after the task returned); the log line above says it was
     # dropped on this delivery, not retried.
     wait_until(
-        lambda: not [raw for raw in r.hvals("unacked") if str(tid).encode() in raw],
+        lambda: (
+            not [raw for raw in cast(list[bytes], r.hvals("unacked")) if str(tid).encode() in raw]
+        ),
         10,
         0.05,
         what="the void message to be acknowledged",

@@ -19,7 +19,7 @@ def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> No
     assert decode_access_token(token, settings) == "alice"
     assert security._verified.cache_info().hits == hits + 1  # not verified twice
     now = time.time()
-    monkeypatch.setattr(security.time, "time", lambda: now + lifetime + 1)
+    monkeypatch.setattr(time, "time", lambda: now + lifetime + 1)
     with pytest.raises(InvalidToken):
         decode_access_token(token, settings)
 
