@@ -14,15 +14,10 @@ from __future__ import annotations
 
 import os
 
+from finq_core.threads import cap_threads
+
 # Before NumPy loads (through finq_engine): one BLAS thread, as in the workers.
-for _var in (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-):
-    os.environ[_var] = "1"
+cap_threads()
 
 import argparse  # noqa: E402
 import json  # noqa: E402

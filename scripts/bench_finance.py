@@ -12,8 +12,9 @@ number of draws in the same chunk sizes, to report the speed-up and the share of
 # BLAS/OpenMP must be pinned to one thread before NumPy is imported.
 import os
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ[_var] = "1"
+from finq_core.threads import cap_threads
+
+cap_threads()
 
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from finq_core.threads import THREAD_CAPS
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
 VENV_BIN = Path(sys.executable).parent
@@ -18,16 +20,7 @@ BEGIN, END = "<!-- make bench: results begin -->", "<!-- make bench: results end
 FINAL = ("SUCCESS", "FAILED", "CANCELLED")
 LIGHT_TYPE = "loan_amortization"
 LIGHT_PARAMS = {"principal": 1000, "annual_rate": 0.05, "years": 1}
-BLAS_ENV = {
-    v: "1"
-    for v in (
-        "OMP_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "NUMEXPR_NUM_THREADS",
-        "VECLIB_MAXIMUM_THREADS",
-    )
-}
+BLAS_ENV = THREAD_CAPS
 TARGETS = {
     "mix_tasks_per_sec": 12.0,
     "efficiency": 0.85,
