@@ -121,10 +121,10 @@ class ApiServerSettings(BaseSettings):
     # Gunicorn's process title and X-Served-By; unset or empty: "finq-api" and the host name.
     api_name: str | None = None
     gunicorn_workers: int = Field(default=1, ge=1, le=64)
-    gunicorn_keepalive: int = Field(default=75, ge=1, le=3600)
-    gunicorn_timeout: int = Field(default=60, ge=1, le=3600)
-    gunicorn_graceful_timeout: int = Field(default=20, ge=1, le=3600)
-    # 0: a gunicorn worker is never recycled.
+    # 0 turns the keepalive, the worker timeout and recycling off (gunicorn's own meaning).
+    gunicorn_keepalive: int = Field(default=75, ge=0, le=3600)
+    gunicorn_timeout: int = Field(default=60, ge=0, le=3600)
+    gunicorn_graceful_timeout: int = Field(default=20, ge=0, le=3600)
     gunicorn_max_requests: int = Field(default=0, ge=0, le=10_000_000)
     forwarded_allow_ips: str = Field(default="127.0.0.1,::1", min_length=1)
 

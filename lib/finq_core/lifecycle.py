@@ -323,7 +323,7 @@ def chart(session: Session, user: User, task_id: uuid.UUID) -> bytes | None:
         if flags.request_chart(str(task_id)):
             try:
                 broker.enqueue_chart(str(task_id))
-            except broker.UNAVAILABLE:
+            except BaseException:  # not queued, whatever the reason: the next request asks again
                 flags.forget_chart_request(str(task_id))
                 raise
     except broker.UNAVAILABLE as exc:

@@ -48,6 +48,7 @@ from finq_core.timeutil import utcnow
 
 log = logging.getLogger("finq.store")
 PENDING_DELIVERIES = "finq_pending_deliveries"  # session.info key: (task id, status, targets)
+LATE_DELIVERIES = "finq_late_deliveries"  # the same, left by a plain commit (see the guard)
 
 
 def task_view(task: Task) -> dict[str, Any]:
@@ -251,12 +252,20 @@ def commit_and_queue_deliveries(session: Session) -> None:
     commit of every change that may end a notified task goes through here."""
     pending = session.info.pop(PENDING_DELIVERIES, None)
     session.commit()
-    for task_id, status, targets in pending or ():
+    _queue_deliveries(pending or ())
+
+
+def _queue_deliveries(pending: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
+    """Queue each task's deliveries; one that cannot be queued is recorded as a failed attempt
+    on its task, where the user looks for deliveries, and the others still go."""
+    for task_id, status, targets in pending:
         try:
             broker.enqueue_deliveries(task_id, status, targets)
         except broker.UNAVAILABLE as exc:
-            # Redis is down: say so on the task, where the user looks for deliveries.
             log.error("could not queue the deliveries of task %s: %s", task_id, exc)
+            _record_unqueued(task_id, status, targets)
+        except Exception:  # after the commit: the change stands, so log and carry on
+            log.exception("could not queue the deliveries of task %s", task_id)
             _record_unqueued(task_id, status, targets)
 
 
@@ -267,20 +276,28 @@ class UnqueuedDeliveriesError(RuntimeError):
 @event.listens_for(Session, "before_commit")
 def _refuse_plain_commit(session: Session) -> None:
     """Deliveries left on a session at commit mean a caller committed a final status with a
-    plain commit: they would never be queued. Loud in tests, an error in the log elsewhere."""
+    plain commit. Loud in tests; elsewhere an error in the log, and they are queued anyway."""
     pending = session.info.pop(PENDING_DELIVERIES, None)
     if not pending:
         return
     tasks = ", ".join(task_id for task_id, _, _ in pending)
-    message = f"plain commit of final statuses; their deliveries are not queued: {tasks}"
+    message = f"plain commit of final statuses with deliveries: {tasks}"
     if get_settings().app_env == "test":
         raise UnqueuedDeliveriesError(message + " (use store.commit_and_queue_deliveries)")
     log.error(message)
+    session.info[LATE_DELIVERIES] = pending
+
+
+@event.listens_for(Session, "after_commit")
+def _queue_late_deliveries(session: Session) -> None:
+    """The guard's fallback outside tests: a plain commit's deliveries still go."""
+    _queue_deliveries(session.info.pop(LATE_DELIVERIES, ()))
 
 
 @event.listens_for(Session, "after_rollback")
 def _forget_pending_deliveries(session: Session) -> None:
     session.info.pop(PENDING_DELIVERIES, None)
+    session.info.pop(LATE_DELIVERIES, None)
 
 
 def _record_unqueued(task_id: str, status: str, targets: dict[str, Any]) -> None:
@@ -304,12 +321,16 @@ def _record_unqueued(task_id: str, status: str, targets: dict[str, Any]) -> None
 
 
 def delete_finished(session: Session, ids: Sequence[uuid.UUID]) -> None:
-    """Delete these tasks, if finished, with their history, charts and deliveries."""
-    for table in (TaskEvent, TaskChart, TaskDelivery):
-        session.execute(delete(table).where(table.task_id.in_(ids)))
-    session.execute(
-        delete(Task).where(Task.id.in_(ids), Task.status.in_([s.value for s in FINAL_STATUSES]))
-    )
+    """Delete these tasks, if finished, with their history, charts and deliveries. The task
+    rows go first, so a task retried meanwhile keeps its row and its history alike."""
+    gone = session.scalars(
+        delete(Task)
+        .where(Task.id.in_(ids), Task.status.in_([s.value for s in FINAL_STATUSES]))
+        .returning(Task.id)
+    ).all()
+    if gone:
+        for table in (TaskEvent, TaskChart, TaskDelivery):
+            session.execute(delete(table).where(table.task_id.in_(gone)))
 
 
 def get_task(session: Session, task_id: uuid.UUID) -> Task | None:

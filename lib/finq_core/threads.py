@@ -23,4 +23,4 @@ def cap_threads() -> None:
 
 
 if __name__ == "__main__":
-    print(" ".join(f"export {name}={value}" for name, value in THREAD_CAPS.items()))
+    print("export", *(f"{name}={value}" for name, value in THREAD_CAPS.items()))

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from finq_core import broker, store
+from finq_core.config import get_settings
 from finq_core.db import make_engine
 from finq_core.migrate import upgrade
 from finq_core.models import Task, TaskChart, TaskDelivery, TaskEvent, TaskStatus
@@ -238,6 +239,42 @@ def test_a_final_status_is_committed_with_its_deliveries_or_not_at_all(
     assert transition(session, task.id, [TaskStatus.PENDING], TaskStatus.CANCELLED)
     store.commit_and_queue_deliveries(session)
     assert queued == [(str(task.id), "CANCELLED", targets)]
+
+
+def test_outside_tests_a_plain_commit_still_queues_its_deliveries(
+    session: Session,
+    redis_server: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The guard's fallback in production: the forgotten call is logged as an error, and the
+    deliveries go after the commit all the same."""
+    monkeypatch.setattr(get_settings(), "app_env", "production")
+    task = new_task(session)
+    targets = {"webhook_url": "https://x.example/"}
+    session.execute(update(Task).where(Task.id == task.id).values(notify=targets))
+    session.commit()
+    queued: list[str] = []
+    monkeypatch.setattr(broker, "enqueue_deliveries", lambda task_id, *_: queued.append(task_id))
+    assert transition(session, task.id, [TaskStatus.PENDING], TaskStatus.CANCELLED)
+    session.commit()
+    assert queued == [str(task.id)]
+    assert "plain commit of final statuses" in caplog.text
+
+
+def test_purging_spares_a_task_retried_meanwhile_and_its_history(session: Session) -> None:
+    """delete_finished deletes only tasks still final, and only their history."""
+    done, again = new_task(session), new_task(session)
+    for task in (done, again):
+        assert transition(session, task.id, [TaskStatus.PENDING], TaskStatus.CANCELLED)
+    assert transition(session, again.id, [TaskStatus.CANCELLED], TaskStatus.PENDING, "retried")
+    session.commit()
+    store.delete_finished(session, [done.id, again.id])
+    session.commit()
+    left = session.scalars(select(Task.id).where(Task.id.in_([done.id, again.id]))).all()
+    assert list(left) == [again.id]
+    kept = session.scalars(select(TaskEvent.status).where(TaskEvent.task_id == again.id)).all()
+    assert list(kept) == ["PENDING", "CANCELLED", "PENDING"]
 
 
 def test_json_documents_round_trip_exactly(session: Session) -> None:
