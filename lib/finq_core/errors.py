@@ -28,12 +28,16 @@ class TaskNotFound(LookupError):  # noqa: N818 - reads as an outcome
     detail = "Task not found"
 
 
-class TaskStateConflict(Exception):  # noqa: N818 - reads as an outcome
-    """The task's status does not allow what was asked; `detail` says why."""
+class Refusal(Exception):  # noqa: N818 - the base of the refusals below
+    """A refusal whose `detail` tells the caller why."""
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+
+class TaskStateConflict(Refusal):
+    """The task's status does not allow what was asked."""
 
 
 class QueueUnavailable(Exception):  # noqa: N818 - reads as an outcome
@@ -42,17 +46,9 @@ class QueueUnavailable(Exception):  # noqa: N818 - reads as an outcome
     detail = "The task queue (Redis) is unavailable; nothing was queued. Retry shortly."
 
 
-class NotAllowed(Exception):  # noqa: N818 - reads as an outcome
-    """The caller's role does not allow what was asked; `detail` says what is required."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+class NotAllowed(Refusal):
+    """The caller's role does not allow what was asked."""
 
 
-class ChartNotFound(LookupError):  # noqa: N818 - reads as an outcome
-    """The task has no chart, and will not have one; `detail` says why."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+class ChartNotFound(Refusal):
+    """The task has no chart, and will not have one."""
