@@ -67,6 +67,7 @@ class Stack:
                 s["FLOWER_PORT"],
                 *s["API_PORTS"].split(","),
                 *s["WORKER_METRICS_PORTS"].split(","),
+                s["BEAT_METRICS_PORT"],
             )
             if not port_free(int(p))
         ]

@@ -36,6 +36,7 @@ def _render_redis(rd: Path, s: dict[str, str]) -> None:
                 f"dir {rd / 'redis'}",
                 "appendonly yes",
                 "appendfsync everysec",
+                "maxmemory-policy noeviction",
                 'save ""',
                 "daemonize no",
                 "protected-mode yes",
@@ -152,7 +153,11 @@ def _render_supervisor(rd: Path, s: dict[str, str]) -> None:
                 60,
             )
         )
-    blocks.append(program("beat", f"{svc} beat", {}, 10, 70))
+    beat_metrics = {
+        "WORKER_METRICS_PORT": s["BEAT_METRICS_PORT"],
+        "WORKER_METRICS_ADDRESS": "127.0.0.1",
+    }
+    blocks.append(program("beat", f"{svc} beat", beat_metrics, 10, 70))
     blocks.append(
         program(
             "flower",

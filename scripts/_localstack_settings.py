@@ -29,6 +29,9 @@ PASSED_THROUGH_ENV = (
     "RATE_LIMIT_GLOBAL",
     "RATE_LIMIT_ENABLED",
     "TASK_EVENTS",
+    "BROKER_REPAIR_GRACE_SECONDS",
+    "BROKER_REPAIR_INTERVAL_SECONDS",
+    "BROKER_REPAIR_SCAN_BUDGET",
     "WORKER_QUEUES",
     "UPLOAD_MAX_BYTES",
     "UPLOAD_MAX_ASSETS",
@@ -115,6 +118,7 @@ def resolve(run_dir: Path, args: argparse.Namespace) -> dict[str, str]:
         if args.free_ports
         else [metrics_base + i for i in range(worker_replicas)]
     )
+    beat_metrics_port = free_port() if args.free_ports else metrics_base + worker_replicas
     admin_user = env.get("ADMIN_USERNAME") or "admin"
     s = {
         "RUN_DIR": str(rd),
@@ -123,6 +127,7 @@ def resolve(run_dir: Path, args: argparse.Namespace) -> dict[str, str]:
         "FLOWER_PORT": str(flower_port),
         "API_PORTS": ",".join(map(str, api_ports)),
         "WORKER_METRICS_PORTS": ",".join(map(str, metrics_ports)),
+        "BEAT_METRICS_PORT": str(beat_metrics_port),
         "API_REPLICAS": str(api_replicas),
         "WORKER_REPLICAS": str(worker_replicas),
         # The service environment: the same variables compose passes to its containers.

@@ -15,7 +15,6 @@ from celery.signals import (
     worker_ready,
     worker_shutdown,
 )
-from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
 from finq_core import metrics
 from finq_core.broker import celery_app
@@ -57,13 +56,7 @@ def _warm_up_charts(**_: Any) -> None:
 def _serve_metrics(**_: Any) -> None:
     """The worker's main process serves the pool's summed metrics on an internal port."""
     endpoint = get_worker_metrics_settings()
-    if endpoint.worker_metrics_port == 0:
-        return
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
-    start_http_server(
-        endpoint.worker_metrics_port, addr=endpoint.worker_metrics_address, registry=registry
-    )
+    metrics.serve(endpoint.worker_metrics_port, endpoint.worker_metrics_address)
 
 
 @worker_ready.connect

@@ -1,7 +1,9 @@
 """The beat process's scheduler: `celery beat -S finq_worker.beat:FinqScheduler`.
 
 Schedules live in the database (created over the API), so new ones are picked up on the next
-tick without a restart. A Redis lock keeps a second beat, started by mistake, idle.
+tick without a restart. A Redis lock keeps a second beat, started by mistake, idle. Each tick
+also repairs what Redis lost (finq_core.repair); the beat serves its metrics on
+WORKER_METRICS_PORT like a worker's main process.
 """
 
 import logging
@@ -12,7 +14,8 @@ from typing import Any
 import redis
 from celery.beat import Scheduler
 
-from finq_core import dispatch
+from finq_core import dispatch, metrics, repair
+from finq_core.config import get_worker_metrics_settings
 from finq_core.redis_client import get_redis
 from finq_core.timeutil import utcnow
 
@@ -30,6 +33,10 @@ class FinqScheduler(Scheduler):  # type: ignore[misc]  # Celery ships no types: 
         self._identity = f"{socket.gethostname()}:{os.getpid()}"
         self._last_maintenance = 0.0
         self._warned = False
+        self._repairer = repair.Repairer()
+        metrics.zero_repair_counters()
+        endpoint = get_worker_metrics_settings()
+        metrics.serve(endpoint.worker_metrics_port, endpoint.worker_metrics_address)
 
     def _hold_lock(self) -> bool:
         r = get_redis()
@@ -64,6 +71,7 @@ class FinqScheduler(Scheduler):  # type: ignore[misc]  # Celery ships no types: 
             sent = dispatch.dispatch_due(now)
             if fired or sent:
                 log.info("beat: %d scheduled runs created, %d tasks queued", fired, sent)
+            self._repairer.run_pass(now)
             mono = now.timestamp()
             if mono - self._last_maintenance >= MAINTENANCE_EVERY:
                 self._last_maintenance = mono

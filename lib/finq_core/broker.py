@@ -124,11 +124,25 @@ def enqueue_chart(task_id: str) -> None:
     )
 
 
+# Kombu's Redis transport (kombu/transport/redis.py): a queue is a list (LPUSH to publish,
+# BRPOP to consume) plus one sub-list per priority step, named queue + "\x06\x16" + step; a
+# delivered message waits in the `unacked` hash (and its time in `unacked_index`) until acked.
+PRIORITY_STEPS = (3, 6, 9)
+UNACKED_KEY = "unacked"
+UNACKED_INDEX_KEY = "unacked_index"
+ALL_QUEUES = (DELIVERY_QUEUE, CHART_QUEUE, *QUEUES)
+
+
+def queue_keys(name: str) -> list[str]:
+    """The Redis lists holding one queue's messages."""
+    return [name, *(f"{name}\x06\x16{step}" for step in PRIORITY_STEPS)]
+
+
 def queue_depths(queues: list[str]) -> dict[str, int]:
     """Messages waiting per Celery queue (kombu keeps priority sub-lists beside each list)."""
     pipe = get_redis().pipeline()
     for name in queues:
-        for key in (name, *(f"{name}\x06\x16{step}" for step in (3, 6, 9))):
+        for key in queue_keys(name):
             pipe.llen(key)
     counts = pipe.execute()
     return {name: int(sum(counts[i * 4 : (i + 1) * 4])) for i, name in enumerate(queues)}

@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     # visible in Flower without them (heartbeats).
     task_events: bool = False
 
+    # The broker's repair (finq_core.repair, run by the beat): a queued record whose message
+    # is in no queue list nor in Celery's unacknowledged hash for this long is queued again.
+    broker_repair_grace_seconds: int = Field(default=60, ge=2, le=3600)
+    # How often a sweep of the broker's lists starts while none is running.
+    broker_repair_interval_seconds: float = Field(default=15.0, ge=0.5, le=600)
+    # Broker entries a beat tick reads at most (a tick each second): the cost bound of a pass.
+    broker_repair_scan_budget: int = Field(default=5000, ge=100, le=100_000)
+
     # HTTP edge.
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

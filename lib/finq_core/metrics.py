@@ -17,6 +17,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -59,6 +60,26 @@ worker_busy = Gauge(
     "finq_worker_busy_slots", "Pool processes running a task", multiprocess_mode="livesum"
 )
 worker_slots = Gauge("finq_worker_pool_slots", "Pool processes alive", multiprocess_mode="livesum")
+# The beat's repair of lost broker messages (finq_core.repair); its main process serves them.
+REPAIR_REASONS = ("broker_emptied", "message_missing", "worker_lost")
+messages_repaired = Counter(
+    "finq_messages_repaired_total",
+    "Tasks queued again because the broker lost their message",
+    ["reason"],
+)
+repair_sweeps = Counter(
+    "finq_repair_sweeps_total",
+    "Complete sweeps of the broker looking for lost messages, by whether they re-sent any",
+    ["result"],
+)
+
+
+def zero_repair_counters() -> None:
+    """Every repair series at 0 from the start, so that the first repair has a rate()."""
+    for reason in REPAIR_REASONS:
+        messages_repaired.labels(reason)
+    for result in ("clean", "repaired"):
+        repair_sweeps.labels(result)
 
 
 def zero_task_counters(types: Iterable[str], api: bool) -> None:
@@ -97,8 +118,8 @@ class QueueCollector(Collector):
         yield family
 
 
-def exposition(with_queues: bool = False) -> bytes:
-    """The replica's metrics: every process's samples summed (multiprocess mode)."""
+def summed_registry() -> CollectorRegistry:
+    """Every process's samples summed (multiprocess mode), or this process's alone."""
     registry = CollectorRegistry()
     # Not a finq setting: prometheus_client reads it itself (finq-service sets it per replica).
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -107,9 +128,22 @@ def exposition(with_queues: bool = False) -> bytes:
         from prometheus_client import REGISTRY
 
         registry = REGISTRY
+    return registry
+
+
+def exposition(with_queues: bool = False) -> bytes:
+    """The replica's metrics: every process's samples summed (multiprocess mode)."""
+    registry = summed_registry()
     if with_queues:
         registry.register(QueueCollector())
     return generate_latest(registry)
+
+
+def serve(port: int, address: str) -> None:
+    """Serve the process's metrics on a port of its own (0: none): the worker's main process
+    (its pool's, summed) and the beat, which answer no HTTP otherwise."""
+    if port:
+        start_http_server(port, addr=address, registry=summed_registry())
 
 
 def mark_process_dead(pid: int) -> None:

@@ -28,7 +28,7 @@ def test_health_and_readiness_through_nginx(stack: LocalStack) -> None:
     assert httpx.get(stack.url + "/health").json()["status"] == "ok"
     ready = httpx.get(stack.url + "/health/ready")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"redis": "ok", "database": "ok"}
+    assert ready.json()["checks"] == {"redis": "ok", "redis_durability": "ok", "database": "ok"}
     assert httpx.get(stack.url + "/nginx-health").status_code == 200
 
 

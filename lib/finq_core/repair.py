@@ -1,0 +1,406 @@
+"""The database is the source of truth and Redis only delivers: the beat queues again what
+Redis lost (`Repairer.run_pass`, every tick of finq_worker.beat).
+
+- Redis came back empty: the marker key (MARKER), which the beat writes beside the queues,
+  is gone. Every PENDING record marked queued before that moment is sent again at once, high
+  before normal before low, oldest first, in pages (REQUEUE_PAGE, REQUEUE_PER_PASS a tick).
+- A message went missing (the last second of AOF, a failover's lag, an eviction): a sweep
+  reads every queue list (with kombu's priority sub-lists) from its head in LRANGE pages, then
+  kombu's `unacked` hash with HSCAN, at most BROKER_REPAIR_SCAN_BUDGET entries a tick, and
+  notes the task ids it finds. A suspect is a record queued (PENDING) longer than the grace
+  period, RETRYING longer than the visibility timeout (its retry's countdown is shorter), or
+  RUNNING longer than the grace period without its worker announcing it (finq_core.presence).
+  One missing in two consecutive sweeps is queued again; a RUNNING one goes back to PENDING
+  first, so that its claim counts a new attempt.
+
+Re-sending is safe: the claim is a conditional UPDATE, so a duplicate message runs nothing. A
+RUNNING record is touched only when no copy of its message exists: kombu restores a dead
+worker's unacknowledged message itself (marked redelivered, which takes the record over), and
+two runs must never happen side by side.
+
+Scanning a list from its head by index misses no message that stays in it: LPUSH (publish)
+shifts entries towards the tail, past the page being read, and BRPOP takes from the tail.
+"""
+
+import json
+import logging
+import re
+import time
+import uuid
+from base64 import b64decode
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import redis
+from sqlalchemy import and_, func, or_, select, update
+
+from finq_core import broker, metrics, presence
+from finq_core.broker_check import MARKER
+from finq_core.changes import publish_change
+from finq_core.config import get_settings
+from finq_core.db import session_scope
+from finq_core.models import Task, TaskEvent, TaskStatus
+from finq_core.redis_client import get_redis
+from finq_core.store import TASKS, insert_event
+
+log = logging.getLogger("finq.repair")
+
+REQUEUE_PAGE = 500
+REQUEUE_PER_PASS = 2000
+SCAN_PAGE = 500
+MAX_SUSPECTS = 10_000  # oldest first; younger ones wait for a later sweep
+STRIKES = 2  # sweeps in a row that must miss a message before it counts as lost
+LOST = "queued again: broker lost its message"
+
+_ARGS = re.compile(r"\"argsrepr\": \"\['([0-9a-f-]{36})'\]\"")
+_RUN = f'"task": "{broker.RUN_TASK}"'
+
+
+def message_task_id(raw: str, unacked: bool = False) -> str | None:
+    """The task id a `finq.run` message carries (kombu's JSON envelope, or an `unacked` hash
+    value: [envelope, exchange, routing key]); None for other tasks' messages. Celery's
+    `argsrepr` header is read first: parsing the envelope costs 12x as much."""
+    if _RUN not in raw:
+        return None
+    found = _ARGS.search(raw)
+    if found:
+        return found.group(1)
+    try:
+        envelope = json.loads(raw)
+        if unacked:
+            envelope = envelope[0]
+        args = json.loads(b64decode(envelope["body"]))[0]
+        return str(args[0])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+@dataclass(frozen=True)
+class Suspect:
+    status: str
+    version: tuple[Any, ...]  # what changes when the record moves on (see _version)
+    priority: str
+    request_id: str | None
+    worker: str | None
+
+
+@dataclass
+class Sweep:
+    suspects: dict[str, Suspect]
+    keys: list[str]
+    key_index: int = 0
+    offset: int = 0
+    cursor: int = 0
+    hashing: bool = False
+    done: bool = False
+
+
+@dataclass
+class Requeue:
+    """The at-once re-send after Redis came back empty: PENDING records queued before `before`."""
+
+    before: datetime
+    priority_index: int = 0
+    after: tuple[datetime, uuid.UUID] | None = None
+    sent: int = 0
+
+
+@dataclass
+class Repairer:
+    """One per beat; its state (the sweep in progress, strikes) lives between ticks."""
+
+    sweep: Sweep | None = None
+    requeue: Requeue | None = None
+    strikes: dict[str, int] = field(default_factory=dict)
+    next_sweep_at: float = 0.0
+    # Heartbeats are trusted once every live worker has had time to beat (after a start or
+    # after Redis lost them).
+    presence_trusted_at: float = field(
+        default_factory=lambda: time.monotonic() + 2 * presence.STALE_SECONDS
+    )
+
+    def run_pass(self, now: datetime) -> int:
+        """One tick's bounded work; the number of tasks queued again."""
+        r = get_redis()
+        if broker_emptied(r, now):
+            self.requeue = Requeue(before=now)
+            self.sweep, self.strikes = None, {}
+            self.presence_trusted_at = time.monotonic() + 2 * presence.STALE_SECONDS
+        if self.requeue is not None:
+            return self._requeue_pass(now)
+        if self.sweep is None:
+            if time.monotonic() < self.next_sweep_at:
+                return 0
+            self.sweep = self._start_sweep(r, now)
+            if self.sweep is None:
+                metrics.repair_sweeps.labels("clean").inc()
+                self.next_sweep_at = time.monotonic() + _interval()
+                return 0
+        scan(r, self.sweep, get_settings().broker_repair_scan_budget)
+        if not self.sweep.done:
+            return 0
+        sweep, self.sweep = self.sweep, None
+        repaired = self._conclude(r, sweep, now)
+        metrics.repair_sweeps.labels("repaired" if repaired else "clean").inc()
+        # A suspect with one strike is looked for again at once; otherwise after the interval.
+        self.next_sweep_at = time.monotonic() + (0 if self.strikes else _interval())
+        return repaired
+
+    def _requeue_pass(self, now: datetime) -> int:
+        job = cast(Requeue, self.requeue)
+        sent = 0
+        while sent < REQUEUE_PER_PASS and job.priority_index < len(broker.QUEUES):
+            page = _queued_before(job, REQUEUE_PAGE)
+            if not page:
+                job.priority_index, job.after = job.priority_index + 1, None
+                continue
+            sent += _resend_page(page, now, "broker_emptied", "Redis came back empty")
+            job.after = (page[-1].enqueued_at, page[-1].id)
+        job.sent += sent
+        if job.priority_index >= len(broker.QUEUES):
+            # Also the first pass on a new Redis: nothing to say unless something was queued.
+            if job.sent:
+                log.warning(
+                    "Redis lost its data: %d queued tasks queued again from the database",
+                    job.sent,
+                )
+            self.requeue = None
+        return sent
+
+    def _start_sweep(self, r: "redis.Redis", now: datetime) -> Sweep | None:
+        announced = self._announced(r)
+        found = suspects(now, announced)
+        if not found:
+            self.strikes = {}
+            return None
+        keys = [key for name in broker.QUEUES for key in broker.queue_keys(name)]
+        return Sweep(found, keys)
+
+    def _announced(self, r: "redis.Redis") -> set[str] | None:
+        """Task ids live workers say they run; None while heartbeats cannot be trusted yet."""
+        if time.monotonic() < self.presence_trusted_at:
+            return None
+        return {t for info in presence.online(r).values() for t in info.get("tasks", [])}
+
+    def _conclude(self, r: "redis.Redis", sweep: Sweep, now: datetime) -> int:
+        """Strike the suspects no list or hash held; queue again those struck twice."""
+        announced = self._announced(r)
+        current = suspects_still(sweep.suspects, announced)
+        strikes = {tid: self.strikes.get(tid, 0) + 1 for tid in current}
+        lost = [tid for tid, n in strikes.items() if n >= STRIKES]
+        self.strikes = {tid: n for tid, n in strikes.items() if n < STRIKES}
+        return sum(_repair_one(tid, sweep.suspects[tid], now) for tid in lost)
+
+
+def _interval() -> float:
+    return get_settings().broker_repair_interval_seconds
+
+
+def broker_emptied(r: "redis.Redis", now: datetime) -> bool:
+    """True once after Redis lost its data (and on its very first use): the marker was
+    missing, and is written now."""
+    return bool(r.set(MARKER, now.isoformat(), nx=True))
+
+
+def scan(r: "redis.Redis", sweep: Sweep, budget: int) -> None:
+    """Read up to `budget` entries of the lists, then of the unacked hash, striking off the
+    suspects found."""
+    read = 0
+    while read < budget and not sweep.done:
+        if not sweep.hashing:
+            key = sweep.keys[sweep.key_index]
+            page = cast(list[str], r.lrange(key, sweep.offset, sweep.offset + SCAN_PAGE - 1))
+            _strike_off(sweep, (message_task_id(raw) for raw in page))
+            if len(page) < SCAN_PAGE:
+                sweep.key_index, sweep.offset = sweep.key_index + 1, 0
+                sweep.hashing = sweep.key_index == len(sweep.keys)
+            else:
+                sweep.offset += SCAN_PAGE
+        else:
+            cursor, items = cast(
+                tuple[int, dict[str, str]],
+                r.hscan(broker.UNACKED_KEY, sweep.cursor, count=SCAN_PAGE),
+            )
+            page = list(items.values())
+            _strike_off(sweep, (message_task_id(raw, unacked=True) for raw in page))
+            sweep.cursor = int(cursor)
+            sweep.done = sweep.cursor == 0
+        read += max(len(page), 1)
+
+
+def _strike_off(sweep: Sweep, ids: Iterable[str | None]) -> None:
+    for tid in ids:
+        if tid is not None:
+            sweep.suspects.pop(tid, None)
+
+
+def _version(row: Any) -> tuple[Any, ...]:
+    return (row.status, row.attempts, row.enqueued_at, row.started_at)
+
+
+_SUSPECT_COLUMNS = (
+    Task.id,
+    Task.status,
+    Task.attempts,
+    Task.enqueued_at,
+    Task.started_at,
+    Task.priority,
+    Task.request_id,
+    Task.worker,
+)
+
+
+def suspects(now: datetime, announced: set[str] | None) -> dict[str, Suspect]:
+    """Records whose message should be in Redis by now, oldest first (MAX_SUSPECTS at most).
+    RUNNING ones only when heartbeats can be trusted (`announced` is not None)."""
+    settings = get_settings()
+    grace = timedelta(seconds=settings.broker_repair_grace_seconds)
+    retry_grace = timedelta(seconds=broker.visibility_timeout(settings))
+    last_event = (
+        select(func.max(TaskEvent.at))
+        .where(TaskEvent.task_id == Task.id)
+        .correlate(Task)
+        .scalar_subquery()
+    )
+    queries = [
+        select(*_SUSPECT_COLUMNS)
+        .where(Task.status == TaskStatus.PENDING.value, Task.enqueued_at < now - grace)
+        .order_by(Task.enqueued_at),
+        select(*_SUSPECT_COLUMNS).where(
+            Task.status == TaskStatus.RETRYING.value, last_event < now - retry_grace
+        ),
+    ]
+    if announced is not None:
+        queries.append(
+            select(*_SUSPECT_COLUMNS).where(
+                Task.status == TaskStatus.RUNNING.value, Task.started_at < now - grace
+            )
+        )
+    found: dict[str, Suspect] = {}
+    with session_scope() as session:
+        for query in queries:
+            for row in session.execute(query.limit(MAX_SUSPECTS - len(found))):
+                if str(row.id) not in (announced or ()):
+                    found[str(row.id)] = _suspect(row)
+    return found
+
+
+def _suspect(row: Any) -> Suspect:
+    return Suspect(row.status, _version(row), row.priority, row.request_id, row.worker)
+
+
+def suspects_still(found: dict[str, Suspect], announced: set[str] | None) -> list[str]:
+    """The suspects whose record has not moved on since they were picked (and, if RUNNING,
+    that no live worker announces)."""
+    still: list[str] = []
+    ids = list(found)
+    with session_scope() as session:
+        for start in range(0, len(ids), REQUEUE_PAGE):
+            chunk = [uuid.UUID(t) for t in ids[start : start + REQUEUE_PAGE]]
+            for row in session.execute(select(*_SUSPECT_COLUMNS).where(Task.id.in_(chunk))):
+                tid = str(row.id)
+                if _version(row) != found[tid].version:
+                    continue
+                if row.status == TaskStatus.RUNNING.value and (
+                    announced is None or tid in announced
+                ):
+                    continue
+                still.append(tid)
+    return still
+
+
+@dataclass(frozen=True)
+class Queued:
+    id: uuid.UUID
+    priority: str
+    request_id: str | None
+    enqueued_at: datetime
+
+
+def _queued_before(job: Requeue, limit: int) -> list[Queued]:
+    """The next page of PENDING records of the job's priority queued before `job.before`."""
+    priority = broker.QUEUES[job.priority_index]
+    query = select(Task.id, Task.priority, Task.request_id, Task.enqueued_at).where(
+        Task.status == TaskStatus.PENDING.value,
+        Task.priority == priority,
+        Task.enqueued_at < job.before,
+    )
+    if job.after is not None:
+        at, last = job.after
+        query = query.where(
+            or_(Task.enqueued_at > at, and_(Task.enqueued_at == at, Task.id > last))
+        )
+    with session_scope() as session:
+        rows = session.execute(query.order_by(Task.enqueued_at, Task.id).limit(limit)).all()
+    return [Queued(r.id, r.priority, r.request_id, r.enqueued_at) for r in rows]
+
+
+def _resend_page(page: list[Queued], now: datetime, reason: str, why: str) -> int:
+    """Send each record's message again, then record it on those still PENDING."""
+    sent: list[Queued] = []
+    try:
+        for q in page:
+            broker.enqueue(str(q.id), q.priority, q.request_id)
+            sent.append(q)
+    finally:
+        _record_resent([(q.id, TaskStatus.PENDING.value) for q in sent], now, reason, why)
+    return len(sent)
+
+
+def _record_resent(ids: list[tuple[uuid.UUID, str]], now: datetime, reason: str, why: str) -> None:
+    """Mark records queued again (when still in the status they were sent in): a history
+    event each, a log line each, the counter."""
+    if not ids:
+        return
+    with session_scope() as session:
+        for task_id, status in ids:
+            moved = session.execute(
+                update(TASKS)
+                .where(TASKS.c.id == task_id, TASKS.c.status == status)
+                .values(enqueued_at=now)
+                .returning(TASKS.c.id)
+            ).first()
+            if moved is not None:
+                insert_event(session, task_id, status, f"{LOST} ({why})", now)
+    for task_id, _ in ids:
+        log.warning(
+            "task %s %s (%s)", task_id, LOST, why, extra={"task_id": str(task_id), "reason": reason}
+        )
+    metrics.messages_repaired.labels(reason).inc(len(ids))
+
+
+def _repair_one(tid: str, suspect: Suspect, now: datetime) -> int:
+    """Queue one lost record again; 1 if its message was sent."""
+    task_id = uuid.UUID(tid)
+    if suspect.status != TaskStatus.RUNNING.value:
+        broker.enqueue(tid, suspect.priority, suspect.request_id)
+        why = "found in no queue nor in any worker's hands"
+        _record_resent([(task_id, suspect.status)], now, "message_missing", why)
+        return 1
+    why = f"its worker {suspect.worker} is gone"
+    # Back to PENDING, unmarked, before the send: a crash in between leaves a record the
+    # dispatcher queues (finq_core.dispatch); the claim then counts a new attempt (started_at
+    # is kept).
+    with session_scope() as session:
+        moved = session.execute(
+            update(TASKS)
+            .where(
+                TASKS.c.id == task_id,
+                TASKS.c.status == TaskStatus.RUNNING.value,
+                TASKS.c.started_at == suspect.version[3],
+            )
+            .values(status=TaskStatus.PENDING.value, worker=None, enqueued_at=None)
+            .returning(TASKS.c.id)
+        ).first()
+        if moved is None:
+            return 0
+        insert_event(session, task_id, TaskStatus.PENDING.value, f"{LOST} ({why})", now)
+    publish_change(task_id, TaskStatus.PENDING.value)
+    broker.enqueue(tid, suspect.priority, suspect.request_id)
+    with session_scope() as session:
+        session.execute(update(TASKS).where(TASKS.c.id == task_id).values(enqueued_at=now))
+    log.warning("task %s %s (%s)", tid, LOST, why, extra={"task_id": tid, "reason": "worker_lost"})
+    metrics.messages_repaired.labels("worker_lost").inc()
+    return 1
