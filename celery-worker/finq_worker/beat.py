@@ -34,6 +34,10 @@ class FinqScheduler(Scheduler):  # type: ignore[misc]  # Celery ships no types: 
         self._last_maintenance = 0.0
         self._warned = False
         self._repairer = repair.Repairer()
+
+    def setup_schedule(self) -> None:
+        """Runs once in the scheduler that ticks (celery also builds a lazy one for its banner)."""
+        super().setup_schedule()
         metrics.zero_repair_counters()
         endpoint = get_worker_metrics_settings()
         metrics.serve(endpoint.worker_metrics_port, endpoint.worker_metrics_address)

@@ -69,7 +69,8 @@ messages_repaired = Counter(
 )
 repair_sweeps = Counter(
     "finq_repair_sweeps_total",
-    "Complete sweeps of the broker looking for lost messages, by whether they re-sent any",
+    "Passes of the repair over the broker: idle (no record old enough to doubt), clean (every "
+    "message found), repaired (some re-sent)",
     ["result"],
 )
 
@@ -78,7 +79,7 @@ def zero_repair_counters() -> None:
     """Every repair series at 0 from the start, so that the first repair has a rate()."""
     for reason in REPAIR_REASONS:
         messages_repaired.labels(reason)
-    for result in ("clean", "repaired"):
+    for result in ("idle", "clean", "repaired"):
         repair_sweeps.labels(result)
 
 

@@ -135,7 +135,7 @@ class Repairer:
                 return 0
             self.sweep = self._start_sweep(r, now)
             if self.sweep is None:
-                metrics.repair_sweeps.labels("clean").inc()
+                metrics.repair_sweeps.labels("idle").inc()
                 self.next_sweep_at = time.monotonic() + _interval()
                 return 0
         scan(r, self.sweep, get_settings().broker_repair_scan_budget)

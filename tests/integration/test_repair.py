@@ -124,7 +124,7 @@ def clean_sweeps() -> float:
 def sweeps() -> float:
     return sum(
         REGISTRY.get_sample_value("finq_repair_sweeps_total", {"result": result}) or 0.0
-        for result in ("clean", "repaired")
+        for result in ("idle", "clean", "repaired")
     )
 
 

@@ -1,0 +1,43 @@
+"""The repair reads the task id of a `finq.run` message as kombu stores it in Redis."""
+
+import json
+from base64 import b64encode
+
+from finq_core.repair import message_task_id
+
+TASK_ID = "11111111-2222-3333-4444-555555555555"
+
+
+def envelope(task: str = "finq.run", argsrepr: bool = True) -> dict[str, object]:
+    """A message as kombu's Redis transport stores it (captured from a real send)."""
+    body = json.dumps([[TASK_ID], {}, {"callbacks": None, "errbacks": None}])
+    headers: dict[str, object] = {"lang": "py", "task": task, "id": "c0ffee", "retries": 0}
+    if argsrepr:
+        headers["argsrepr"] = f"['{TASK_ID}']"
+    return {
+        "body": b64encode(body.encode()).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": {"delivery_info": {"exchange": "", "routing_key": "normal"}},
+    }
+
+
+def test_the_id_is_read_from_celerys_argsrepr_header() -> None:
+    assert message_task_id(json.dumps(envelope())) == TASK_ID
+
+
+def test_without_the_header_the_body_is_decoded() -> None:
+    assert message_task_id(json.dumps(envelope(argsrepr=False))) == TASK_ID
+
+
+def test_an_unacked_entry_holds_the_message_first() -> None:
+    entry = json.dumps([envelope(argsrepr=False), "", "normal"])
+    assert message_task_id(entry, unacked=True) == TASK_ID
+    assert message_task_id(json.dumps([envelope(), "", "normal"]), unacked=True) == TASK_ID
+
+
+def test_other_tasks_and_garbage_carry_no_task_id() -> None:
+    assert message_task_id(json.dumps(envelope(task="finq.chart"))) is None
+    assert message_task_id('{"headers": {"task": "finq.run"}, "body": "!!"}') is None
+    assert message_task_id("not json") is None
