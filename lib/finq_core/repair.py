@@ -152,7 +152,7 @@ class Repairer:
         job = cast(Requeue, self.requeue)
         sent = 0
         while sent < REQUEUE_PER_PASS and job.priority_index < len(broker.QUEUES):
-            page = _queued_before(job, REQUEUE_PAGE)
+            page = _queued_before(job, min(REQUEUE_PAGE, REQUEUE_PER_PASS - sent))
             if not page:
                 job.priority_index, job.after = job.priority_index + 1, None
                 continue
