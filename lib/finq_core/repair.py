@@ -9,9 +9,9 @@ Redis lost (`Repairer.run_pass`, every tick of finq_worker.beat).
   kombu's `unacked` hash with HSCAN, at most BROKER_REPAIR_SCAN_BUDGET entries a tick, and
   notes the task ids it finds. A suspect is a record queued (PENDING) longer than the grace
   period, RETRYING longer than the visibility timeout (its retry's countdown is shorter), or
-  RUNNING longer than the grace period without its worker announcing it (finq_core.presence).
-  One missing in two consecutive sweeps is queued again; a RUNNING one goes back to PENDING
-  first, so that its claim counts a new attempt.
+  RUNNING longer than the grace period (or since before Redis came back empty) without its
+  worker announcing it (finq_core.presence). One missing in two consecutive sweeps is queued
+  again; a RUNNING one goes back to PENDING first, so that its claim counts a new attempt.
 
 Re-sending is safe: the claim is a conditional UPDATE, so a duplicate message runs nothing. A
 RUNNING record is touched only when no copy of its message exists: kombu restores a dead
@@ -113,7 +113,10 @@ class Repairer:
 
     sweep: Sweep | None = None
     requeue: Requeue | None = None
-    strikes: dict[str, int] = field(default_factory=dict)
+    strikes: dict[str, tuple[tuple[Any, ...], int]] = field(default_factory=dict)
+    # When Redis last came back empty: RUNNING records started before then are doubted at
+    # once, without the grace period (their messages went with the rest).
+    emptied_at: datetime | None = None
     next_sweep_at: float = 0.0
     # Heartbeats are trusted once every live worker has had time to beat (after a start or
     # after Redis lost them).
@@ -125,7 +128,7 @@ class Repairer:
         """One tick's bounded work; the number of tasks queued again."""
         r = get_redis()
         if broker_emptied(r, now):
-            self.requeue = Requeue(before=now)
+            self.requeue, self.emptied_at = Requeue(before=now), now
             self.sweep, self.strikes = None, {}
             self.presence_trusted_at = time.monotonic() + 2 * presence.STALE_SECONDS
         if self.requeue is not None:
@@ -171,7 +174,7 @@ class Repairer:
 
     def _start_sweep(self, r: "redis.Redis", now: datetime) -> Sweep | None:
         announced = self._announced(r)
-        found = suspects(now, announced)
+        found = suspects(now, announced, self.emptied_at)
         if not found:
             self.strikes = {}
             return None
@@ -188,9 +191,13 @@ class Repairer:
         """Strike the suspects no list or hash held; queue again those struck twice."""
         announced = self._announced(r)
         current = suspects_still(sweep.suspects, announced)
-        strikes = {tid: self.strikes.get(tid, 0) + 1 for tid in current}
-        lost = [tid for tid, n in strikes.items() if n >= STRIKES]
-        self.strikes = {tid: n for tid, n in strikes.items() if n < STRIKES}
+        strikes: dict[str, tuple[tuple[Any, ...], int]] = {}
+        for tid in current:
+            version = sweep.suspects[tid].version
+            earlier, n = self.strikes.get(tid, (version, 0))
+            strikes[tid] = (version, n + 1 if earlier == version else 1)
+        lost = [tid for tid, (_, n) in strikes.items() if n >= STRIKES]
+        self.strikes = {tid: vn for tid, vn in strikes.items() if vn[1] < STRIKES}
         return sum(_repair_one(tid, sweep.suspects[tid], now) for tid in lost)
 
 
@@ -252,11 +259,15 @@ _SUSPECT_COLUMNS = (
 )
 
 
-def suspects(now: datetime, announced: set[str] | None) -> dict[str, Suspect]:
+def suspects(
+    now: datetime, announced: set[str] | None, emptied_at: datetime | None = None
+) -> dict[str, Suspect]:
     """Records whose message should be in Redis by now, oldest first (MAX_SUSPECTS at most).
-    RUNNING ones only when heartbeats can be trusted (`announced` is not None)."""
+    RUNNING ones only when heartbeats can be trusted (`announced` is not None): started
+    before the grace period, or before Redis came back empty (`emptied_at`)."""
     settings = get_settings()
     grace = timedelta(seconds=settings.broker_repair_grace_seconds)
+    running_before = max(now - grace, emptied_at) if emptied_at else now - grace
     retry_grace = timedelta(seconds=broker.visibility_timeout(settings))
     last_event = (
         select(func.max(TaskEvent.at))
@@ -275,7 +286,7 @@ def suspects(now: datetime, announced: set[str] | None) -> dict[str, Suspect]:
     if announced is not None:
         queries.append(
             select(*_SUSPECT_COLUMNS).where(
-                Task.status == TaskStatus.RUNNING.value, Task.started_at < now - grace
+                Task.status == TaskStatus.RUNNING.value, Task.started_at < running_before
             )
         )
     found: dict[str, Suspect] = {}

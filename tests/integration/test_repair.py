@@ -272,6 +272,19 @@ def test_a_running_task_whose_worker_is_gone_and_message_lost_is_queued_again(
     assert claim is not None and claim.attempts == 2, "the claim counts a new attempt"
 
 
+def test_after_redis_came_back_empty_a_dead_workers_running_task_is_queued_again_at_once(
+    own: redis.Redis,
+) -> None:
+    repairer = settled(own)
+    tid = running("ghost@nowhere", age=1)  # well within the grace period
+    own.flushall()
+    repairer.run_pass(utcnow())
+    repairer.presence_trusted_at = 0  # as if the live workers had beaten again since
+    assert until_swept(repairer, utcnow()) == 1
+    assert record(tid).status == TaskStatus.PENDING
+    assert messages(own) == [str(tid)]
+
+
 def test_a_running_task_whose_message_waits_unacked_is_left_to_kombu(own: redis.Redis) -> None:
     repairer = settled(own)
     tid = running("ghost@nowhere", age=2 * GRACE)
