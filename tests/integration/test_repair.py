@@ -3,6 +3,7 @@ its own (no worker consumes these queues: what the repair sends stays there to b
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -33,25 +34,41 @@ pytestmark = pytest.mark.integration
 GRACE = 5
 
 
-@pytest.fixture
-def own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
-    """A redis-server and a database for this test alone, which the code under test uses."""
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """A redis-server and a migrated database file for this module alone."""
+    folder = tmp_path_factory.mktemp("repair")
     port = free_port()
-    proc = start_redis(port, tmp_path / "redis")
+    proc = start_redis(port, folder / "redis")
+    template = folder / "migrated.db"
+    upgrade(f"sqlite:///{template}")
+    yield port, template
+    stop_process(proc)
+
+
+@pytest.fixture
+def own(
+    services: tuple[int, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[redis.Redis]:
+    """An empty Redis and a new database, which the code under test uses."""
+    port, template = services
     url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, decode_responses=True)
+    client.flushall()
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("appendonly", "yes")
+    shutil.copy(template, tmp_path / "repair.db")
     monkeypatch.setenv("REDIS_URL", url)
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/repair.db")
     monkeypatch.setenv("BROKER_REPAIR_GRACE_SECONDS", str(GRACE))
     monkeypatch.setenv("BROKER_REPAIR_INTERVAL_SECONDS", "0.5")
     _forget_clients()
-    upgrade(os.environ["DATABASE_URL"])
     previous = broker.celery_app
     monkeypatch.setattr(broker, "celery_app", broker.make_celery(get_settings()))
-    yield redis.Redis.from_url(url, decode_responses=True)
+    yield client
     monkeypatch.undo()
     previous.set_current()
     _forget_clients()
-    stop_process(proc)
 
 
 def _forget_clients() -> None:
