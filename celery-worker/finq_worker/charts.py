@@ -285,11 +285,15 @@ def _csv_analytics(
     dates = np.array(table.dates, dtype="datetime64[D]")[idx]
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2, 1])
     shown = np.argsort(-np.abs(weights), kind="stable")[:MAX_LINES]
+    lines, labels = [], []
     for j in sorted(shown.tolist()):
-        top.plot(dates, 100.0 * prices[idx, j] / prices[0, j], lw=1, label=table.assets[j])
-    top.plot(dates, 100.0 * value[idx], color="black", lw=2.2, label="portfolio")
+        lines += top.plot(dates, 100.0 * prices[idx, j] / prices[0, j], lw=1)
+        labels.append(table.assets[j])
+    lines += top.plot(dates, 100.0 * value[idx], color="black", lw=2.2)
+    labels.append("portfolio")
     top.set_ylabel("value (start = 100)")
-    top.legend(loc="upper left", fontsize=8, ncols=3)
+    # Labels given explicitly: matplotlib drops collected labels that start with "_".
+    top.legend(lines, labels, loc="upper left", fontsize=8, ncols=3)
     bottom.fill_between(dates, -100.0 * drawdown[idx], 0.0, color=RED, alpha=0.4)
     bottom.set_ylabel("drawdown (%)")
     note = f" ({MAX_LINES} largest weights of {n_assets} shown)" if n_assets > MAX_LINES else ""
@@ -322,12 +326,15 @@ def render_chart(
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
-    drawer(fig, params, result, table)
-    for ax in fig.axes:
-        ax.grid(True, alpha=0.3)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
+    # Text comes from users too (an upload's asset names): every label renders literally,
+    # never as mathtext (`$...$`) or LaTeX, whatever the rc files say.
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+        drawer(fig, params, result, table)
+        for ax in fig.axes:
+            ax.grid(True, alpha=0.3)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", metadata={"Software": None})
     png = buf.getvalue()
     if len(png) > MAX_PNG_BYTES:
         raise ValueError(f"chart of {len(png)} bytes exceeds {MAX_PNG_BYTES}")

@@ -18,13 +18,20 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from finq_core import flags, metrics
 from finq_core.changes import publish_change
 from finq_core.config import get_settings
 from finq_core.db import session_scope
 from finq_core.models import Task, TaskChart, TaskStatus
-from finq_core.store import claim_running, commit_and_queue_deliveries, get_task, transition
+from finq_core.store import (
+    claim_running,
+    commit_and_queue_deliveries,
+    fail_lost_run,
+    get_task,
+    transition,
+)
 from finq_core.timeutil import utcnow
 from finq_core.uploads import find_upload, upload_table
 from finq_engine import CalculationError, Cancelled, PriceTable, TaskType, get_task_type
@@ -85,11 +92,12 @@ def claim_when_visible(task_id: uuid.UUID, worker: str, take_over: bool = False)
 
 
 def claim(task_id: uuid.UUID, worker: str, take_over: bool = False) -> Claim | None:
-    """Mark the task RUNNING; None when it is final, running elsewhere (no `take_over`) or
-    cancelled meanwhile; `NoRecord` when it could not be claimed yet (see `NoRecord` and
+    """Mark the task RUNNING; None when it is final, running elsewhere (no `take_over`),
+    cancelled meanwhile, or failed here because its worker was lost once too often (see
+    `_refused`); `NoRecord` when it could not be claimed yet (see `NoRecord` and
     `claim_when_visible`). One write transaction; the record is read only to explain a refusal.
     """
-    cancelled, row = False, None
+    cancelled, row, given_up = False, None, False
     statuses = claimable(take_over)
     with session_scope() as session:
         if flags.cancel_requested(str(task_id)):
@@ -99,13 +107,10 @@ def claim(task_id: uuid.UUID, worker: str, take_over: bool = False) -> Claim | N
         else:
             row = claim_running(session, task_id, statuses, worker)
         if not cancelled and row is None:
-            status = session.scalar(select(Task.status).where(Task.id == task_id))
-            if status is None or status in statuses:
-                raise NoRecord(str(task_id), seen=status is not None)
-            log.info("task %s is already %s; not running it again", task_id, status)
+            given_up = _refused(session, task_id, statuses)
         commit_and_queue_deliveries(session)
-    if cancelled:
-        publish_change(task_id, TaskStatus.CANCELLED.value)
+    if cancelled or given_up:
+        publish_change(task_id, (TaskStatus.CANCELLED if cancelled else TaskStatus.FAILED).value)
     if row is None:
         return None
     info = Claim(row.type, dict(row.params), row.attempts, row.max_retries, row.priority, row.owner)
@@ -116,6 +121,31 @@ def claim(task_id: uuid.UUID, worker: str, take_over: bool = False) -> Claim | N
     )
     publish_change(task_id, TaskStatus.RUNNING.value, progress=0.0)
     return info
+
+
+def _refused(session: Session, task_id: uuid.UUID, statuses: tuple[TaskStatus, ...]) -> bool:
+    """Explain a claim that matched nothing: not visible yet (`NoRecord`), final or running
+    elsewhere (False), or a run whose worker was lost on its last allowed attempt: the task
+    is FAILED "worker lost N times" and the message dropped (True), or it would loop forever
+    when every run kills its process (out of memory, a native crash)."""
+    current = session.execute(
+        select(Task.status, Task.attempts, Task.max_retries, Task.type, Task.priority).where(
+            Task.id == task_id
+        )
+    ).first()
+    if current is None:
+        raise NoRecord(str(task_id))
+    out_of_attempts = current.attempts > current.max_retries
+    if current.status == TaskStatus.RUNNING and TaskStatus.RUNNING in statuses and out_of_attempts:
+        lost = fail_lost_run(session, task_id)
+        if lost is not None:
+            log.warning("task %s: worker lost %d times; failing it", task_id, lost)
+            metrics.tasks_finished.labels(current.type, current.priority, "failed").inc()
+            return True
+    if current.status in statuses:
+        raise NoRecord(str(task_id), seen=True)
+    log.info("task %s is already %s; not running it again", task_id, current.status)
+    return False
 
 
 def finish(

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     default_task_timeout: int = Field(default=300, ge=5, le=24 * 3600)
     max_retry_attempts: int = Field(default=3, ge=0, le=20)
     result_ttl_days: int = Field(default=30, ge=1)
+    # How far ahead (or back) a task's `run_at` may lie.
+    run_at_max_days: int = Field(default=366, ge=1, le=3660)
     worker_concurrency: int = Field(default=4, ge=1, le=64)
     progress_interval_seconds: float = Field(default=0.25, ge=0.05, le=10)
     # Celery task events feed Flower's Tasks tab at a CPU cost on every task; workers stay

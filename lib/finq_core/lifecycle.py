@@ -50,7 +50,7 @@ from finq_core.store import (
     insert_task,
     transition,
 )
-from finq_core.timeutil import utcnow
+from finq_core.timeutil import as_utc, utcnow
 from finq_core.uploads import find_upload
 from finq_engine import get_task_type
 
@@ -212,6 +212,26 @@ def task_values(
     )
 
 
+def start_time(request: TaskRequest, now: datetime, settings: Settings) -> datetime | None:
+    """When the task may start (None: now), in UTC. `run_at` must lie within RUN_AT_MAX_DAYS
+    of now, as `delay_seconds` is bounded: a start years away only holds a record, and one
+    outside UTC's range (year 1 or 9999 at an offset) cannot even be stored."""
+    if request.run_at is None:
+        return now + timedelta(seconds=request.delay_seconds) if request.delay_seconds else None
+    run_at = as_utc(request.run_at)
+    horizon = timedelta(days=settings.run_at_max_days)
+    if run_at is None or abs(run_at - now) > horizon:
+        raise InvalidInput(
+            [
+                Problem(
+                    ("body", "run_at"),
+                    f"must lie within {settings.run_at_max_days} days of now (RUN_AT_MAX_DAYS)",
+                )
+            ]
+        )
+    return run_at
+
+
 def submit(session: Session, owner: User, request: TaskRequest, settings: Settings) -> Submitted:
     """Check, record and (unless delayed) queue a task; commits. QueueUnavailable when Redis
     refused an immediate task's message: then nothing was recorded."""
@@ -225,9 +245,7 @@ def submit(session: Session, owner: User, request: TaskRequest, settings: Settin
             return Submitted(existing, created=False)
 
     now = utcnow()
-    run_at = request.run_at or (
-        now + timedelta(seconds=request.delay_seconds) if request.delay_seconds else None
-    )
+    run_at = start_time(request, now, settings)
     immediate = run_at is None or run_at <= now + DISPATCH_NOW_MARGIN
     values = task_values(
         owner=owner.username,

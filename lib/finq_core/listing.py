@@ -3,7 +3,7 @@
 import base64
 import binascii
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from finq_core.errors import InvalidInput, NotAllowed, Problem
 from finq_core.models import Role, Task, TaskEvent, User
+from finq_core.timeutil import as_utc
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,33 @@ def encode_cursor(task: Task) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         created, tid = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(created), uuid.UUID(tid)
+        at, task_id = as_utc(datetime.fromisoformat(created)), uuid.UUID(tid)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInput([Problem(("query", "cursor"), "invalid cursor")]) from None
+        at = None
+    if at is None:
+        raise InvalidInput([Problem(("query", "cursor"), "invalid cursor")])
+    return at, task_id
+
+
+OUT_OF_RANGE = "out of range: in UTC it falls before the year 1 or after 9999"
+
+
+def _in_utc(where: TaskFilter) -> TaskFilter:
+    """The filter's dates in UTC (a naive one is read as UTC); InvalidInput naming each date
+    UTC cannot represent, which the database could not be asked about."""
+    after = as_utc(where.created_after) if where.created_after else None
+    before = as_utc(where.created_before) if where.created_before else None
+    problems = [
+        Problem(("query", name), OUT_OF_RANGE)
+        for name, given, utc in (
+            ("created_after", where.created_after, after),
+            ("created_before", where.created_before, before),
+        )
+        if given is not None and utc is None
+    ]
+    if problems:
+        raise InvalidInput(problems)
+    return replace(where, created_after=after, created_before=before)
 
 
 def _filtered(user: User, where: TaskFilter) -> Select[Task]:
@@ -63,7 +88,7 @@ def page_of_tasks(
     """The caller's tasks (every owner's for an admin asking for all), newest first."""
     if where.all_users and user.role != Role.ADMIN:
         raise NotAllowed("Admin role required for all=true")
-    stmt = _filtered(user, where)
+    stmt = _filtered(user, _in_utc(where))
     if cursor:
         c_at, c_id = decode_cursor(cursor)
         stmt = stmt.where(

@@ -91,14 +91,32 @@ def address_allowed(address: str) -> bool:
     return True
 
 
+def _name_refused(host: str) -> TargetRefused:
+    """One refusal for a host name that does not resolve or resolves to a non-public address:
+    naming the address, or telling the two apart, would let anyone map the internal DNS."""
+    return TargetRefused(
+        f"host {host!r} does not resolve to public addresses only (it does not resolve, or "
+        "to a loopback, private, link-local, multicast or reserved address); webhooks must "
+        "reach a public address"
+    )
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def resolve(host: str, port: int) -> tuple[str, ...]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise TargetRefused(f"host {host!r} does not resolve ({exc})") from None
+    except (socket.gaierror, UnicodeError):
+        raise _name_refused(host) from None
     addresses = tuple(dict.fromkeys(str(info[4][0]) for info in infos))
     if not addresses:
-        raise TargetRefused(f"host {host!r} does not resolve")
+        raise _name_refused(host)
     return addresses
 
 
@@ -123,13 +141,14 @@ def check_webhook_url(url: str, allow_private: bool) -> WebhookTarget:
     port = port or (443 if scheme == "https" else 80)
     host = parts.hostname
     addresses = resolve(host, port)
-    if not allow_private:
-        for address in addresses:
-            if not address_allowed(address):
-                raise TargetRefused(
-                    f"host {host!r} resolves to {address}, a loopback, private, link-local, "
-                    "multicast or reserved address; webhooks must reach a public address"
-                )
+    refused = [a for a in addresses if not allow_private and not address_allowed(a)]
+    if refused and not _is_address(host):
+        raise _name_refused(host)
+    if refused:  # an address given as such: naming it reveals nothing the caller did not type
+        raise TargetRefused(
+            f"host {host!r} resolves to {refused[0]}, a loopback, private, link-local, "
+            "multicast or reserved address; webhooks must reach a public address"
+        )
     path = parts.path or "/"
     if parts.query:
         path = f"{path}?{parts.query}"

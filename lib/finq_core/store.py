@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import lru_cache
+from itertools import pairwise
 from typing import Any
 
 from sqlalchemy import (
@@ -26,6 +27,7 @@ from sqlalchemy import (
     delete,
     event,
     insert,
+    or_,
     select,
     update,
 )
@@ -124,9 +126,12 @@ _BY_ID_AND_STATUS = (
 # A manual retry counted the attempt when asked (it cleared started_at); every other start
 # (first runs, transient retries, redeliveries after a lost worker) counts it here.
 _COUNTED_ALREADY = and_(_C.attempts > 0, _C.started_at.is_(None))
+# A RUNNING record is taken over only by a delivery continuing a run whose worker was lost,
+# and only while it has attempts left: a task that kills its process on every run must stop.
+_ATTEMPTS_LEFT = or_(_C.status != TaskStatus.RUNNING.value, _C.attempts <= _C.max_retries)
 _CLAIM = (
     update(TASKS)
-    .where(*_BY_ID_AND_STATUS)
+    .where(*_BY_ID_AND_STATUS, _ATTEMPTS_LEFT)
     .values(
         status=TaskStatus.RUNNING.value,
         worker=bindparam("worker_name"),
@@ -245,6 +250,37 @@ def claim_running(
             session, task_id, TaskStatus.RUNNING.value, f"attempt {row.attempts} on {worker}", now
         )
     return row
+
+
+def lost_runs(session: Session, task_id: uuid.UUID) -> int:
+    """How many runs since the task was last queued ended with their worker lost, the current
+    RUNNING one included: each RUNNING event followed directly by another RUNNING (a delivery
+    that took the record over) is one."""
+    statuses = list(
+        session.scalars(
+            select(EVENTS.c.status).where(EVENTS.c.task_id == task_id).order_by(EVENTS.c.id)
+        )
+    )
+    pending = [i for i, status in enumerate(statuses) if status == TaskStatus.PENDING.value]
+    since = statuses[pending[-1] if pending else 0 :]
+    running = TaskStatus.RUNNING.value
+    return 1 + sum(1 for a, b in pairwise(since) if a == b == running)
+
+
+def fail_lost_run(session: Session, task_id: uuid.UUID) -> int | None:
+    """Give up a RUNNING task whose worker was lost on its last allowed attempt: FAILED
+    "worker lost N times". Returns N, or None when the task is no longer RUNNING."""
+    lost = lost_runs(session, task_id)
+    message = f"worker lost {lost} times"
+    ok = transition(
+        session,
+        task_id,
+        [TaskStatus.RUNNING],
+        TaskStatus.FAILED,
+        message,
+        error={"type": "WorkerLost", "message": message},
+    )
+    return lost if ok else None
 
 
 def commit_and_queue_deliveries(session: Session) -> None:

@@ -1,9 +1,10 @@
 """Daily price tables: parse and validate an uploaded CSV into a dates x assets matrix.
 
 The format: a header row whose first cell names the date column and whose other cells name
-the assets; then one row per day, an ISO date (YYYY-MM-DD) and one positive price per asset.
-Dates must be strictly increasing (no duplicates), and at least `MIN_ROWS` rows are needed
-to compute two returns (a volatility needs two).
+the assets (plain names: `unsafe_name` says what is refused); then one row per day, an ISO
+date (YYYY-MM-DD) and one positive price per asset. Dates must be strictly increasing (no
+duplicates), and at least `MIN_ROWS` rows are needed to compute two returns (a volatility
+needs two).
 
 Parsing is here, in the pure engine, and not in the API, because the rules are the engine's:
 what a calculation can run on. Every problem raises `PriceTableError` with a message that
@@ -15,6 +16,7 @@ bad one, so a valid 5 MB file costs one pass.
 import csv
 import io
 import math
+import unicodedata
 from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 
 MIN_ROWS = 3
 MAX_ASSET_NAME = 64
+# A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection").
+FORMULA_STARTS = "=+-@"
 
 
 class PriceTableError(ValueError):
@@ -45,6 +49,22 @@ class PriceTable:
     @property
     def rows(self) -> int:
         return len(self.dates)
+
+
+def unsafe_name(name: str) -> str | None:
+    """Why an asset name cannot be shown as given, or None. Names reach spreadsheets, charts
+    and pages: a formula start runs there, `$...$` is math to matplotlib, a leading `_` hides
+    the name from a chart's legend, control and bidirectional formatting characters reorder
+    or hide what a reader sees."""
+    if name[0] in FORMULA_STARTS:
+        return f"starts with {name[0]!r}, which a spreadsheet would run as a formula"
+    if name[0] == "_":
+        return "starts with '_', which charts leave out of their legend"
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name):
+        return "contains control or bidirectional formatting characters"
+    if name.count("$") >= 2:
+        return "contains '$...$', which charts would read as math markup"
+    return None
 
 
 def _header(row: list[str] | None, max_assets: int) -> tuple[str, ...]:
@@ -71,6 +91,8 @@ def _header(row: list[str] | None, max_assets: int) -> tuple[str, ...]:
             raise PriceTableError(
                 f"bad header: column {i}'s name is longer than {MAX_ASSET_NAME} characters"
             )
+        if reason := unsafe_name(name):
+            raise PriceTableError(f"bad header: column {i}'s name {name!r} {reason}")
         if name in seen:
             raise PriceTableError(f"bad header: asset {name!r} appears twice")
         seen.add(name)

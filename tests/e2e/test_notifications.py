@@ -212,12 +212,13 @@ def test_loopback_and_private_webhooks_are_refused_at_submission(
     shared_admin: httpx.Client,
     receiver: Receiver,
 ) -> None:
-    for url, address in (
-        (receiver.base_url + "/hook", "127.0.0.1"),
-        ("http://localhost:9/x", "127.0.0.1"),
-        ("http://[::1]/x", "::1"),
-        ("http://10.0.0.8/x", "10.0.0.8"),
-        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254"),
+    # An address typed as such is named ("\0": nothing hidden); a host name's never is.
+    for url, needle, hidden in (
+        (receiver.base_url + "/hook", "resolves to 127.0.0.1", "\0"),
+        ("http://[::1]/x", "::1", "\0"),
+        ("http://10.0.0.8/x", "10.0.0.8", "\0"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254", "\0"),
+        ("http://localhost:9/x", "public addresses only", "127.0.0.1"),
     ):
         resp = shared_admin.post(
             "/api/v1/tasks",
@@ -230,7 +231,7 @@ def test_loopback_and_private_webhooks_are_refused_at_submission(
         assert resp.status_code == 422, resp.text
         (err,) = resp.json()["detail"]
         assert err["loc"] == ["body", "notify", "webhook_url"]
-        assert f"resolves to {address}" in err["msg"] or address in err["msg"]
+        assert needle in err["msg"] and hidden not in err["msg"], err["msg"]
     assert receiver.at("/hook") == []
     mail = shared_admin.post(
         "/api/v1/tasks",

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import uuid
 from pathlib import Path
@@ -18,6 +19,7 @@ from finq_core.store import add_event
 from finq_core.timeutil import utcnow
 from finq_worker import runner, tasks
 from finq_worker.progress import WorkerContext
+from tests.e2e.tasks import LONG_MC
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -373,3 +375,81 @@ def test_a_void_message_whose_record_was_seen_is_not_dropped(
 
     monkeypatch.setattr(runner, "claim", unseen)
     assert tasks._claim_void(tid, "w@host", False) is None
+
+
+def pool_process_running(task_id: uuid.UUID, not_pid: int = 0) -> int:
+    """The pid of the pool process running `task_id`, as the worker itself reports it (Celery's
+    `inspect active`); `not_pid`: one already killed, whose request may still be listed."""
+
+    def probe() -> int | None:
+        replies = broker.celery_app.control.inspect(timeout=0.5).active() or {}
+        for request in (r for requests in replies.values() for r in requests):
+            pid = request.get("worker_pid")
+            if str(task_id) in request.get("args", []) and pid and pid != not_pid:
+                return int(pid)
+        return None
+
+    return wait_until(probe, 30, 0.1, what=f"a pool process to run {task_id}")
+
+
+def attempt_running(task_id: uuid.UUID, attempt: int) -> None:
+    def probe() -> bool:
+        with session_scope() as s:
+            task = s.get(Task, task_id)
+            return task is not None and (task.status, task.attempts) == ("RUNNING", attempt)
+
+    wait_until(probe, 30, 0.05, what=f"attempt {attempt} of {task_id} to run")
+
+
+def test_a_task_that_kills_its_process_on_every_run_fails_after_its_retries(
+    celery_worker: subprocess.Popen[bytes],
+) -> None:
+    """A run killed on every attempt (out of memory, a native crash) is redelivered each time;
+    the lost runs count against max_retries, and after max_retries + 1 of them the task is
+    FAILED "worker lost N times", its message acknowledged, and the worker serves others."""
+    tid = uuid.uuid4()
+    with session_scope() as s:
+        s.add(
+            Task(id=tid, owner="tester", type="monte_carlo_option", params=LONG_MC, max_retries=1)
+        )
+        add_event(s, tid, TaskStatus.PENDING.value, "queued")
+    broker.enqueue(str(tid), "normal")
+    killed = 0
+    for attempt in (1, 2):
+        attempt_running(tid, attempt)
+        killed = pool_process_running(tid, not_pid=killed)
+        os.kill(killed, signal.SIGKILL)
+    task = outcome(tid, timeout=60)
+    assert task.status == TaskStatus.FAILED, task.error
+    assert task.error == {"type": "WorkerLost", "message": "worker lost 2 times"}
+    assert task.attempts == 2
+    assert history(tid) == ["PENDING", "RUNNING", "RUNNING", "FAILED"]
+    r = redis.Redis.from_url(os.environ["REDIS_URL"])
+    wait_until(
+        lambda: not any(str(tid).encode() in raw for raw in cast(list[bytes], r.hvals("unacked"))),
+        10,
+        0.05,
+        what="the poisoned message to be acknowledged",
+    )
+    assert not any(str(tid).encode() in raw for raw in cast(list[bytes], r.lrange("normal", 0, -1)))
+    good = submit("loan_amortization", {"principal": 1000, "annual_rate": 0.05, "years": 1})
+    assert outcome(good).status == TaskStatus.SUCCESS
+    assert celery_worker.poll() is None, "the worker died"
+
+
+def test_only_runs_ended_by_a_lost_worker_count_as_lost(
+    redis_server: str,
+    migrated_db: str,
+) -> None:
+    """A run that ended in a transient retry lost no worker: of three runs since the task was
+    queued, the two that the next delivery took over while RUNNING are counted."""
+    tid = running_elsewhere()
+    with session_scope() as s:
+        s.execute(update(Task).where(Task.id == tid).values(attempts=3, max_retries=2))
+        for status in ("RUNNING", "RETRYING", "RUNNING", "RUNNING"):
+            add_event(s, tid, status)
+    assert runner.claim(tid, "third@host", take_over=True) is None
+    with session_scope() as s:
+        task = s.get(Task, tid)
+        assert task is not None and task.status == TaskStatus.FAILED and task.attempts == 3
+        assert task.error == {"type": "WorkerLost", "message": "worker lost 2 times"}

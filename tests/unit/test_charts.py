@@ -123,3 +123,16 @@ def test_unknown_type_has_no_chart_and_failures_are_logged_not_raised(
         assert render_safely("monte_carlo_option", {}, {"price": 1.0}) is None
     assert "chart of monte_carlo_option" in caplog.text
     assert render_safely("csv_portfolio_analytics", {"upload_id": "x"}, {}, None) is None
+
+
+def test_asset_names_render_literally() -> None:
+    """Names stored before uploads refused them (or any text from a user) are drawn as
+    typed: `$...$` is not mathtext (this one would not even parse as math), and a leading
+    `_` still gets its legend entry."""
+    base = table(rows=50, assets=3)
+    data = PriceTable(base.dates, (r"$\notacommand{x}$", "_hidden", "A$B$C"), base.prices)
+    stored, result = run(
+        "csv_portfolio_analytics", {"upload_id": "6f1c1d2e-0000-4000-8000-000000000001"}, data
+    )
+    png = render_chart("csv_portfolio_analytics", stored, result, data)
+    assert png is not None and png.startswith(PNG_MAGIC)

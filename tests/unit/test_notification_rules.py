@@ -67,7 +67,7 @@ def test_public_addresses_are_allowed(address: str) -> None:
         ("http://localhost/hook", "loopback, private"),
         ("http://[::1]/hook", "resolves to ::1"),
         ("http://169.254.169.254/latest/meta-data", "resolves to 169.254.169.254"),
-        ("http://0x7f000001/", "resolves to 127.0.0.1"),  # another spelling of loopback
+        ("http://0x7f000001/", "does not resolve to public"),  # another spelling of loopback
         ("http://host.invalid/", "does not resolve"),
         ("http://8.8.8.8/" + "a" * 2100, "longer than 2048"),
     ],
@@ -75,6 +75,19 @@ def test_public_addresses_are_allowed(address: str) -> None:
 def test_bad_webhook_urls_are_refused_with_the_reason(url: str, reason: str) -> None:
     with pytest.raises(TargetRefused, match=reason):
         check_webhook_url(url, allow_private=False)
+
+
+def test_a_host_name_refusal_never_says_what_it_resolves_to() -> None:
+    """Naming the address, or telling "does not resolve" from "resolves to a private address",
+    would let any user map the internal DNS through the refusals."""
+    reasons = []
+    for host in ("localhost", "host.invalid"):
+        with pytest.raises(TargetRefused) as refused:
+            check_webhook_url(f"http://{host}/hook", allow_private=False)
+        reason = str(refused.value)
+        assert "127.0.0.1" not in reason and "::1" not in reason
+        reasons.append(reason.replace(repr(host), "HOST"))
+    assert reasons[0] == reasons[1]
 
 
 def test_a_public_literal_passes_and_private_is_allowed_only_when_configured() -> None:

@@ -77,3 +77,32 @@ def test_limits_on_assets_and_rows() -> None:
     with pytest.raises(PriceTableError, match="too many rows: at most 10"):
         parse_price_csv(f"date,A\n{rows}".encode(), max_rows=10)
     assert parse_price_csv(f"date,A\n{rows}".encode(), max_rows=11).rows == 11
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ('=HYPERLINK("http://x")', "starts with '='"),
+        ("+1+1", "starts with '+'"),
+        ("-2+3", "starts with '-'"),
+        ("@SUM(A1)", "starts with '@'"),
+        ("_hidden", "starts with '_'"),
+        ("ABC\u202eFED", "bidirectional"),
+        ("A\u2066B\u2069", "bidirectional"),
+        ("A\x07B", "control"),
+        (r"$\frac{1}{2}$", "math markup"),
+    ],
+)
+def test_asset_names_that_a_spreadsheet_chart_or_page_would_misread_are_refused(
+    name: str, reason: str
+) -> None:
+    data = f'date,OK,"{name.replace(chr(34), chr(34) * 2)}"\n'.encode()
+    data += b"2024-01-02,1,2\n2024-01-03,1,2\n2024-01-04,1,2\n"
+    with pytest.raises(PriceTableError) as info:
+        parse_price_csv(data)
+    assert f"column 3's name {name!r}" in str(info.value) and reason in str(info.value)
+
+
+def test_plain_names_with_signs_inside_are_kept() -> None:
+    data = b"date,A-B,US$,x_y,C+D\n2024-01-02,1,2,3,4\n2024-01-03,1,2,3,4\n2024-01-04,1,2,3,4\n"
+    assert parse_price_csv(data).assets == ("A-B", "US$", "x_y", "C+D")
