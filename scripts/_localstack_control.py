@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from _localstack_render import render
+from _localstack_render import LOG_UMASK, render
 from _localstack_settings import ROOT, VENV_BIN, port_free, resolve, service_env
 
 
@@ -96,6 +96,8 @@ class Stack:
             ],
             check=True,
             cwd=ROOT,
+            # supervisord opens its own log before it applies its configured umask.
+            umask=LOG_UMASK,
         )
         self.wait_ready(s, timeout=args.timeout)
         s["STARTUP_SECONDS"] = f"{time.monotonic() - started:.1f}"

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from _localstack_settings import ROOT, service_env
 
+# Every file the stack's processes create (logs above all) is 0640: no access for others.
+LOG_UMASK = 0o027
+
 
 def _envsubst(template: Path, values: dict[str, str]) -> str:
     """Substitute exactly the given names, like `envsubst` with a variable list."""
@@ -22,6 +25,12 @@ def render(run_dir: Path, s: dict[str, str]) -> None:
     rd = run_dir
     for sub in ("logs", "data", "redis", "nginx", "nginx/client_temp", "supervisor"):
         (rd / sub).mkdir(parents=True, exist_ok=True)
+    # Logs may hold addresses and request ids: readable by the owner and its group only. New
+    # ones get it from supervisord's umask (LOG_UMASK); these are from an earlier run.
+    (rd / "logs").chmod(0o750)
+    for log in (rd / "logs").iterdir():
+        if log.is_file():
+            log.chmod(0o640)
     _render_redis(rd, s)
     _render_nginx(rd, s)
     _render_supervisor(rd, s)
@@ -54,7 +63,13 @@ def _render_nginx(rd: Path, s: dict[str, str]) -> None:
     (rd / "nginx" / "upstream.conf").write_text(
         _envsubst(ROOT / "nginx" / "upstream.static.template", {"SERVERS": servers})
     )
-    max_body = int(s["MAX_BODY_BYTES"])
+    # nginx's ceiling is the largest route limit; the app applies each route's own
+    # (fastapi-app/finq_api/guard.py: uploads take their file plus 64 KiB of multipart).
+    max_body = max(
+        int(s["MAX_BODY_BYTES"]),
+        int(s["TASK_BODY_MAX_BYTES"]),
+        int(s.get("UPLOAD_MAX_BYTES", "5242880")) + 64 * 1024,
+    )
     (rd / "nginx" / "finq.conf").write_text(
         _envsubst(
             ROOT / "nginx" / "finq.conf.template",
@@ -63,7 +78,7 @@ def _render_nginx(rd: Path, s: dict[str, str]) -> None:
                 "UPSTREAM_CONF": str(rd / "nginx" / "upstream.conf"),
                 "FLOWER_UPSTREAM": f"127.0.0.1:{s['FLOWER_PORT']}",
                 "ACCESS_LOG": str(rd / "logs" / "nginx-access.log"),
-                "BODY_LIMIT": f"{max(1, max_body // 1024)}k",
+                "BODY_LIMIT": str(max_body),
                 "RATE_PER_IP": s["NGINX_RATE_PER_IP"],
             },
         )
@@ -118,6 +133,7 @@ def _render_supervisor(rd: Path, s: dict[str, str]) -> None:
         "",
         "[supervisord]",
         f"logfile={rd / 'logs' / 'supervisord.log'}",
+        f"umask={LOG_UMASK:03o}",
         f"pidfile={rd / 'supervisor' / 'supervisord.pid'}",
         f"directory={ROOT}",
         "minfds=4096",

@@ -58,6 +58,7 @@ SERVICE_ENV = (
     "FLOWER_BASIC_AUTH",
     "LOG_LEVEL",
     "MAX_BODY_BYTES",
+    "TASK_BODY_MAX_BYTES",
     "WORKER_CONCURRENCY",
     "GUNICORN_WORKERS",
     "WEBHOOK_SECRET",
@@ -140,7 +141,8 @@ def resolve(run_dir: Path, args: argparse.Namespace) -> dict[str, str]:
         "FLOWER_BASIC_AUTH": env.get("FLOWER_BASIC_AUTH")
         or f"admin:{_secret(rd, 'flower_password')}",
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
-        "MAX_BODY_BYTES": env.get("MAX_BODY_BYTES", "16777216"),
+        "MAX_BODY_BYTES": env.get("MAX_BODY_BYTES", "65536"),
+        "TASK_BODY_MAX_BYTES": env.get("TASK_BODY_MAX_BYTES", "16777216"),
         "NGINX_RATE_PER_IP": env.get("NGINX_RATE_PER_IP", "300r/s"),
         "WORKER_CONCURRENCY": env.get("WORKER_CONCURRENCY", "4"),
         "GUNICORN_WORKERS": env.get("GUNICORN_WORKERS", "1"),

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from finq_api import API_PREFIX, errors
+from finq_api.guard import largest_body
 from finq_api.middleware import EdgeMiddleware
 from finq_api.ratelimit import global_limit
 from finq_api.routes import (
@@ -141,7 +142,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The web page (static files, no external assets)."""
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
-    app.add_middleware(EdgeMiddleware, max_body=settings.max_body_bytes)
+    app.add_middleware(
+        EdgeMiddleware, max_body=settings.max_body_bytes, ceiling=largest_body(settings)
+    )
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from finq_api import API_PREFIX
+from finq_api.guard import STATE_KEY as BODY_LIMIT_KEY
 from finq_core import metrics
 from finq_core.config import get_api_server_settings
 from finq_core.logs import request_id_var
@@ -113,10 +114,12 @@ class _Exchange:
         message = await self.receive_from()
         if message["type"] == "http.request":
             self.received += len(message.get("body", b""))
-            if self.received > self.edge.max_body and not self.started:
+            # The matched route's own limit (finq_api.guard), else the default one.
+            limit = (self.scope.get("state") or {}).get(BODY_LIMIT_KEY, self.edge.max_body)
+            if self.received > limit and not self.started:
                 # Answer now: the framework would turn any error raised here into a 400.
                 self.rejected = True
-                await self.edge._too_large(self.raw_send, self.rid)
+                await self.edge._too_large(self.raw_send, self.rid, limit)
                 raise TooLarge()
         return message
 
@@ -150,11 +153,14 @@ class _Exchange:
 
 class EdgeMiddleware:
     """Sets the request id (nginx's X-Request-ID, or a new one), adds security headers and
-    the request id to every response, and answers 413 past `max_body` bytes."""
+    the request id to every response, and answers 413 past the body limit: the matched
+    route's (set by finq_api.guard before the body is read), else `max_body`. A declared
+    length above `ceiling`, the largest any route accepts, is refused before routing."""
 
-    def __init__(self, app: ASGIApp, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, max_body: int, ceiling: int = 0) -> None:
         self.app = app
         self.max_body = max_body
+        self.ceiling = max(ceiling, max_body)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -163,8 +169,8 @@ class EdgeMiddleware:
         headers = dict(scope.get("headers") or [])
         rid = _request_id(headers)
         token = request_id_var.set(rid)
-        if _declares_more_than(headers, self.max_body):
-            await self._too_large(send, rid)
+        if _declares_more_than(headers, self.ceiling):
+            await self._too_large(send, rid, self.ceiling)
             request_id_var.reset(token)
             return
 
@@ -188,8 +194,8 @@ class EdgeMiddleware:
             request_id_var.reset(token)
             _observe(scope, exchange.status, started_at)
 
-    async def _too_large(self, send: Send, rid: str) -> None:
-        await self._error(send, 413, f"Request body larger than {self.max_body} bytes", rid)
+    async def _too_large(self, send: Send, rid: str, limit: int) -> None:
+        await self._error(send, 413, f"Request body larger than {limit} bytes", rid)
 
     async def _error(self, send: Send, status: int, detail: str, rid: str) -> None:
         body = json.dumps({"detail": detail, "request_id": rid}).encode()

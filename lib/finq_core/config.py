@@ -53,7 +53,10 @@ class Settings(BaseSettings):
     broker_repair_scan_budget: int = Field(default=5000, ge=100, le=100_000)
 
     # HTTP edge.
-    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Body limits: every route's unless it has its own (finq_api.guard). Task and schedule
+    # submissions carry parameter lists (1,000,000 Black-Scholes elements fit in 16 MiB).
+    max_body_bytes: int = Field(default=65_536, ge=1024, le=256 * 1024 * 1024)
+    task_body_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["127.0.0.1", "::1"]

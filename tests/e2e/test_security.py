@@ -39,6 +39,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
             "RATE_LIMIT_SUBMIT": "8/minute",
             "RATE_LIMIT_GLOBAL": "100000/minute",
             "MAX_BODY_BYTES": "65536",
+            "TASK_BODY_MAX_BYTES": "65536",
             "CORS_ORIGINS": "https://allowed.example",
             "ACCESS_TOKEN_EXPIRE_MINUTES": "5",
         },

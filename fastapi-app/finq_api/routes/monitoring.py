@@ -1,20 +1,23 @@
 """What the queues and workers are doing (`/api/v1/monitoring`)."""
 
+import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from finq_api.deps import CurrentUser, SessionDep
+from finq_api.guard import GuardedRoute
 from finq_core import presence
 from finq_core.broker import QUEUES, queue_depths
-from finq_core.models import Role, Task, TaskEvent, TaskStatus
+from finq_core.models import Role, Task, TaskEvent, TaskStatus, User
 from finq_core.redis_client import get_redis
 from finq_core.timeutil import utcnow
 
-router = APIRouter(prefix="/monitoring", tags=["monitoring"])
+router = APIRouter(prefix="/monitoring", tags=["monitoring"], route_class=GuardedRoute)
 
 
 def workers() -> list[dict[str, Any]]:
@@ -31,6 +34,32 @@ def workers() -> list[dict[str, Any]]:
     ]
 
 
+def own_work(session: Session, user: User, online: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What a plain user may see of the workers: those running one of their tasks, with only
+    those tasks. Other owners' task ids, and the hosts running them, stay hidden."""
+    running = {t: _as_uuid(t) for w in online for t in w["tasks"]}
+    ids = [u for u in running.values() if u is not None]
+    if not ids:
+        return []
+    mine = set(
+        session.scalars(select(Task.id).where(Task.owner == user.username, Task.id.in_(ids)))
+    )
+    session.commit()  # end the read transaction (see finq_api.deps)
+    visible = []
+    for w in online:
+        tasks = [t for t in w["tasks"] if running[t] in mine]
+        if tasks:
+            visible.append({"name": w["name"], "active": len(tasks), "tasks": tasks})
+    return visible
+
+
+def _as_uuid(value: object) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
 @router.get("/queues")
 async def queues(
     user: CurrentUser,
@@ -38,11 +67,15 @@ async def queues(
     all_users: Annotated[bool, Query(alias="all", description="Admins only: every owner")] = False,
 ) -> dict[str, Any]:
     """Queue depths, workers online with their active tasks, task counts by status, and the
-    tasks completed and failed in the last minute (the caller's, or everyone's for admins)."""
+    tasks completed and failed in the last minute (the caller's, or everyone's for admins).
+    Admins see every worker and what it runs; a user only the workers running their tasks."""
     if all_users and user.role != Role.ADMIN:
         raise HTTPException(status_code=403, detail="Admin role required for all=true")
     depths = await run_in_threadpool(queue_depths, QUEUES)
     online = await run_in_threadpool(workers)
+    count_online = len(online)
+    if user.role != Role.ADMIN:
+        online = await run_in_threadpool(own_work, session, user, online)
 
     def counts() -> tuple[dict[str, int], int, int]:
         scope = [] if all_users else [Task.owner == user.username]
@@ -73,7 +106,7 @@ async def queues(
     return {
         "queues": depths,
         "workers": online,
-        "workers_online": len(online),
+        "workers_online": count_online,
         "tasks_by_status": by_status,
         "last_minute": {"completed": completed, "failed": failed},
     }

@@ -8,17 +8,19 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import func, select
 
 from finq_api.deps import CurrentUser, SessionDep, SettingsDep
+from finq_api.guard import GuardedRoute, body_limit, task_body
 from finq_api.schemas import ScheduleCreate, ScheduleOut
 from finq_core import lifecycle
 from finq_core.models import Role, Schedule
 from finq_core.scheduling import next_fire, validate_cron
 from finq_core.timeutil import utcnow
 
-router = APIRouter(prefix="/schedules", tags=["schedules"])
+router = APIRouter(prefix="/schedules", tags=["schedules"], route_class=GuardedRoute)
 MAX_SCHEDULES_PER_USER = 100
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ScheduleOut)
+@body_limit(task_body)
 def create_schedule(
     body: ScheduleCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep
 ) -> Any:

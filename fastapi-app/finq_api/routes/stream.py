@@ -23,13 +23,14 @@ from starlette.concurrency import run_in_threadpool
 from finq_api import API_PREFIX
 from finq_api.deps import StreamUser
 from finq_api.errors import OUTAGE_RETRY_AFTER
+from finq_api.guard import GuardedRoute
 from finq_core import changes
 from finq_core.config import get_settings
 from finq_core.db import get_sessionmaker
 from finq_core.lifecycle import find_owned
 from finq_core.models import FINAL_STATUSES, User
 
-router = APIRouter(prefix="/tasks", tags=["tasks"])
+router = APIRouter(prefix="/tasks", tags=["tasks"], route_class=GuardedRoute)
 
 HEARTBEAT_SECONDS = 15.0
 RESYNC_SECONDS = 5.0

@@ -4,10 +4,11 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from finq_api.guard import GuardedRoute
 from finq_api.schemas import TaskTypeOut
 from finq_engine import TASK_TYPES
 
-router = APIRouter(prefix="/task-types", tags=["tasks"])
+router = APIRouter(prefix="/task-types", tags=["tasks"], route_class=GuardedRoute)
 
 
 def _out(name: str) -> TaskTypeOut:

@@ -9,13 +9,14 @@ from fastapi.responses import JSONResponse
 
 from finq_api import API_PREFIX
 from finq_api.deps import CurrentUser, SessionDep, SettingsDep
+from finq_api.guard import GuardedRoute, body_limit, task_body
 from finq_api.ratelimit import SubmitLimit
 from finq_api.schemas import TaskCreate, TaskEventOut, TaskOut, TaskPage, TaskSummary
 from finq_core import lifecycle, listing
 from finq_core.models import TaskStatus
 from finq_core.store import deliveries, task_view
 
-router = APIRouter(prefix="/tasks", tags=["tasks"])
+router = APIRouter(prefix="/tasks", tags=["tasks"], route_class=GuardedRoute)
 
 
 @router.post(
@@ -30,6 +31,7 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
         503: {"description": "Queue unavailable"},
     },
 )
+@body_limit(task_body)
 def submit_task(
     body: TaskCreate,
     user: CurrentUser,

@@ -16,13 +16,14 @@ from sqlalchemy import func, select
 
 from finq_api import API_PREFIX
 from finq_api.deps import CurrentUser, SessionDep, SettingsDep
+from finq_api.guard import GuardedRoute, body_limit, upload_body
 from finq_api.ratelimit import SubmitLimit
 from finq_api.schemas import UploadOut
 from finq_core.models import Upload
 from finq_core.uploads import find_upload, new_upload, upload_view
 from finq_engine import PriceTableError, parse_price_csv
 
-router = APIRouter(prefix="/uploads", tags=["uploads"])
+router = APIRouter(prefix="/uploads", tags=["uploads"], route_class=GuardedRoute)
 MAX_UPLOADS_PER_USER = 100
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\]+")
 
@@ -48,6 +49,7 @@ def _file_error(message: str) -> RequestValidationError:
         422: {"description": "The CSV is not usable; `msg` says where"},
     },
 )
+@body_limit(upload_body)
 def create_upload(
     file: Annotated[
         UploadFile,

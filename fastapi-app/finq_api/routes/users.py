@@ -7,11 +7,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from finq_api.deps import AdminUser, SessionDep
+from finq_api.guard import GuardedRoute
 from finq_api.schemas import UserCreate, UserOut
 from finq_api.security import hash_password
 from finq_core.models import User
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix="/users", tags=["users"], route_class=GuardedRoute)
 
 
 @router.post(
