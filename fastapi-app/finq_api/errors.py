@@ -16,6 +16,8 @@ from finq_core.errors import (
     InvalidInput,
     NotAllowed,
     QueueUnavailable,
+    ResultNotFound,
+    StorageQuotaExceeded,
     TaskNotFound,
     TaskStateConflict,
 )
@@ -50,6 +52,18 @@ def validation_detail(errors: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _install_stored_results(app: FastAPI) -> None:
+    """The refusals about stored results: none to read (404), the owner's quota (429)."""
+
+    @app.exception_handler(ResultNotFound)
+    async def _no_result(_: Request, exc: ResultNotFound) -> JSONResponse:
+        return error_response(404, exc.detail)
+
+    @app.exception_handler(StorageQuotaExceeded)
+    async def _storage_quota(_: Request, exc: StorageQuotaExceeded) -> JSONResponse:
+        return error_response(429, exc.detail)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -68,6 +82,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ChartNotFound)
     async def _not_found(_: Request, exc: TaskNotFound | ChartNotFound) -> JSONResponse:
         return error_response(404, exc.detail)
+
+    _install_stored_results(app)
 
     @app.exception_handler(NotAllowed)
     async def _not_allowed(_: Request, exc: NotAllowed) -> JSONResponse:

@@ -52,3 +52,11 @@ class NotAllowed(Refusal):
 
 class ChartNotFound(Refusal):
     """The task has no chart, and will not have one."""
+
+
+class StorageQuotaExceeded(Refusal):
+    """The caller's stored results exceed their quota (QUOTA_RESULT_BYTES)."""
+
+
+class ResultNotFound(Refusal):
+    """The task has no stored result (not finished, failed, or retried since)."""

@@ -25,18 +25,19 @@ from typing import Any
 
 import redis
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from finq_core import broker, flags, metrics
 from finq_core.changes import publish_change
-from finq_core.config import Settings
+from finq_core.config import Settings, get_settings
 from finq_core.errors import (
     ChartNotFound,
     InvalidInput,
     Problem,
     QueueUnavailable,
+    StorageQuotaExceeded,
     TaskNotFound,
     TaskStateConflict,
 )
@@ -45,6 +46,7 @@ from finq_core.models import FINAL_STATUSES, Priority, Role, Task, TaskChart, Ta
 from finq_core.notifications import TargetRefused, check_email, check_webhook_url
 from finq_core.store import (
     TASKS,
+    WITHOUT_RESULT,
     commit_and_queue_deliveries,
     delete_finished,
     insert_task,
@@ -243,6 +245,7 @@ def submit(session: Session, owner: User, request: TaskRequest, settings: Settin
         existing = _by_key(session, owner.username, key)
         if existing is not None:
             return Submitted(existing, created=False)
+    check_storage_quota(session, owner, settings)
 
     now = utcnow()
     run_at = start_time(request, now, settings)
@@ -313,14 +316,16 @@ def _void(task: Task, sent: bool) -> None:
 
 def _by_key(session: Session, owner: str, key: str) -> Task | None:
     return session.scalars(
-        select(Task).where(Task.owner == owner, Task.idempotency_key == key)
+        select(Task)
+        .options(*WITHOUT_RESULT)
+        .where(Task.owner == owner, Task.idempotency_key == key)
     ).first()
 
 
 def find_owned(session: Session, user: User, task_id: uuid.UUID) -> Task:
     """The task if the caller may see it; TaskNotFound otherwise, exactly as if it did not
     exist."""
-    task = session.get(Task, task_id)
+    task = session.get(Task, task_id, options=WITHOUT_RESULT)
     if task is None or (task.owner != user.username and user.role != Role.ADMIN):
         raise TaskNotFound()
     return task
@@ -388,6 +393,7 @@ def retry(session: Session, user: User, task_id: uuid.UUID) -> Task:
         raise TaskStateConflict(
             f"Only FAILED or CANCELLED tasks can be retried; this one is {task.status}"
         )
+    check_storage_quota(session, user, get_settings())
     try:
         flags.clear_cancel(str(task_id))
     except redis.RedisError:
@@ -404,6 +410,8 @@ def retry(session: Session, user: User, task_id: uuid.UUID) -> Task:
         progress=0.0,
         progress_message=None,
         result=None,
+        result_bytes=None,
+        result_summary=None,
         error=None,
         scheduled_for=None,
         worker=None,
@@ -450,3 +458,20 @@ def delete(session: Session, user: User, task_id: uuid.UUID) -> None:
         raise TaskStateConflict(f"Task is {task.status}; cancel it first")
     delete_finished(session, [task_id])
     session.commit()
+
+
+def check_storage_quota(session: Session, owner: User, settings: Settings) -> None:
+    """StorageQuotaExceeded while the owner's stored results take more than
+    QUOTA_RESULT_BYTES: a run that may store more is refused until they delete some."""
+    used = session.scalar(
+        select(func.coalesce(func.sum(TASKS.c.result_bytes), 0)).where(
+            TASKS.c.owner == owner.username
+        )
+    )
+    quota = settings.quota_result_bytes
+    if used is not None and used > quota:
+        raise StorageQuotaExceeded(
+            f"Your stored results take {used} bytes, over your quota of {quota} bytes "
+            "(QUOTA_RESULT_BYTES); delete finished tasks (DELETE /api/v1/tasks/{id}) "
+            "to run more"
+        )
