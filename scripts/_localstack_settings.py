@@ -46,6 +46,9 @@ PASSED_THROUGH_ENV = (
     "SMTP_PASSWORD",
     "SMTP_FROM",
     "SMTP_CA_FILE",
+    "STREAMS_PER_USER",
+    "STREAM_MAX_SECONDS",
+    "STREAM_TICKET_SECONDS",
 )
 # What each service process is given (plus PATH), as compose does for its containers.
 SERVICE_ENV = (
