@@ -11,6 +11,8 @@ from _localstack_settings import ROOT, service_env
 
 # Every file the stack's processes create (logs above all) is 0640: no access for others.
 LOG_UMASK = 0o027
+# Redis' client ceiling; the same number is in docker-compose.yml.
+REDIS_MAXCLIENTS = 2000
 
 
 def _envsubst(template: Path, values: dict[str, str]) -> str:
@@ -46,6 +48,9 @@ def _render_redis(rd: Path, s: dict[str, str]) -> None:
                 "appendonly yes",
                 "appendfsync everysec",
                 "maxmemory-policy noeviction",
+                # Deliberate, as in compose (docs/security.md): ~20x what the stack holds (streams
+                # take no connection of their own), below the descriptors supervisord gives.
+                f"maxclients {REDIS_MAXCLIENTS}",
                 'save ""',
                 "daemonize no",
                 "protected-mode yes",

@@ -49,6 +49,9 @@ PASSED_THROUGH_ENV = (
     "RESULT_MAX_BYTES",
     "RESULT_INLINE_MAX_BYTES",
     "QUOTA_RESULT_BYTES",
+    "STREAMS_PER_USER",
+    "STREAM_MAX_SECONDS",
+    "STREAM_TICKET_SECONDS",
 )
 # What each service process is given (plus PATH), as compose does for its containers.
 SERVICE_ENV = (

@@ -3,12 +3,13 @@
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Query, status
+from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from finq_api import API_PREFIX
+from finq_api import API_PREFIX, stream_access
 from finq_api.security import InvalidToken, decode_access_token
 from finq_core.config import Settings, get_settings
 from finq_core.db import get_sessionmaker
@@ -20,6 +21,7 @@ CREDENTIALS_ERROR = "Could not validate credentials"
 USERS: Table = User.__table__  # type: ignore[assignment]
 # Built once (see finq_core.store): building a statement per request costs more than running it.
 _USER_BY_NAME = select(*USERS.c).where(USERS.c.username == bindparam("username"))
+_USER_BY_ID = select(*USERS.c).where(USERS.c.id == bindparam("id"))
 
 
 # `async def` on purpose: a plain `def` dependency costs a thread-pool hop, more than this work.
@@ -74,17 +76,34 @@ def get_current_user(
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def get_stream_user(
+async def get_stream_user(
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
-    access_token: Annotated[
+    ticket: Annotated[
         str | None,
-        Query(description="For EventSource, which cannot send headers; nginx does not log it"),
+        Query(description="A stream ticket (POST .../events/ticket), for EventSource"),
     ] = None,
 ) -> User:
-    """Like get_current_user, but also accepts the token as a query parameter."""
-    return get_current_user(session, settings, token or access_token)
+    """The Authorization header, or a single-use stream ticket for this task (EventSource
+    cannot send headers); a token in the query string is not accepted."""
+    if token or not ticket:
+        return await run_in_threadpool(get_current_user, session, settings, token)
+    # Redis down: 503 (finq_api.errors).
+    user_id = await stream_access.redeem_ticket(ticket, str(request.path_params["task_id"]))
+    if user_id is None:
+        raise unauthorized()
+    row = await run_in_threadpool(_user_by_id, session, user_id)
+    if row is None:  # deleted since the ticket was issued
+        raise unauthorized()
+    return row
+
+
+def _user_by_id(session: Session, user_id: int) -> User | None:
+    row = session.execute(_USER_BY_ID, {"id": user_id}).first()
+    session.commit()
+    return None if row is None else User(**row._mapping)
 
 
 StreamUser = Annotated[User, Depends(get_stream_user)]

@@ -15,6 +15,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security.utils import get_authorization_scheme_param
 
+from finq_api import stream_access
 from finq_api.deps import get_current_user, get_stream_user, unauthorized
 from finq_api.security import InvalidToken, decode_access_token
 from finq_core.config import Settings, get_settings
@@ -58,11 +59,22 @@ def _dependencies(dependant: Dependant) -> Iterator[Any]:
         yield from _dependencies(sub)
 
 
-def _token(request: Request, in_query: bool) -> str:
+def _token(request: Request) -> str:
     scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
-    if scheme.lower() == "bearer" and token:
-        return token
-    return request.query_params.get("access_token", "") if in_query else ""
+    return token if scheme.lower() == "bearer" else ""
+
+
+def _authenticated(request: Request, settings: Settings, ticket_allowed: bool) -> bool:
+    """A valid token in the header; on the stream route, a well-formed ticket instead (its
+    dependency redeems it: a ticket is spent only once)."""
+    token = _token(request)
+    if not token and ticket_allowed:
+        return stream_access.well_formed(request.query_params.get("ticket", ""))
+    try:
+        decode_access_token(token or "-", settings)
+    except InvalidToken:
+        return False
+    return True
 
 
 def _declared_length(request: Request) -> int:
@@ -78,17 +90,14 @@ class GuardedRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         calls = set(_dependencies(self.dependant))
-        in_query = get_stream_user in calls
-        protected = in_query or get_current_user in calls
+        ticket_allowed = get_stream_user in calls
+        protected = ticket_allowed or get_current_user in calls
         limit_of: BodyLimit | None = getattr(self.endpoint, "finq_body_limit", None)
 
         async def guarded(request: Request) -> Response:
             settings = get_settings()
-            if protected:
-                try:
-                    decode_access_token(_token(request, in_query) or "-", settings)
-                except InvalidToken:
-                    raise unauthorized() from None
+            if protected and not _authenticated(request, settings, ticket_allowed):
+                raise unauthorized()
             limit = limit_of(settings) if limit_of else settings.max_body_bytes
             if _declared_length(request) > limit:
                 raise HTTPException(413, f"Request body larger than {limit} bytes")

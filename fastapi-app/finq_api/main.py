@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from finq_api import API_PREFIX, errors
+from finq_api import API_PREFIX, errors, hub
 from finq_api.guard import largest_body
 from finq_api.middleware import EdgeMiddleware
 from finq_api.ratelimit import global_limit
@@ -72,6 +72,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     ensure_admin(get_settings())
     metrics.zero_task_counters(TASK_TYPES, api=True)
     yield
+    await hub.close()
 
 
 def custom_openapi(app: FastAPI) -> dict[str, Any]:

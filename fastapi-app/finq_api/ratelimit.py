@@ -88,12 +88,11 @@ def global_key(request: Request) -> str:
     address. Per account, people behind one NAT or proxy do not share a budget, and one
     account cannot escape its budget by changing address; per address, unauthenticated
     traffic (bad tokens included) is still counted. The signature is checked here (no
-    database): a forged token counts against its address."""
+    database): a forged token counts against its address, and so does a stream opened with a
+    ticket (its ticket was counted against the account)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer":
-        token = request.query_params.get("access_token", "")
-    if token:
+    if scheme.lower() == "bearer" and token:
         try:
             return f"user:{decode_access_token(token.strip(), get_settings())}"
         except InvalidToken:

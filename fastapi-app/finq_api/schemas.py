@@ -224,3 +224,10 @@ class UserOut(BaseModel):
     username: str
     role: Role
     created_at: datetime
+
+
+class StreamTicket(BaseModel):
+    """Opens one stream of one task: `GET /api/v1/tasks/{id}/events?ticket=...`."""
+
+    ticket: str
+    expires_in: int = Field(description="Seconds the ticket stays valid if unused")

@@ -93,6 +93,13 @@ class Settings(BaseSettings):
         default=2 * 1024 * 1024 * 1024, ge=1024 * 1024, le=1024 * 1024 * 1024 * 1024
     )
 
+    # Live streams (GET /tasks/{id}/events). Open streams per user, counted across replicas
+    # (429 beyond); a stream's lifetime, after which it ends and the browser reconnects; how
+    # long a stream ticket (POST /tasks/{id}/events/ticket) stays valid if unused.
+    streams_per_user: int = Field(default=20, ge=1, le=10_000)
+    stream_max_seconds: int = Field(default=3600, ge=1, le=86_400)
+    stream_ticket_seconds: int = Field(default=30, ge=1, le=600)
+
     @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:

@@ -182,12 +182,12 @@ def test_events_stream_status_and_progress(stack: LocalStack, admin: httpx.Clien
     assert "RUNNING" in statuses
     progress = [f["progress"] for f in frames if f["status"] == "RUNNING"]
     assert progress == sorted(progress) and len(progress) >= 2
-    # EventSource cannot send headers: the token may come as a query parameter.
-    token = admin.headers["Authorization"].split()[1]
+    # EventSource cannot send headers: it opens a stream with a single-use ticket instead.
+    ticket = admin.post(f"/api/v1/tasks/{task['id']}/events/ticket").json()["ticket"]
     with httpx.stream(
         "GET",
         f"{stack.url}/api/v1/tasks/{task['id']}/events",
-        params={"access_token": token},
+        params={"ticket": ticket},
         timeout=30,
     ) as resp:
         assert resp.status_code == 200

@@ -151,6 +151,7 @@ def test_owners_are_isolated(admin: httpx.Client) -> None:
         ("POST", "/retry"),
         ("DELETE", ""),
         ("GET", "/events"),
+        ("POST", "/events/ticket"),
     ]:
         resp = bob.request(method, f"/api/v1/tasks/{task['id']}{path}")
         assert resp.status_code == 404, (method, path, resp.status_code)

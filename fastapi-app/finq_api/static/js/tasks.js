@@ -1,24 +1,58 @@
 // The task list: filters, pages, per-row actions, and each unfinished task's live status
 // through Server-Sent Events.
 import { $, actionButton, deleteButton, el, flash, fmtTime } from "./dom.js";
-import { API, api, closeStreams, errorText, state, token } from "./session.js";
+import { API, api, closeStreams, errorText, state } from "./session.js";
 
 export const FINAL = new Set(["SUCCESS", "FAILED", "CANCELLED"]);
 
-// Calls onChange with each change of one task until it reaches a final status.
+// Calls onChange with each change of one task until it reaches a final status. Each
+// connection opens with a fresh single-use ticket (a token never goes into a URL); when the
+// server ends the stream (STREAM_MAX_SECONDS) or it breaks, a new ticket and connection
+// follow after a pause. Returns a handle whose close() stops it all.
 export function stream(taskId, onChange) {
-  const source = new EventSource(
-    `${API}/tasks/${taskId}/events?access_token=${encodeURIComponent(token())}`,
-  );
-  source.addEventListener("task", (ev) => {
-    const data = JSON.parse(ev.data);
-    onChange(data);
-    if (FINAL.has(data.status)) source.close();
-  });
-  source.onerror = () => {
-    if (source.readyState === EventSource.CLOSED) return;
+  let source = null;
+  let timer = null;
+  let closed = false;
+  let pause = 1000;
+  const reconnect = () => {
+    if (source) source.close();
+    source = null;
+    if (!closed) timer = setTimeout(open, pause);
+    pause = Math.min(pause * 2, 30000);
   };
-  return source;
+  const open = async () => {
+    timer = null;
+    let resp;
+    try {
+      resp = await api(`${API}/tasks/${taskId}/events/ticket`, { method: "POST" });
+    } catch (_) {
+      resp = null;
+    }
+    if (closed || resp?.status === 401 || resp?.status === 404) return;
+    if (!resp?.ok) {
+      reconnect();
+      return;
+    }
+    const { ticket } = await resp.json();
+    source = new EventSource(`${API}/tasks/${taskId}/events?ticket=${encodeURIComponent(ticket)}`);
+    source.addEventListener("task", (ev) => {
+      pause = 1000;
+      const data = JSON.parse(ev.data);
+      onChange(data);
+      if (FINAL.has(data.status)) handle.close();
+    });
+    // A ticket opens one connection: EventSource's own retry would reuse it.
+    source.onerror = reconnect;
+  };
+  const handle = {
+    close() {
+      closed = true;
+      if (timer) clearTimeout(timer);
+      if (source) source.close();
+    },
+  };
+  open();
+  return handle;
 }
 
 function actions(task, refresh) {
