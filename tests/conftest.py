@@ -313,6 +313,8 @@ def stack() -> Iterator[LocalStack]:
             "GUNICORN_WORKERS": "1",
             "RATE_LIMIT_ENABLED": "false",
             "DEFAULT_TASK_TIMEOUT": "20",
+            # The admin queues 300 tasks at once (test_high_priority_overtakes_...).
+            "QUOTA_QUEUED_TASKS": "1000",
         },
     )
     yield s
