@@ -50,6 +50,9 @@ PASSED_THROUGH_ENV = (
     "SMTP_PASSWORD",
     "SMTP_FROM",
     "SMTP_CA_FILE",
+    "RESULT_MAX_BYTES",
+    "RESULT_INLINE_MAX_BYTES",
+    "QUOTA_RESULT_BYTES",
 )
 # What each service process is given (plus PATH), as compose does for its containers.
 SERVICE_ENV = (

@@ -7,8 +7,10 @@ calculation. Every attempt is recorded in `task_deliveries`, which GET /api/v1/t
 shows as `deliveries`.
 
 The payload is the task's JSON as the API shows it, read from the record when the attempt
-is made. If the task left the final status it is about (a user retried it meanwhile), the
-attempt is recorded as skipped and not sent: the new final status will notify again.
+is made: a result bigger than RESULT_INLINE_MAX_BYTES is not read, the payload carries its
+scalar fields and `result_url` instead. If the task left the final status it is about (a user
+retried it meanwhile), the attempt is recorded as skipped and not sent: the new final status
+will notify again.
 """
 
 import functools
@@ -33,7 +35,7 @@ from finq_core.notifications import (
     send_email,
     sign,
 )
-from finq_core.store import task_view
+from finq_core.store import WITHOUT_RESULT, task_view
 from finq_worker.tasks import backoff
 
 log = logging.getLogger("finq.notify")
@@ -90,10 +92,10 @@ def record(
     )
 
 
-def send(task: Task, channel: str, target: str, delivery_id: str) -> int | None:
-    """One attempt; returns the HTTP status (webhooks) or raises TargetRefused/DeliveryFailed."""
+def send(task: Task, body: bytes, channel: str, target: str, delivery_id: str) -> int | None:
+    """One attempt of sending `body` (the task's `payload`); returns the HTTP status
+    (webhooks) or raises TargetRefused/DeliveryFailed."""
     settings = get_settings()
-    body = payload(task)
     if channel == "webhook":
         if not settings.webhook_secret:
             raise DeliveryFailed("webhooks are not configured (WEBHOOK_SECRET)", False)
@@ -127,20 +129,21 @@ def deliver_notification(
     attempt = int(self.request.retries) + 1
     max_attempts = get_settings().notify_max_attempts
     with session_scope() as session:
-        task = session.get(Task, tid)
+        task = session.get(Task, tid, options=WITHOUT_RESULT)
         if task is None:
             log.info("task %s is gone; notification dropped", task_id)
             return
         target = str((task.notify or {}).get(TARGET_FIELDS.get(channel, ""), ""))
         if not target:
             return
+        body = payload(task)  # while the session can still read a result small enough
         session.expunge(task)
     outcome = functools.partial(record, tid, channel, target, task_status, attempt)
     if task.status != task_status:
         outcome(DeliveryStatus.SKIPPED, error=f"not sent: the task is {task.status} now")
         return
     try:
-        http_status = send(task, channel, target, delivery_id)
+        http_status = send(task, body, channel, target, delivery_id)
     except TargetRefused as exc:
         outcome(DeliveryStatus.REFUSED, error=str(exc))
         return

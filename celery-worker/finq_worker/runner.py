@@ -23,13 +23,14 @@ from sqlalchemy.orm import Session
 from finq_core import flags, metrics
 from finq_core.changes import publish_change
 from finq_core.config import get_settings
-from finq_core.db import session_scope
+from finq_core.db import encode_json, session_scope
 from finq_core.models import Task, TaskChart, TaskStatus
 from finq_core.store import (
     claim_running,
     commit_and_queue_deliveries,
     fail_lost_run,
     get_task,
+    result_summary,
     transition,
 )
 from finq_core.timeutil import utcnow
@@ -246,7 +247,7 @@ def execute(task_id: uuid.UUID, claim_info: Claim) -> None:
     seconds = time.perf_counter() - started
     cpu_seconds = time.process_time() - cpu_started
     metrics.task_runtime.labels(claim_info.type).observe(seconds)
-    finish(task_id, TaskStatus.SUCCESS, claim_info=claim_info, result=result, progress=1.0)
+    store_result(task_id, claim_info, result, settings.result_max_bytes)
     # CPU beside wall time: on a busy host the two part, and CPU is what a task costs.
     log.info(
         "task succeeded",
@@ -256,6 +257,30 @@ def execute(task_id: uuid.UUID, claim_info: Claim) -> None:
             "seconds": round(seconds, 4),
             "cpu_seconds": round(cpu_seconds, 6),
         },
+    )
+
+
+def store_result(task_id: uuid.UUID, claim_info: Claim, result: dict[str, Any], limit: int) -> None:
+    """SUCCESS with the result, encoded once to be measured and stored; FAILED naming the
+    limit when it is bigger than RESULT_MAX_BYTES."""
+    encoded = encode_json(result)
+    size = len(encoded.data)
+    if size > limit:
+        message = (
+            f"the result is {size} bytes of JSON, over the limit of {limit} bytes a task may "
+            "store (RESULT_MAX_BYTES); ask for fewer elements"
+        )
+        error = {"type": "ResultTooLarge", "message": message}
+        finish(task_id, TaskStatus.FAILED, claim_info=claim_info, error=error)
+        return
+    finish(
+        task_id,
+        TaskStatus.SUCCESS,
+        claim_info=claim_info,
+        result=encoded,
+        result_bytes=size,
+        result_summary=result_summary(result),
+        progress=1.0,
     )
 
 

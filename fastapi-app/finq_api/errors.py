@@ -17,6 +17,8 @@ from finq_core.errors import (
     NotAllowed,
     QueueUnavailable,
     QuotaExceeded,
+    ResultNotFound,
+    StorageQuotaExceeded,
     TaskNotFound,
     TaskStateConflict,
 )
@@ -51,6 +53,18 @@ def validation_detail(errors: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _install_stored_results(app: FastAPI) -> None:
+    """The refusals about stored results: none to read (404), the owner's quota (429)."""
+
+    @app.exception_handler(ResultNotFound)
+    async def _no_result(_: Request, exc: ResultNotFound) -> JSONResponse:
+        return error_response(404, exc.detail)
+
+    @app.exception_handler(StorageQuotaExceeded)
+    async def _storage_quota(_: Request, exc: StorageQuotaExceeded) -> JSONResponse:
+        return error_response(429, exc.detail)
+
+
 def install_refusals(app: FastAPI) -> None:
     """The task lifecycle's refusals (finq_core.errors) as HTTP answers."""
 
@@ -62,6 +76,8 @@ def install_refusals(app: FastAPI) -> None:
     @app.exception_handler(ChartNotFound)
     async def _not_found(_: Request, exc: TaskNotFound | ChartNotFound) -> JSONResponse:
         return error_response(404, exc.detail)
+
+    _install_stored_results(app)
 
     @app.exception_handler(NotAllowed)
     async def _not_allowed(_: Request, exc: NotAllowed) -> JSONResponse:

@@ -102,7 +102,20 @@ class TaskOut(BaseModel):
     priority: Priority
     progress: float
     progress_message: str | None
-    result: dict[str, Any] | None
+    result: dict[str, Any] | None = Field(
+        description="The result; when `result_truncated`, only its scalar fields."
+    )
+    result_truncated: bool = Field(
+        default=False,
+        description="True when the result is bigger than RESULT_INLINE_MAX_BYTES: `result` "
+        "holds its scalar fields only, and `result_url` returns the whole.",
+    )
+    result_bytes: int | None = Field(
+        default=None, description="Size of the stored result (bytes of JSON); counts to the quota."
+    )
+    result_url: str | None = Field(
+        default=None, description="Where the whole stored result is read (once there is one)."
+    )
     error: TaskError | None
     attempts: int
     max_retries: int
@@ -132,6 +145,7 @@ class TaskSummary(BaseModel):
     finished_at: datetime | None
     attempts: int
     error: TaskError | None
+    result_bytes: int | None = None
 
 
 class UploadOut(BaseModel):

@@ -99,6 +99,15 @@ class Settings(BaseSettings):
     smtp_from: str = "finq@localhost"
     smtp_ca_file: str | None = None
 
+    # Stored results (docs/security.md): the most one task may store (more fails the task),
+    # the largest result a task view or webhook carries inline (bigger ones: a link), and the
+    # stored results one user may keep before new submissions are refused (429).
+    result_max_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
+    result_inline_max_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
+    quota_result_bytes: int = Field(
+        default=2 * 1024 * 1024 * 1024, ge=1024 * 1024, le=1024 * 1024 * 1024 * 1024
+    )
+
     @field_validator("cors_origins", "trusted_proxies", "high_priority_roles", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,21 @@ from finq_core.config import get_settings
 SQLITE_POOL_SIZE = 40
 
 
+@dataclass(frozen=True)
+class EncodedJSON:
+    """A document already encoded by `encode_json`, written to a JSON column as it is: a
+    result is encoded once, to be measured and stored."""
+
+    data: bytes
+
+
+def encode_json(value: Any) -> EncodedJSON:
+    return EncodedJSON(pydantic_core.to_json(value))
+
+
 def _json_text(value: Any) -> str:
+    if isinstance(value, EncodedJSON):
+        return value.data.decode()
     return pydantic_core.to_json(value).decode()
 
 

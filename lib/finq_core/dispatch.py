@@ -24,14 +24,15 @@ from finq_core import broker, metrics
 from finq_core.changes import publish_change
 from finq_core.config import Settings, get_settings
 from finq_core.db import session_scope
-from finq_core.errors import QuotaExceeded
-from finq_core.lifecycle import check_task_quota, task_values
+from finq_core.errors import QuotaExceeded, StorageQuotaExceeded
+from finq_core.lifecycle import check_storage_quota, check_task_quota, task_values
 from finq_core.models import (
     FINAL_STATUSES,
     Schedule,
     Task,
     TaskEvent,
     TaskStatus,
+    User,
 )
 from finq_core.ratelimit import hit_submit
 from finq_core.scheduling import next_fire
@@ -106,6 +107,7 @@ SKIP_REASONS = {
     "interval": "sooner than SCHEDULE_MIN_INTERVAL after the last run",
     "queued_tasks": "over the owner's queued-tasks quota (QUOTA_QUEUED_TASKS)",
     "rate_limit": "over the owner's submit limit (RATE_LIMIT_SUBMIT)",
+    "result_bytes": "the owner's stored results are over their quota (QUOTA_RESULT_BYTES)",
 }
 
 
@@ -170,6 +172,12 @@ def _skip_reason(
         check_task_quota(session, schedule.owner, settings)
     except QuotaExceeded:
         return "queued_tasks"
+    owner = session.scalar(select(User).where(User.username == schedule.owner))
+    try:
+        if owner is not None:
+            check_storage_quota(session, owner, settings)
+    except StorageQuotaExceeded:
+        return "result_bytes"
     if hit_submit(schedule.owner, settings) is not None:
         return "rate_limit"
     return None

@@ -61,3 +61,11 @@ class QuotaExceeded(Refusal):
     def __init__(self, detail: str, retry_after: int | None = None) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class StorageQuotaExceeded(Refusal):
+    """The caller's stored results exceed their quota (QUOTA_RESULT_BYTES)."""
+
+
+class ResultNotFound(Refusal):
+    """The task has no stored result (not finished, failed, or retried since)."""

@@ -44,6 +44,7 @@ from finq_core.errors import (
     Problem,
     QueueUnavailable,
     QuotaExceeded,
+    StorageQuotaExceeded,
     TaskNotFound,
     TaskStateConflict,
 )
@@ -62,6 +63,7 @@ from finq_core.notifications import TargetRefused, check_email, check_webhook_ur
 from finq_core.scheduling import check_interval, next_fire, validate_cron
 from finq_core.store import (
     TASKS,
+    WITHOUT_RESULT,
     commit_and_queue_deliveries,
     delete_finished,
     insert_task,
@@ -317,6 +319,7 @@ def submit(session: Session, owner: User, request: TaskRequest, settings: Settin
         if existing is not None:
             return Submitted(existing, created=False)
     check_task_quota(session, owner.username, settings)
+    check_storage_quota(session, owner, settings)
 
     immediate = run_at is None or run_at <= now + DISPATCH_NOW_MARGIN
     values = task_values(
@@ -455,14 +458,16 @@ def _void(task: Task, sent: bool) -> None:
 
 def _by_key(session: Session, owner: str, key: str) -> Task | None:
     return session.scalars(
-        select(Task).where(Task.owner == owner, Task.idempotency_key == key)
+        select(Task)
+        .options(*WITHOUT_RESULT)
+        .where(Task.owner == owner, Task.idempotency_key == key)
     ).first()
 
 
 def find_owned(session: Session, user: User, task_id: uuid.UUID) -> Task:
     """The task if the caller may see it; TaskNotFound otherwise, exactly as if it did not
     exist."""
-    task = session.get(Task, task_id)
+    task = session.get(Task, task_id, options=WITHOUT_RESULT)
     if task is None or (task.owner != user.username and user.role != Role.ADMIN):
         raise TaskNotFound()
     return task
@@ -532,7 +537,9 @@ def retry(
         raise TaskStateConflict(
             f"Only FAILED or CANCELLED tasks can be retried; this one is {task.status}"
         )
-    check_task_quota(session, task.owner, settings or get_settings())
+    settings = settings or get_settings()
+    check_task_quota(session, task.owner, settings)
+    check_storage_quota(session, user, settings)
     try:
         flags.clear_cancel(str(task_id))
     except redis.RedisError:
@@ -549,6 +556,8 @@ def retry(
         progress=0.0,
         progress_message=None,
         result=None,
+        result_bytes=None,
+        result_summary=None,
         error=None,
         scheduled_for=None,
         worker=None,
@@ -595,3 +604,20 @@ def delete(session: Session, user: User, task_id: uuid.UUID) -> None:
         raise TaskStateConflict(f"Task is {task.status}; cancel it first")
     delete_finished(session, [task_id])
     session.commit()
+
+
+def check_storage_quota(session: Session, owner: User, settings: Settings) -> None:
+    """StorageQuotaExceeded while the owner's stored results take more than
+    QUOTA_RESULT_BYTES: a run that may store more is refused until they delete some."""
+    used = session.scalar(
+        select(func.coalesce(func.sum(TASKS.c.result_bytes), 0)).where(
+            TASKS.c.owner == owner.username
+        )
+    )
+    quota = settings.quota_result_bytes
+    if used is not None and used > quota:
+        raise StorageQuotaExceeded(
+            f"Your stored results take {used} bytes, over your quota of {quota} bytes "
+            "(QUOTA_RESULT_BYTES); delete finished tasks (DELETE /api/v1/tasks/{id}) "
+            "to run more"
+        )

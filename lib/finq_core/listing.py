@@ -8,10 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from finq_core.errors import InvalidInput, NotAllowed, Problem
 from finq_core.models import Role, Task, TaskEvent, User
+from finq_core.store import SUMMARY_COLUMNS
 from finq_core.timeutil import as_utc
 
 
@@ -68,7 +69,8 @@ def _in_utc(where: TaskFilter) -> TaskFilter:
 
 
 def _filtered(user: User, where: TaskFilter) -> Select[Task]:
-    stmt = select(Task)
+    # Only what a listing shows: reading any other column (params, result) raises.
+    stmt = select(Task).options(load_only(*SUMMARY_COLUMNS, raiseload=True))
     if not where.all_users:
         stmt = stmt.where(Task.owner == user.username)
     if where.status is not None:

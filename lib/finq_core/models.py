@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
@@ -106,6 +107,10 @@ class Task(Base):
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     progress_message: Mapped[str | None] = mapped_column(String(255))
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The stored result's size (bytes of JSON) and its scalar fields: a view carries those
+    # instead of a result too big to inline, and the sizes add up to the owner's quota.
+    result_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    result_summary: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_retries: Mapped[int] = mapped_column(Integer, default=3)

@@ -20,10 +20,12 @@ from typing import Any
 from sqlalchemy import (
     Row,
     Table,
+    Text,
     Update,
     and_,
     bindparam,
     case,
+    cast,
     delete,
     event,
     insert,
@@ -31,7 +33,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from finq_core import broker
 from finq_core.config import get_settings
@@ -53,8 +55,31 @@ PENDING_DELIVERIES = "finq_pending_deliveries"  # session.info key: (task id, st
 LATE_DELIVERIES = "finq_late_deliveries"  # the same, left by a plain commit (see the guard)
 
 
+# Where the whole stored result of a task is read (finq_api's GET .../result).
+RESULT_URL = "/api/v1/tasks/{}/result"
+
+
+def result_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The scalar fields of a result: what a view carries of one too big to inline."""
+    return {k: v for k, v in result.items() if not isinstance(v, list | dict)}
+
+
+def result_view(task: Task) -> dict[str, Any]:
+    """The result as a task view carries it: whole up to RESULT_INLINE_MAX_BYTES; above, only
+    its scalar fields, `result_truncated` and the link to the whole (`result_url`). The whole
+    is never read from the database for a view that does not carry it."""
+    size = task.result_bytes
+    truncated = size is not None and size > get_settings().result_inline_max_bytes
+    return {
+        "result": task.result_summary if truncated else task.result,
+        "result_truncated": truncated,
+        "result_bytes": size,
+        "result_url": RESULT_URL.format(task.id) if size is not None else None,
+    }
+
+
 def task_view(task: Task) -> dict[str, Any]:
-    """The public JSON shape of a task record."""
+    """The public JSON shape of a task record (load it with `WITHOUT_RESULT`)."""
     return {
         "id": str(task.id),
         "owner": task.owner,
@@ -64,7 +89,7 @@ def task_view(task: Task) -> dict[str, Any]:
         "priority": task.priority,
         "progress": task.progress,
         "progress_message": task.progress_message,
-        "result": task.result,
+        **result_view(task),
         "error": task.error,
         "attempts": task.attempts,
         "max_retries": task.max_retries,
@@ -76,6 +101,27 @@ def task_view(task: Task) -> dict[str, Any]:
         "idempotency_key": task.idempotency_key,
         "notify": task.notify,
     }
+
+
+# The columns of a task listing (TaskSummary): never params nor result, which can be megabytes.
+SUMMARY_COLUMNS = (
+    Task.id,
+    Task.type,
+    Task.status,
+    Task.priority,
+    Task.progress,
+    Task.created_at,
+    Task.started_at,
+    Task.finished_at,
+    Task.attempts,
+    Task.error,
+    Task.result_bytes,
+)
+
+
+def summary_view(task: Task) -> dict[str, Any]:
+    """A task in a listing, from the `SUMMARY_COLUMNS` alone."""
+    return {column.key: getattr(task, column.key) for column in SUMMARY_COLUMNS}
 
 
 def delivery_view(d: TaskDelivery) -> dict[str, Any]:
@@ -371,3 +417,15 @@ def delete_finished(session: Session, ids: Sequence[uuid.UUID]) -> None:
 
 def get_task(session: Session, task_id: uuid.UUID) -> Task | None:
     return session.get(Task, task_id)
+
+
+# Loads a task for its view: the result is read only if the view carries it whole.
+WITHOUT_RESULT = (defer(Task.result),)
+
+
+def stored_result(session: Session, task_id: uuid.UUID) -> str | None:
+    """The task's whole stored result as the database holds its JSON text, not decoded."""
+    text: str | None = session.scalar(
+        select(cast(_C.result, Text)).where(_C.id == task_id, _C.result_bytes.is_not(None))
+    )
+    return text

@@ -215,6 +215,28 @@ def test_retry_a_failed_task(page: WebDriver, alice_api: httpx.Client) -> None:
     )
 
 
+def test_a_result_too_big_for_the_view_is_read_from_its_link(
+    page: WebDriver, alice_api: httpx.Client
+) -> None:
+    """4,000 options store about 450 kB, over RESULT_INLINE_MAX_BYTES (256 KiB): the view
+    carries `result_url` instead of the arrays, and the page reads the whole from it."""
+    n = 4000
+    params = {
+        "spot": [80.0 + i * 0.01 for i in range(n)],
+        "strike": 100.0,
+        "maturity": 0.5,
+        "rate": 0.02,
+        "volatility": 0.3,
+        "option_type": "put",
+    }
+    done = wait_final(alice_api, submit(alice_api, "black_scholes", params)["id"])
+    assert done["status"] == "SUCCESS" and done["result_truncated"], done
+    go(page, f"#/tasks/{done['id']}")
+    until(page, lambda d: f"… ({n})" in text(d, "#task-result"), 30, "the whole result")
+    rows = page.find_elements(By.CSS_SELECTOR, "#task-result th")
+    assert {r.text for r in rows} >= {"price", "delta", "gamma", "vega", "theta", "rho"}
+
+
 def test_another_users_tasks_and_uploads_are_nowhere(
     page: WebDriver,
     stack: LocalStack,

@@ -15,7 +15,7 @@ from finq_core.config import Settings, get_settings
 from finq_core.db import session_scope
 from finq_core.dispatch import fire_schedules
 from finq_core.lifecycle import task_values
-from finq_core.models import Schedule, Task, TaskStatus
+from finq_core.models import Schedule, Task, TaskStatus, User
 from finq_core.ratelimit import hit_submit
 from finq_core.store import insert_task
 from finq_core.timeutil import utcnow
@@ -192,3 +192,24 @@ def test_a_schedule_firing_more_often_than_the_minimum_interval_runs_once_per_in
         last + timedelta(seconds=60),
         1,
     )
+
+
+def test_a_run_is_skipped_while_the_owners_stored_results_are_over_their_quota(
+    migrated_db: str, redis_server: str
+) -> None:
+    now = utcnow().replace(second=0, microsecond=0)
+    owner = f"b-{uuid.uuid4().hex[:8]}"
+    with session_scope() as s:
+        s.add(User(username=owner, role="user", password_hash="-"))
+    stored = waiting_task(owner, now)
+    with session_scope() as s:
+        s.execute(
+            update(Task)
+            .where(Task.id == stored)
+            .values(status=TaskStatus.SUCCESS.value, result_bytes=2 * 1024 * 1024)
+        )
+    sid = add_schedule(owner, "* * * * *", now)
+    before = skipped("result_bytes")
+    assert fire_schedules(now, limits(quota_result_bytes=1024 * 1024)) == 0
+    assert schedule_state(sid) == (now + timedelta(minutes=1), None, 0)
+    assert skipped("result_bytes") == before + 1

@@ -1,21 +1,27 @@
-"""The task store on both databases: migrations, conditional transitions, history, keys."""
+"""The task store on both databases: migrations, conditional transitions, history, keys,
+stored results (their sizes, read back whole) and listings that read neither params nor results."""
 
+import json
+import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import cast
 
 import numpy as np
 import pytest
-from sqlalchemy import Engine, inspect, select, update
+import sqlalchemy as sa
+from sqlalchemy import Engine, event, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from finq_core import broker, store
+from finq_core import broker, listing, store
 from finq_core.config import get_settings
-from finq_core.db import make_engine
+from finq_core.db import encode_json, make_engine
 from finq_core.migrate import upgrade
-from finq_core.models import Task, TaskChart, TaskDelivery, TaskEvent, TaskStatus
+from finq_core.models import Task, TaskChart, TaskDelivery, TaskEvent, TaskStatus, User
 from finq_core.store import PENDING_DELIVERIES, add_event, set_progress, transition
+from finq_core.timeutil import utcnow
 from finq_core.uploads import find_upload, new_upload, upload_table
 from finq_engine import PriceTable
 
@@ -299,3 +305,95 @@ def test_json_documents_round_trip_exactly(session: Session) -> None:
     loaded = session.get(Task, task.id)
     assert loaded is not None and loaded.result == result
     assert loaded.params == {"principal": 1, "annual_rate": 0.1, "years": 1}
+
+
+RESULT = {"payment": 53.68, "schedule": [{"period": i, "balance": 1e4 - i} for i in range(300)]}
+
+
+def finished(session: Session, owner: str) -> uuid.UUID:
+    """A SUCCESS task with RESULT stored as the worker stores it."""
+    tid = uuid.uuid4()
+    encoded = encode_json(RESULT)
+    session.add(
+        Task(
+            id=tid,
+            owner=owner,
+            type="loan_amortization",
+            params={"principal": 1e4, "annual_rate": 0.05, "years": 25, "note": "x" * 5000},
+            status=TaskStatus.RUNNING.value,
+        )
+    )
+    session.flush()
+    assert store.transition(
+        session,
+        tid,
+        [TaskStatus.RUNNING],
+        TaskStatus.SUCCESS,
+        result=encoded,
+        result_bytes=len(encoded.data),
+        result_summary=store.result_summary(RESULT),
+    )
+    session.commit()
+    return tid
+
+
+def test_the_result_columns_exist(engine: Engine) -> None:
+    columns = {c["name"] for c in inspect(engine).get_columns("tasks")}
+    assert {"result_bytes", "result_summary"} <= columns
+
+
+def test_the_whole_result_reads_back_as_stored_and_the_view_links_it(session: Session) -> None:
+    tid = finished(session, "alice")
+    text = store.stored_result(session, tid)
+    assert text is not None and json.loads(text) == RESULT
+    task = session.get(Task, tid, options=store.WITHOUT_RESULT)
+    assert task is not None and task.result_bytes == len(encode_json(RESULT).data)
+    view = store.result_view(task)
+    assert view["result"] == RESULT and not view["result_truncated"]  # under 256 KiB: inline
+    assert view["result_url"] == f"/api/v1/tasks/{tid}/result"
+
+
+def test_a_listing_reads_neither_params_nor_results(engine: Engine, session: Session) -> None:
+    owner = f"lister-{uuid.uuid4().hex[:8]}"
+    tid = finished(session, owner)
+    statements: list[str] = []
+
+    def record(_conn: object, _cur: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        page = listing.page_of_tasks(
+            session, User(username=owner, role="user"), listing.TaskFilter(), 50, None
+        )
+        views = [store.summary_view(t) for t in page.tasks]
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert [v["id"] for v in views] == [tid]
+    assert views[0]["result_bytes"] == len(encode_json(RESULT).data)
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 1, statements
+    read = set(re.findall(r"\btasks\.(\w+)", selects[0]))
+    assert not read & {"params", "result", "result_summary"}, selects[0]
+    assert "result_bytes" in read
+
+
+def test_the_migration_sizes_results_stored_before_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/old.db"
+    upgrade(url, "0003")
+    eng = make_engine(url)
+    with eng.begin() as conn:
+        for tid, result in ((uuid.uuid4(), '{"a": [1, 2]}'), (uuid.uuid4(), "null")):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO tasks (id, owner, type, params, status, priority, progress,"
+                    " result, attempts, max_retries, created_at) VALUES (:id, 'old', 'x', '{}',"
+                    " 'SUCCESS', 'normal', 1.0, :result, 1, 3, :at)"
+                ),
+                {"id": tid.hex, "result": result, "at": utcnow().isoformat()},
+            )
+    upgrade(url)
+    with eng.connect() as conn:
+        sizes = sorted(conn.execute(sa.text("SELECT result_bytes FROM tasks")).scalars(), key=str)
+    eng.dispose()
+    assert sizes == [13, None]

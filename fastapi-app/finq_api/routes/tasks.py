@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from finq_api import API_PREFIX
 from finq_api.deps import CurrentUser, SessionDep, SettingsDep
@@ -13,8 +13,9 @@ from finq_api.guard import GuardedRoute, body_limit, task_body
 from finq_api.ratelimit import SubmitLimit
 from finq_api.schemas import TaskCreate, TaskEventOut, TaskOut, TaskPage, TaskSummary
 from finq_core import lifecycle, listing
+from finq_core.errors import ResultNotFound
 from finq_core.models import TaskStatus
-from finq_core.store import deliveries, task_view
+from finq_core.store import deliveries, stored_result, summary_view, task_view
 
 router = APIRouter(prefix="/tasks", tags=["tasks"], route_class=GuardedRoute)
 
@@ -87,7 +88,7 @@ def list_tasks(
         all_users=all_users,
     )
     page = listing.page_of_tasks(session, user, where, limit, cursor)
-    items = [TaskSummary.model_validate(task_view(t)) for t in page.tasks]
+    items = [TaskSummary.model_validate(summary_view(t)) for t in page.tasks]
     return TaskPage(items=items, next_cursor=page.next_cursor)
 
 
@@ -96,6 +97,33 @@ def get_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Any:
     """The record, with its notification attempts (`deliveries`)."""
     task = lifecycle.find_owned(session, user, task_id)
     return {**task_view(task), "deliveries": deliveries(session, task.id)}
+
+
+# Bytes of a stored result encoded and sent at a time.
+RESULT_CHUNK_CHARS = 1024 * 1024
+
+
+@router.get(
+    "/{task_id}/result",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/json": {}}, "description": "The whole stored result"},
+        404: {"description": "No such task, not yours, or no stored result"},
+    },
+)
+def task_result(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
+    """The whole stored result of a task (what `result_url` names), as the database holds
+    its JSON: sent in chunks, never decoded and encoded again."""
+    lifecycle.find_owned(session, user, task_id)
+    text = stored_result(session, task_id)
+    if text is None:
+        raise ResultNotFound("This task has no stored result")
+    chunks = (
+        text[i : i + RESULT_CHUNK_CHARS].encode() for i in range(0, len(text), RESULT_CHUNK_CHARS)
+    )
+    return StreamingResponse(
+        chunks, media_type="application/json", headers={"Cache-Control": "private, no-cache"}
+    )
 
 
 @router.get(

@@ -110,12 +110,23 @@ export async function showTask(id) {
   $("#task-params").replaceChildren(...kvTable(task.params).childNodes);
   const showResult = async (t) => {
     const box = $("#task-result");
-    if (!t.result) {
+    if (!t.result && !t.result_truncated) {
       box.replaceChildren(el("p", { class: "muted" }, "No result yet."));
       return;
     }
-    const parts = [kvTable(t.result)];
-    for (const [k, v] of Object.entries(t.result)) {
+    // A result too big for the task view carries its scalar fields only: read the whole.
+    let result = t.result;
+    if (t.result_truncated && t.result_url) {
+      box.replaceChildren(el("p", { class: "muted" }, "Loading the result…"));
+      const whole = await api(t.result_url);
+      if (!whole.ok) {
+        box.replaceChildren(el("p", { class: "muted" }, await errorText(whole)));
+        return;
+      }
+      result = await whole.json();
+    }
+    const parts = [kvTable(result)];
+    for (const [k, v] of Object.entries(result)) {
       if (isRecords(v)) parts.push(rowsTable(k, v));
     }
     box.replaceChildren(...parts);
