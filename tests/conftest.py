@@ -313,6 +313,9 @@ def stack() -> Iterator[LocalStack]:
             "GUNICORN_WORKERS": "1",
             "RATE_LIMIT_ENABLED": "false",
             "DEFAULT_TASK_TIMEOUT": "20",
+            # The admin queues 300 tasks at once (test_high_priority_overtakes_...).
+            "QUOTA_QUEUED_TASKS": "1000",
+            "SCHEDULE_MIN_INTERVAL": "1",  # schedules run every 2 s
         },
     )
     yield s

@@ -16,6 +16,7 @@ from finq_core.errors import (
     InvalidInput,
     NotAllowed,
     QueueUnavailable,
+    QuotaExceeded,
     ResultNotFound,
     StorageQuotaExceeded,
     TaskNotFound,
@@ -64,16 +65,9 @@ def _install_stored_results(app: FastAPI) -> None:
         return error_response(429, exc.detail)
 
 
-def install(app: FastAPI) -> None:
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, exc.detail, getattr(exc, "headers", None))
+def install_refusals(app: FastAPI) -> None:
+    """The task lifecycle's refusals (finq_core.errors) as HTTP answers."""
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, validation_detail(exc.errors()))
-
-    # The task lifecycle's refusals (finq_core.errors) as HTTP answers.
     @app.exception_handler(InvalidInput)
     async def _invalid(_: Request, exc: InvalidInput) -> JSONResponse:
         return error_response(422, validation_detail(p._asdict() for p in exc.problems))
@@ -89,6 +83,11 @@ def install(app: FastAPI) -> None:
     async def _not_allowed(_: Request, exc: NotAllowed) -> JSONResponse:
         return error_response(403, exc.detail)
 
+    @app.exception_handler(QuotaExceeded)
+    async def _quota(_: Request, exc: QuotaExceeded) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return error_response(429, exc.detail, headers)
+
     @app.exception_handler(TaskStateConflict)
     async def _conflict(_: Request, exc: TaskStateConflict) -> JSONResponse:
         return error_response(409, exc.detail)
@@ -96,6 +95,18 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(QueueUnavailable)
     async def _queue_down(_: Request, exc: QueueUnavailable) -> JSONResponse:
         return error_response(503, exc.detail, {"Retry-After": OUTAGE_RETRY_AFTER})
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, exc.detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, validation_detail(exc.errors()))
+
+    install_refusals(app)
 
     @app.exception_handler(RecursionError)
     async def _too_deep(_: Request, exc: RecursionError) -> JSONResponse:

@@ -2,21 +2,19 @@
 
 Three limits: per account (or per address without a valid token) on everything under /api
 (RATE_LIMIT_GLOBAL), per address on the token route (RATE_LIMIT_LOGIN) and per user on task
-submission (RATE_LIMIT_SUBMIT). Without Redis the login limit fails closed (no guessing while
+submission (RATE_LIMIT_SUBMIT), which the beat's schedule runs count against too (the counters
+are finq_core.ratelimit's). Without Redis the login limit fails closed (no guessing while
 we cannot count) and the others fail open (the service stays usable); both are logged.
 """
 
 import logging
 import math
 import time
-from functools import lru_cache
 from typing import Annotated
 
 import redis
 from fastapi import Depends, HTTPException, Request
-from limits import RateLimitItem, parse
-from limits.storage import RedisStorage
-from limits.strategies import SlidingWindowCounterRateLimiter
+from limits import RateLimitItem
 from starlette.concurrency import run_in_threadpool
 
 from finq_api.clientip import client_ip
@@ -25,20 +23,9 @@ from finq_api.errors import OUTAGE_RETRY_AFTER
 from finq_api.security import InvalidToken, decode_access_token
 from finq_core import metrics
 from finq_core.config import get_settings
+from finq_core.ratelimit import SUBMIT_SCOPE, item, limiter
 
 log = logging.getLogger("finq.ratelimit")
-
-
-@lru_cache
-def limiter() -> SlidingWindowCounterRateLimiter:
-    url = get_settings().redis_url
-    storage = RedisStorage(url, socket_timeout=1, socket_connect_timeout=1)
-    return SlidingWindowCounterRateLimiter(storage)
-
-
-@lru_cache
-def item(spec: str) -> RateLimitItem:
-    return parse(spec)
 
 
 def _headers(limit: RateLimitItem, remaining: int, reset: float) -> dict[str, str]:
@@ -122,7 +109,7 @@ async def submit_limit(request: Request, user: CurrentUser) -> None:
     settings = get_settings()
     if settings.rate_limit_enabled:
         await run_in_threadpool(
-            check, request, settings.rate_limit_submit, "submit", user.username, False
+            check, request, settings.rate_limit_submit, SUBMIT_SCOPE, user.username, False
         )
 
 

@@ -11,7 +11,8 @@ from finq_core.models import Priority, Role, TaskStatus
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,64}$"
 MIN_PASSWORD_LENGTH = 12
-MAX_DELAY_SECONDS = 30 * 24 * 3600
+# The largest RUN_AT_MAX_DAYS; the setting itself bounds a delay (finq_core.lifecycle).
+MAX_DELAY_SECONDS = 3660 * 24 * 3600
 
 
 class NotificationTargets(BaseModel):
@@ -44,11 +45,19 @@ class TaskCreate(BaseModel):
     params: dict[str, Any] = Field(
         default_factory=dict, description="Parameters, validated by the type's JSON schema."
     )
-    priority: Priority = Priority.NORMAL
+    priority: Priority = Field(
+        default=Priority.NORMAL,
+        description="`high` only for the roles in HIGH_PRIORITY_ROLES (admins by default): 403.",
+    )
     run_at: AwareDatetime | None = Field(
         default=None, description="Run at this time (ISO 8601 with a zone), not before."
     )
-    delay_seconds: float | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS)
+    delay_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_DELAY_SECONDS,
+        description="Start this many seconds from now, within RUN_AT_MAX_DAYS days.",
+    )
     max_retries: int | None = Field(
         default=None,
         ge=0,
@@ -180,7 +189,10 @@ class ScheduleCreate(BaseModel):
     )
     type: str = Field(max_length=64)
     params: dict[str, Any] = Field(default_factory=dict)
-    priority: Priority = Priority.NORMAL
+    priority: Priority = Field(
+        default=Priority.NORMAL,
+        description="`high` only for the roles in HIGH_PRIORITY_ROLES (admins by default): 403.",
+    )
     max_retries: int | None = Field(default=None, ge=0, le=10)
     notify: NotificationTargets | None = Field(
         default=None,

@@ -15,6 +15,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 EXAMPLE_SECRET = "change-me-to-a-long-random-string"  # noqa: S105 - the placeholder we refuse
 MIN_SECRET_LENGTH = 32
 FROM_ENVIRONMENT = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+RoleName = Literal["admin", "user"]  # finq_core.models.Role's values
+
+
+def _admins() -> list[RoleName]:
+    return ["admin"]
 
 
 class Settings(BaseSettings):
@@ -66,6 +71,16 @@ class Settings(BaseSettings):
     rate_limit_global: str = "600/minute"
     rate_limit_enabled: bool = True
 
+    # Per-user quotas (finq_core.lifecycle), counted in the database at every submission,
+    # retry, schedule creation and schedule run: tasks waiting (PENDING or RETRYING) and
+    # schedules. Counts, not an order: which user's task runs first is not decided here.
+    quota_queued_tasks: int = Field(default=200, ge=1, le=1_000_000)
+    quota_schedules: int = Field(default=20, ge=1, le=10_000)
+    # The shortest gap allowed between two runs of a schedule, seconds.
+    schedule_min_interval: int = Field(default=60, ge=1, le=24 * 3600)
+    # Roles allowed to submit `priority: "high"` (comma-separated; empty: nobody).
+    high_priority_roles: Annotated[list[RoleName], NoDecode] = Field(default_factory=_admins)
+
     # Uploads (CSV price tables for csv_portfolio_analytics).
     upload_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     upload_max_assets: int = Field(default=200, ge=1, le=200)
@@ -100,7 +115,7 @@ class Settings(BaseSettings):
     stream_max_seconds: int = Field(default=3600, ge=1, le=86_400)
     stream_ticket_seconds: int = Field(default=30, ge=1, le=600)
 
-    @field_validator("cors_origins", "trusted_proxies", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", "high_priority_roles", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         """Accept `a,b,c` from the environment as well as a JSON list."""

@@ -7,7 +7,9 @@ Every step is safe to repeat and safe after a crash at any point:
   module's business: the API sends its message, then commits the record already marked;
 - a schedule moves `next_run_at` forward with a conditional update in the same transaction that
   creates the task (whose idempotency key is the schedule id and due time), so a restarted beat
-  neither skips a due run nor fires one twice.
+  neither skips a due run nor fires one twice;
+- a run is a submission of the schedule's owner, under the same quotas and submit limit as the
+  API's: one that does not fit is skipped (logged, counted) and the schedule moves on.
 """
 
 import logging
@@ -16,19 +18,23 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from finq_core import broker
+from finq_core import broker, metrics
 from finq_core.changes import publish_change
-from finq_core.config import get_settings
+from finq_core.config import Settings, get_settings
 from finq_core.db import session_scope
-from finq_core.lifecycle import task_values
+from finq_core.errors import QuotaExceeded, StorageQuotaExceeded
+from finq_core.lifecycle import check_storage_quota, check_task_quota, task_values
 from finq_core.models import (
     FINAL_STATUSES,
     Schedule,
     Task,
     TaskEvent,
     TaskStatus,
+    User,
 )
+from finq_core.ratelimit import hit_submit
 from finq_core.scheduling import next_fire
 from finq_core.store import commit_and_queue_deliveries, delete_finished, insert_task, transition
 
@@ -75,34 +81,64 @@ def dispatch_due(now: datetime, limit: int = 500) -> int:
     return sent
 
 
-def fire_schedules(now: datetime) -> int:
-    """Create one task per due run of every schedule (catching up missed runs)."""
+def fire_schedules(now: datetime, settings: Settings | None = None) -> int:
+    """Create one task per due run of every schedule (catching up missed runs); returns how
+    many were created. Each run is a submission of the schedule's owner: a run over the owner's
+    queued-tasks quota or submit limit, or sooner than SCHEDULE_MIN_INTERVAL after the
+    schedule's last run, is skipped, logged and counted (finq_schedule_runs_skipped_total),
+    and the schedule moves on to its next run: a skipped run is never made up later."""
+    settings = settings or get_settings()
     fired = 0
     with session_scope() as session:
         due = session.scalars(select(Schedule).where(Schedule.next_run_at <= now)).all()
         due_ids = [s.id for s in due]
     for schedule_id in due_ids:
         for _ in range(MAX_CATCH_UP):
-            if not _fire_one(schedule_id, now):
+            outcome = _fire_one(schedule_id, now, settings)
+            if outcome is None:
                 break
-            fired += 1
+            fired += outcome == CREATED
     return fired
 
 
-def _fire_one(schedule_id: uuid.UUID, now: datetime) -> bool:
+CREATED, SKIPPED = "created", "skipped"
+# Why a run was skipped, as logged; the keys label finq_schedule_runs_skipped_total.
+SKIP_REASONS = {
+    "interval": "sooner than SCHEDULE_MIN_INTERVAL after the last run",
+    "queued_tasks": "over the owner's queued-tasks quota (QUOTA_QUEUED_TASKS)",
+    "rate_limit": "over the owner's submit limit (RATE_LIMIT_SUBMIT)",
+    "result_bytes": "the owner's stored results are over their quota (QUOTA_RESULT_BYTES)",
+}
+
+
+def _fire_one(schedule_id: uuid.UUID, now: datetime, settings: Settings) -> str | None:
+    """Handle the schedule's earliest due run: CREATED, SKIPPED, or None when none is due."""
     try:
         with session_scope() as session:
             schedule = session.get(Schedule, schedule_id)
             if schedule is None or schedule.next_run_at > now:
-                return False
+                return None
             run_at = schedule.next_run_at
+            skip = _skip_reason(session, schedule, run_at, settings)
+            if skip == "interval" and schedule.last_run_at is not None:
+                # Straight to the first run the interval allows, not one skip per cron tick.
+                earliest = schedule.last_run_at + timedelta(seconds=settings.schedule_min_interval)
+                following = next_fire(schedule.cron, earliest - timedelta(seconds=1))
+            else:
+                following = next_fire(schedule.cron, run_at)
             moved = session.execute(
                 update(Schedule)
                 .where(Schedule.id == schedule_id, Schedule.next_run_at == run_at)
-                .values(next_run_at=next_fire(schedule.cron, run_at), last_run_at=run_at)
+                .values(
+                    next_run_at=following,
+                    last_run_at=schedule.last_run_at if skip else run_at,
+                )
             ).rowcount  # type: ignore[attr-defined]
             if moved != 1:
-                return False
+                return None
+            if skip:
+                _skipped(schedule, run_at, skip)
+                return SKIPPED
             values = task_values(
                 owner=schedule.owner,
                 type_name=schedule.type,
@@ -120,8 +156,48 @@ def _fire_one(schedule_id: uuid.UUID, now: datetime) -> bool:
             )
     except IntegrityError:
         # The run already exists (a previous beat made it): nothing to do, nothing doubled.
-        return True
-    return True
+        return CREATED
+    return CREATED
+
+
+def _skip_reason(
+    session: Session, schedule: Schedule, run_at: datetime, settings: Settings
+) -> str | None:
+    """Why this run may not create a task (a SKIP_REASONS key), or None. The submit limit is
+    counted last, so that only a run that is created spends a hit."""
+    last = schedule.last_run_at
+    if last is not None and run_at - last < timedelta(seconds=settings.schedule_min_interval):
+        return "interval"
+    try:
+        check_task_quota(session, schedule.owner, settings)
+    except QuotaExceeded:
+        return "queued_tasks"
+    owner = session.scalar(select(User).where(User.username == schedule.owner))
+    try:
+        if owner is not None:
+            check_storage_quota(session, owner, settings)
+    except StorageQuotaExceeded:
+        return "result_bytes"
+    if hit_submit(schedule.owner, settings) is not None:
+        return "rate_limit"
+    return None
+
+
+def _skipped(schedule: Schedule, run_at: datetime, reason: str) -> None:
+    metrics.schedule_runs_skipped.labels(reason).inc()
+    log.warning(
+        "schedule %s of %s: run due %s skipped, %s",
+        schedule.id,
+        schedule.owner,
+        run_at.isoformat(),
+        SKIP_REASONS[reason],
+        extra={
+            "schedule_id": str(schedule.id),
+            "owner": schedule.owner,
+            "due": run_at.isoformat(),
+            "reason": reason,
+        },
+    )
 
 
 def mark_stuck(now: datetime) -> int:

@@ -54,6 +54,15 @@ class ChartNotFound(Refusal):
     """The task has no chart, and will not have one."""
 
 
+class QuotaExceeded(Refusal):
+    """A per-user quota is full. `retry_after`: seconds worth waiting before trying again, or
+    None when only the caller can free room (e.g. by deleting a schedule)."""
+
+    def __init__(self, detail: str, retry_after: int | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class StorageQuotaExceeded(Refusal):
     """The caller's stored results exceed their quota (QUOTA_RESULT_BYTES)."""
 

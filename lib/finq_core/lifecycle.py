@@ -11,7 +11,12 @@ One protocol for every caller (the API's routes, schedules, the beat's firing, b
 - an Idempotency-Key returns the task first created with it, also to the loser of a race;
 - only an unfinished task can be cancelled, only a FAILED or CANCELLED one retried, only a
   finished one deleted (with its history, chart and deliveries);
-- a task that is not the caller's (unless an admin asks) does not exist for the caller.
+- a task that is not the caller's (unless an admin asks) does not exist for the caller;
+- per-user quotas are counted here, for every caller alike: tasks waiting (QUOTA_QUEUED_TASKS,
+  at each submission, retry and schedule run) and schedules (QUOTA_SCHEDULES); `priority:
+  "high"` is a right of the roles in HIGH_PRIORITY_ROLES. A schedule may not run more often
+  than SCHEDULE_MIN_INTERVAL. (The submit rate limit is counted by the API per request and by
+  the beat per run: finq_core.ratelimit.)
 
 Refusals are finq_core.errors exceptions; nothing here knows about HTTP.
 """
@@ -35,15 +40,27 @@ from finq_core.config import Settings, get_settings
 from finq_core.errors import (
     ChartNotFound,
     InvalidInput,
+    NotAllowed,
     Problem,
     QueueUnavailable,
+    QuotaExceeded,
     StorageQuotaExceeded,
     TaskNotFound,
     TaskStateConflict,
 )
 from finq_core.logs import request_id_var
-from finq_core.models import FINAL_STATUSES, Priority, Role, Task, TaskChart, TaskStatus, User
+from finq_core.models import (
+    FINAL_STATUSES,
+    Priority,
+    Role,
+    Schedule,
+    Task,
+    TaskChart,
+    TaskStatus,
+    User,
+)
 from finq_core.notifications import TargetRefused, check_email, check_webhook_url
+from finq_core.scheduling import check_interval, next_fire, validate_cron
 from finq_core.store import (
     TASKS,
     WITHOUT_RESULT,
@@ -60,6 +77,9 @@ log = logging.getLogger("finq.api")
 
 # A task due within this margin is enqueued at once; later ones wait for the dispatcher.
 DISPATCH_NOW_MARGIN = timedelta(seconds=1)
+# Retry-After of a full queued-tasks quota: a hint, since room comes as tasks start.
+QUEUED_QUOTA_RETRY_AFTER = 10
+WAITING = (TaskStatus.PENDING.value, TaskStatus.RETRYING.value)
 
 
 @dataclass(frozen=True)
@@ -178,6 +198,42 @@ def check_template(
     return check_params(session, owner, type_name, params), check_targets(targets, settings)
 
 
+def check_priority(owner: User, priority: str, settings: Settings) -> None:
+    """NotAllowed (403) when the owner's role may not submit `priority`."""
+    if priority == Priority.HIGH and owner.role not in settings.high_priority_roles:
+        allowed = ", ".join(settings.high_priority_roles) or "none"
+        raise NotAllowed(
+            f'priority "high" is reserved to the roles: {allowed} (HIGH_PRIORITY_ROLES); '
+            'use "normal" or "low"'
+        )
+
+
+def queued_count(session: Session, owner: str) -> int:
+    """The owner's tasks waiting to run: PENDING (delayed ones included) or RETRYING."""
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Task)
+            .where(Task.status.in_(WAITING), Task.owner == owner)
+        )
+        or 0
+    )
+
+
+def check_task_quota(session: Session, owner: str, settings: Settings) -> None:
+    """QuotaExceeded when one more waiting task would pass QUOTA_QUEUED_TASKS. Counted, not
+    locked: concurrent submissions may pass it by the number in flight."""
+    queued = queued_count(session, owner)
+    if queued >= settings.quota_queued_tasks:
+        metrics.quota_refusals.labels("queued_tasks").inc()
+        raise QuotaExceeded(
+            f"Quota exceeded: at most {settings.quota_queued_tasks} queued tasks (PENDING or "
+            f"RETRYING) per user (QUOTA_QUEUED_TASKS), and {queued} are waiting; retry when "
+            "some have started, or cancel some",
+            retry_after=QUEUED_QUOTA_RETRY_AFTER,
+        )
+
+
 def task_values(
     *,
     owner: str,
@@ -215,13 +271,25 @@ def task_values(
 
 
 def start_time(request: TaskRequest, now: datetime, settings: Settings) -> datetime | None:
-    """When the task may start (None: now), in UTC. `run_at` must lie within RUN_AT_MAX_DAYS
-    of now, as `delay_seconds` is bounded: a start years away only holds a record, and one
-    outside UTC's range (year 1 or 9999 at an offset) cannot even be stored."""
-    if request.run_at is None:
-        return now + timedelta(seconds=request.delay_seconds) if request.delay_seconds else None
-    run_at = as_utc(request.run_at)
+    """When the task may start (None: now), in UTC. `run_at` and `delay_seconds` must lie
+    within RUN_AT_MAX_DAYS of now: a start years away only holds a record (and a queued-tasks
+    quota slot), and one outside UTC's range (year 1 or 9999 at an offset) cannot be stored."""
     horizon = timedelta(days=settings.run_at_max_days)
+    if request.run_at is None:
+        if not request.delay_seconds:
+            return None
+        if request.delay_seconds > horizon.total_seconds():
+            raise InvalidInput(
+                [
+                    Problem(
+                        ("body", "delay_seconds"),
+                        f"must be at most {settings.run_at_max_days} days "
+                        f"({int(horizon.total_seconds())} s; RUN_AT_MAX_DAYS)",
+                    )
+                ]
+            )
+        return now + timedelta(seconds=request.delay_seconds)
+    run_at = as_utc(request.run_at)
     if run_at is None or abs(run_at - now) > horizon:
         raise InvalidInput(
             [
@@ -236,19 +304,23 @@ def start_time(request: TaskRequest, now: datetime, settings: Settings) -> datet
 
 def submit(session: Session, owner: User, request: TaskRequest, settings: Settings) -> Submitted:
     """Check, record and (unless delayed) queue a task; commits. QueueUnavailable when Redis
-    refused an immediate task's message: then nothing was recorded."""
+    refused an immediate task's message: then nothing was recorded. NotAllowed for a priority
+    the owner's role lacks, QuotaExceeded when the owner's queued tasks fill their quota (a
+    repeated Idempotency-Key still gets its task)."""
     params, targets = check_template(
         session, owner, request.type, request.params, request.notify, settings
     )
+    check_priority(owner, request.priority, settings)
+    now = utcnow()
+    run_at = start_time(request, now, settings)
     key = request.idempotency_key
     if key:
         existing = _by_key(session, owner.username, key)
         if existing is not None:
             return Submitted(existing, created=False)
+    check_task_quota(session, owner.username, settings)
     check_storage_quota(session, owner, settings)
 
-    now = utcnow()
-    run_at = start_time(request, now, settings)
     immediate = run_at is None or run_at <= now + DISPATCH_NOW_MARGIN
     values = task_values(
         owner=owner.username,
@@ -293,6 +365,76 @@ def submit(session: Session, owner: User, request: TaskRequest, settings: Settin
         },
     )
     return Submitted(task, created=True)
+
+
+@dataclass(frozen=True)
+class ScheduleRequest:
+    """A recurring task: its template (as TaskRequest's fields) and a cron expression (UTC)."""
+
+    name: str
+    cron: str
+    type: str
+    params: dict[str, Any]
+    priority: str = Priority.NORMAL.value
+    max_retries: int | None = None
+    notify: Mapping[str, str | None] | None = None
+
+
+def check_cron(expr: str, now: datetime, settings: Settings) -> str:
+    """The normalised cron; InvalidInput on `cron` when it is malformed, never fires, or fires
+    more often than SCHEDULE_MIN_INTERVAL."""
+    try:
+        cron = validate_cron(expr)
+        check_interval(cron, settings.schedule_min_interval, now)
+    except ValueError as exc:
+        raise InvalidInput([Problem(("body", "cron"), str(exc))]) from None
+    return cron
+
+
+def check_schedule_quota(session: Session, owner: str, settings: Settings) -> None:
+    """QuotaExceeded when one more schedule would pass QUOTA_SCHEDULES."""
+    count = (
+        session.scalar(select(func.count()).select_from(Schedule).where(Schedule.owner == owner))
+        or 0
+    )
+    if count >= settings.quota_schedules:
+        metrics.quota_refusals.labels("schedules").inc()
+        raise QuotaExceeded(
+            f"Quota exceeded: at most {settings.quota_schedules} schedules per user "
+            "(QUOTA_SCHEDULES); delete one first"
+        )
+
+
+def create_schedule(
+    session: Session, owner: User, request: ScheduleRequest, settings: Settings
+) -> Schedule:
+    """Check and store a schedule, first run at the cron's next time; commits. Its runs are
+    tasks submitted by the beat under the same quotas (finq_core.dispatch)."""
+    now = utcnow()
+    cron = check_cron(request.cron, now, settings)
+    params, targets = check_template(
+        session, owner, request.type, request.params, request.notify, settings
+    )
+    check_priority(owner, request.priority, settings)
+    check_schedule_quota(session, owner.username, settings)
+    schedule = Schedule(
+        id=uuid.uuid4(),
+        owner=owner.username,
+        name=request.name,
+        cron=cron,
+        type=request.type,
+        params=params,
+        priority=request.priority,
+        created_at=now,
+        max_retries=(
+            request.max_retries if request.max_retries is not None else settings.max_retry_attempts
+        ),
+        next_run_at=next_fire(cron, now),
+        notify=targets,
+    )
+    session.add(schedule)
+    session.commit()
+    return schedule
 
 
 def _send(task: Task) -> bool:
@@ -384,16 +526,20 @@ def cancel(session: Session, user: User, task_id: uuid.UUID) -> tuple[Task, bool
     return task, not cancelled
 
 
-def retry(session: Session, user: User, task_id: uuid.UUID) -> Task:
-    """A FAILED or CANCELLED task goes back to PENDING with attempts + 1 and is queued; if the
-    queue refuses, it is FAILED again ("retry could not be queued") and QueueUnavailable
-    raised."""
+def retry(
+    session: Session, user: User, task_id: uuid.UUID, settings: Settings | None = None
+) -> Task:
+    """A FAILED or CANCELLED task goes back to PENDING with attempts + 1 and is queued (within
+    its owner's queued-tasks quota); if the queue refuses, it is FAILED again ("retry could not
+    be queued") and QueueUnavailable raised."""
     task = find_owned(session, user, task_id)
     if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
         raise TaskStateConflict(
             f"Only FAILED or CANCELLED tasks can be retried; this one is {task.status}"
         )
-    check_storage_quota(session, user, get_settings())
+    settings = settings or get_settings()
+    check_task_quota(session, task.owner, settings)
+    check_storage_quota(session, user, settings)
     try:
         flags.clear_cancel(str(task_id))
     except redis.RedisError:

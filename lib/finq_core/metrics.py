@@ -35,6 +35,17 @@ http_latency = Histogram(
     buckets=HTTP_BUCKETS,
 )
 rate_limited = Counter("finq_rate_limit_rejections_total", "Requests refused with 429", ["scope"])
+quota_refusals = Counter(
+    "finq_quota_refusals_total",
+    "Submissions, schedules and schedule runs refused by a per-user quota",
+    ["quota"],
+)
+# Served by the beat (finq_core.dispatch): runs a schedule did not create, and why.
+schedule_runs_skipped = Counter(
+    "finq_schedule_runs_skipped_total",
+    "Schedule runs skipped: over a quota or the submit limit, or too soon after the last run",
+    ["reason"],
+)
 tasks_submitted = Counter(
     "finq_tasks_submitted_total", "Tasks accepted by the API", ["type", "priority"]
 )

@@ -83,6 +83,7 @@ class BenchStack:
         env = {
             **os.environ,
             "RATE_LIMIT_ENABLED": "false",
+            "QUOTA_QUEUED_TASKS": "1000000",  # batches of thousands queued at once
             "NGINX_RATE_PER_IP": os.environ.get("NGINX_RATE_PER_IP", "100000r/s"),
         }
         for k in ("REDIS_URL", "DATABASE_URL", "HTTP_PORT", "REDIS_PORT", "FLOWER_PORT"):

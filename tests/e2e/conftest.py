@@ -118,6 +118,7 @@ def notify_stack(
             "RATE_LIMIT_ENABLED": "false",
             "DEFAULT_TASK_TIMEOUT": "20",
             "WEBHOOK_ALLOW_PRIVATE": "true",
+            "SCHEDULE_MIN_INTERVAL": "1",  # a schedule runs every 2 s
             "NOTIFY_MAX_ATTEMPTS": "3",
             "SMTP_HOST": "127.0.0.1",
             "SMTP_PORT": str(mailbox.port),

@@ -45,6 +45,7 @@ def lossy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
             "DEFAULT_TASK_TIMEOUT": "10",
             "BROKER_REPAIR_GRACE_SECONDS": str(GRACE),
             "BROKER_REPAIR_INTERVAL_SECONDS": "1",
+            "QUOTA_QUEUED_TASKS": "10000",  # 2000 queued at once
         },
     )
     yield s

@@ -34,6 +34,7 @@ def fragile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
             "GUNICORN_WORKERS": "1",
             "RATE_LIMIT_ENABLED": "false",
             "DEFAULT_TASK_TIMEOUT": "10",
+            "QUOTA_QUEUED_TASKS": "1000",  # 500 queued at once
         },
     )
     yield s

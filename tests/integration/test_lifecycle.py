@@ -19,11 +19,21 @@ from finq_core.errors import (
     InvalidInput,
     NotAllowed,
     QueueUnavailable,
+    QuotaExceeded,
     TaskNotFound,
     TaskStateConflict,
 )
-from finq_core.lifecycle import TaskRequest
-from finq_core.models import Role, Task, TaskChart, TaskDelivery, TaskEvent, TaskStatus, User
+from finq_core.lifecycle import ScheduleRequest, TaskRequest
+from finq_core.models import (
+    Role,
+    Schedule,
+    Task,
+    TaskChart,
+    TaskDelivery,
+    TaskEvent,
+    TaskStatus,
+    User,
+)
 from finq_core.store import add_event, transition
 from tests.helpers import free_port
 
@@ -298,3 +308,80 @@ def test_only_a_successful_task_has_a_chart(session: Session, owner: User) -> No
     task_id = delayed_task(session, owner)
     with pytest.raises(ChartNotFound, match="Only a successful task"):
         lifecycle.chart(session, owner, task_id)
+
+
+def test_the_queued_tasks_quota_counts_waiting_tasks_at_submission_and_retry(
+    session: Session, owner: User
+) -> None:
+    two = get_settings().model_copy(update={"quota_queued_tasks": 2})
+
+    def delayed(key: str | None = None) -> lifecycle.Submitted:
+        request = TaskRequest(
+            type="loan_amortization", params=LOAN, delay_seconds=3600, idempotency_key=key
+        )
+        return lifecycle.submit(session, owner, request, two)
+
+    key = f"quota-{uuid.uuid4().hex}"
+    first, second = delayed(key).task.id, delayed().task.id
+    with pytest.raises(QuotaExceeded, match=r"at most 2 queued tasks .*QUOTA_QUEUED_TASKS") as full:
+        delayed()
+    assert full.value.retry_after
+    again = delayed(key)  # a repeated key still gets its task
+    assert not again.created and again.task.id == first
+    set_status(second, TaskStatus.RUNNING)  # running is not waiting: room for one
+    delayed()
+    lifecycle.cancel(session, owner, first)
+    delayed()
+    with pytest.raises(QuotaExceeded):  # a retry queues the task again: counted too
+        lifecycle.retry(session, owner, first, two)
+    stranger = TaskRequest("loan_amortization", LOAN, delay_seconds=60)
+    assert lifecycle.submit(session, new_user(), stranger, two).created  # quotas are per user
+
+
+def test_high_priority_is_a_right_of_the_roles_in_high_priority_roles(
+    session: Session, owner: User
+) -> None:
+    with pytest.raises(NotAllowed, match=r'priority "high" .* admin \(HIGH_PRIORITY_ROLES\)'):
+        submit(session, owner, priority="high", delay_seconds=3600)
+    assert submit(session, new_user(Role.ADMIN), priority="high", delay_seconds=3600).created
+    everyone = get_settings().model_copy(update={"high_priority_roles": ["admin", "user"]})
+    request = TaskRequest("loan_amortization", LOAN, priority="high", delay_seconds=3600)
+    assert lifecycle.submit(session, owner, request, everyone).created
+    nobody = get_settings().model_copy(update={"high_priority_roles": []})
+    with pytest.raises(NotAllowed, match="roles: none"):
+        lifecycle.submit(session, new_user(Role.ADMIN), request, nobody)
+
+
+def test_delay_seconds_lies_within_run_at_max_days(session: Session, owner: User) -> None:
+    one_day = get_settings().model_copy(update={"run_at_max_days": 1})
+    request = TaskRequest("loan_amortization", LOAN, delay_seconds=86400 + 1)
+    with pytest.raises(InvalidInput) as far:
+        lifecycle.submit(session, owner, request, one_day)
+    (problem,) = far.value.problems
+    assert problem.loc == ("body", "delay_seconds") and "RUN_AT_MAX_DAYS" in problem.msg
+    within = TaskRequest("loan_amortization", LOAN, delay_seconds=86400)
+    assert lifecycle.submit(session, owner, within, one_day).created
+
+
+def test_a_schedule_needs_the_minimum_interval_a_free_quota_slot_and_the_priority_right(
+    session: Session, owner: User
+) -> None:
+    one = get_settings().model_copy(update={"quota_schedules": 1, "schedule_min_interval": 60})
+
+    def create(cron: str, priority: str = "normal") -> Schedule:
+        request = ScheduleRequest("s", cron, "loan_amortization", LOAN, priority=priority)
+        return lifecycle.create_schedule(session, owner, request, one)
+
+    with pytest.raises(InvalidInput) as often:
+        create("* * * * * *")
+    (problem,) = often.value.problems
+    assert problem.loc == ("body", "cron")
+    assert "fires every 1 s" in problem.msg and "SCHEDULE_MIN_INTERVAL" in problem.msg
+    with pytest.raises(NotAllowed, match='priority "high"'):
+        create("* * * * *", priority="high")
+    made = create("* * * * *")
+    with pytest.raises(QuotaExceeded, match=r"at most 1 schedules .*QUOTA_SCHEDULES") as full:
+        create("0 6 * * *")
+    assert full.value.retry_after is None  # only deleting one makes room
+    session.delete(made)  # no run of it for the beat's tests
+    session.commit()

@@ -4,71 +4,42 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
-from fastapi.exceptions import RequestValidationError
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from finq_api.deps import CurrentUser, SessionDep, SettingsDep
 from finq_api.guard import GuardedRoute, body_limit, task_body
 from finq_api.schemas import ScheduleCreate, ScheduleOut
 from finq_core import lifecycle
 from finq_core.models import Role, Schedule
-from finq_core.scheduling import next_fire, validate_cron
-from finq_core.timeutil import utcnow
 
 router = APIRouter(prefix="/schedules", tags=["schedules"], route_class=GuardedRoute)
-MAX_SCHEDULES_PER_USER = 100
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ScheduleOut)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ScheduleOut,
+    responses={
+        403: {"description": "`priority: high` without a role allowed it"},
+        429: {"description": "The schedules quota (QUOTA_SCHEDULES) is full"},
+    },
+)
 @body_limit(task_body)
 def create_schedule(
     body: ScheduleCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep
 ) -> Any:
-    """Run a task template on a cron schedule (UTC), from the next matching time on."""
-    try:
-        cron = validate_cron(body.cron)
-    except ValueError as exc:
-        raise RequestValidationError(
-            [{"loc": ("body", "cron"), "msg": str(exc), "type": "value_error"}]
-        ) from None
-    params, targets = lifecycle.check_template(
-        session,
-        user,
-        body.type,
-        body.params,
-        body.notify.model_dump() if body.notify is not None else None,
-        settings,
-    )
-    count = (
-        session.scalar(
-            select(func.count()).select_from(Schedule).where(Schedule.owner == user.username)
-        )
-        or 0
-    )
-    if count >= MAX_SCHEDULES_PER_USER:
-        raise HTTPException(
-            status_code=409,
-            detail=f"At most {MAX_SCHEDULES_PER_USER} schedules per user; delete one first",
-        )
-    now = utcnow()
-    schedule = Schedule(
-        id=uuid.uuid4(),
-        owner=user.username,
+    """Run a task template on a cron schedule (UTC), from the next matching time on, at most
+    once every SCHEDULE_MIN_INTERVAL seconds."""
+    request = lifecycle.ScheduleRequest(
         name=body.name,
-        cron=cron,
+        cron=body.cron,
         type=body.type,
-        params=params,
+        params=body.params,
         priority=body.priority.value,
-        created_at=now,
-        max_retries=(
-            body.max_retries if body.max_retries is not None else settings.max_retry_attempts
-        ),
-        next_run_at=next_fire(cron, now),
-        notify=targets,
+        max_retries=body.max_retries,
+        notify=body.notify.model_dump() if body.notify is not None else None,
     )
-    session.add(schedule)
-    session.commit()
-    return schedule
+    return lifecycle.create_schedule(session, user, request, settings)
 
 
 @router.get("", response_model=list[ScheduleOut])

@@ -29,6 +29,8 @@ router = APIRouter(prefix="/tasks", tags=["tasks"], route_class=GuardedRoute)
             "model": TaskOut,
             "description": "Idempotency-Key seen before: the task created then",
         },
+        403: {"description": "`priority: high` without a role allowed it"},
+        429: {"description": "Over the submit rate limit or the queued-tasks quota"},
         503: {"description": "Queue unavailable"},
     },
 )
@@ -183,11 +185,16 @@ def cancel_task(
     "/{task_id}/retry",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=TaskOut,
-    responses={409: {"description": "Not failed or cancelled"}},
+    responses={
+        409: {"description": "Not failed or cancelled"},
+        429: {"description": "The owner's queued-tasks quota is full"},
+    },
 )
-def retry_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Any:
+def retry_task(
+    task_id: uuid.UUID, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> Any:
     """A FAILED or CANCELLED task goes back to PENDING with attempts + 1."""
-    return task_view(lifecycle.retry(session, user, task_id))
+    return task_view(lifecycle.retry(session, user, task_id, settings))
 
 
 @router.delete(
