@@ -22,10 +22,11 @@ from sqlalchemy.orm import Session
 
 from finq_core import broker, metrics
 from finq_core.changes import publish_change
+from finq_core.checks import check_storage_quota, check_task_quota
 from finq_core.config import Settings, get_settings
 from finq_core.db import session_scope
 from finq_core.errors import QuotaExceeded, StorageQuotaExceeded
-from finq_core.lifecycle import check_storage_quota, check_task_quota, task_values
+from finq_core.lifecycle import task_values
 from finq_core.models import (
     FINAL_STATUSES,
     Schedule,

@@ -11,7 +11,7 @@ import redis
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from finq_core import broker, flags, lifecycle, listing
+from finq_core import broker, checks, flags, lifecycle, listing
 from finq_core.config import get_settings
 from finq_core.db import get_sessionmaker, session_scope
 from finq_core.errors import (
@@ -196,7 +196,7 @@ def test_wrong_params_and_targets_name_their_fields(session: Session, owner: Use
     assert [p.loc for p in bad_params.value.problems] == [("body", "params", "annual_rate")]
     no_webhooks = get_settings().model_copy(update={"webhook_secret": None})
     with pytest.raises(InvalidInput) as bad_target:
-        lifecycle.check_targets({"webhook_url": "https://x.example/", "email": None}, no_webhooks)
+        checks.check_targets({"webhook_url": "https://x.example/", "email": None}, no_webhooks)
     assert [p.loc for p in bad_target.value.problems] == [("body", "notify", "webhook_url")]
 
 
