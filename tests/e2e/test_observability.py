@@ -88,7 +88,17 @@ def test_counts_summary_and_trace(observed: LocalStack) -> None:
             total(text, "finq_tasks_started_total"),
         )
 
-    wait_until(lambda: worker_counts() == (6, 6), 10, what="worker counters to settle")
+    seen: list[tuple[float, float]] = []
+
+    def settled() -> bool:
+        seen.append(worker_counts())
+        return seen[-1] == (6, 6)
+
+    # A deadline, not a pause: it ends at the first scrape that shows every count.
+    try:
+        wait_until(settled, 30, what="worker counters (finished, started) to reach (6, 6)")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen {seen[-1] if seen else None}") from None
     workers = scrape(observed.info["WORKER_METRICS_PORTS"])
     assert total(workers, "finq_task_runtime_seconds_count", type="loan_amortization") == 6
     assert total(workers, "finq_worker_pool_slots") == 4
