@@ -48,6 +48,14 @@ def _process_gone(**_: Any) -> None:
 
 
 @worker_init.connect
+def _yield_the_cpu(**_: Any) -> None:
+    """Lower this worker's CPU priority before its pool forks (the pool inherits it)."""
+    wanted = get_settings().worker_nice
+    if os.getpriority(os.PRIO_PROCESS, 0) < wanted:
+        os.setpriority(os.PRIO_PROCESS, 0, wanted)
+
+
+@worker_init.connect
 def _warm_up_charts(**_: Any) -> None:
     charts.warm_up()
 

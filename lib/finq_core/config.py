@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # How far ahead (or back) a task's `run_at` may lie.
     run_at_max_days: int = Field(default=366, ge=1, le=3660)
     worker_concurrency: int = Field(default=4, ge=1, le=64)
+    # CPU niceness of a worker and its pool (19: lowest): on shared cores the API's requests
+    # go first, so queued calculations never make the front door slow.
+    worker_nice: int = Field(default=10, ge=0, le=19)
     progress_interval_seconds: float = Field(default=0.25, ge=0.05, le=10)
     # Celery task events feed Flower's Tasks tab at a CPU cost on every task; workers stay
     # visible in Flower without them (heartbeats).

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any, cast
 
+import psutil
 import pytest
 import redis
 from sqlalchemy import select, update
@@ -453,3 +454,15 @@ def test_only_runs_ended_by_a_lost_worker_count_as_lost(
         task = s.get(Task, tid)
         assert task is not None and task.status == TaskStatus.FAILED and task.attempts == 3
         assert task.error == {"type": "WorkerLost", "message": "worker lost 2 times"}
+
+
+def test_the_worker_and_its_pool_yield_the_cpu_to_the_api(
+    celery_worker: subprocess.Popen[bytes],
+) -> None:
+    """WORKER_NICE (10 by default) holds for the main process and every pool process, so the
+    API, at the default priority, is served first on shared cores."""
+    main = psutil.Process(celery_worker.pid)
+    pool = wait_until(lambda: main.children(), 30, what="the worker's pool processes")
+    assert main.nice() == 10
+    assert [child.nice() for child in pool] == [10] * len(pool)
+    assert psutil.Process().nice() == 0
