@@ -350,46 +350,50 @@ def _queued_before(job: Requeue, limit: int) -> list[Queued]:
 
 
 def _resend_page(page: list[Queued], now: datetime, reason: str, why: str) -> int:
-    """Send each record's message again, then record it on those still PENDING."""
-    sent: list[Queued] = []
-    try:
-        for q in page:
+    """Record each record still PENDING as queued again, then send its message."""
+    moved = _record_resent([(q.id, TaskStatus.PENDING.value) for q in page], now, reason, why)
+    for q in page:
+        if q.id in moved:
             broker.enqueue(str(q.id), q.priority, q.request_id)
-            sent.append(q)
-    finally:
-        _record_resent([(q.id, TaskStatus.PENDING.value) for q in sent], now, reason, why)
-    return len(sent)
+    return len(moved)
 
 
-def _record_resent(ids: list[tuple[uuid.UUID, str]], now: datetime, reason: str, why: str) -> None:
-    """Mark records queued again (when still in the status they were sent in): a history
-    event each, a log line each, the counter."""
+def _record_resent(
+    ids: list[tuple[uuid.UUID, str]], now: datetime, reason: str, why: str
+) -> set[uuid.UUID]:
+    """Mark records queued again (those still in the status they were picked in), each with a
+    history event, before their messages are sent: a worker may claim a message at once. A
+    send that then fails leaves a record the next sweep finds missing again."""
+    moved: set[uuid.UUID] = set()
     if not ids:
-        return
+        return moved
     with session_scope() as session:
         for task_id, status in ids:
-            moved = session.execute(
+            row = session.execute(
                 update(TASKS)
                 .where(TASKS.c.id == task_id, TASKS.c.status == status)
                 .values(enqueued_at=now)
                 .returning(TASKS.c.id)
             ).first()
-            if moved is not None:
+            if row is not None:
                 insert_event(session, task_id, status, f"{LOST} ({why})", now)
-    for task_id, _ in ids:
+                moved.add(task_id)
+    for task_id in moved:
         log.warning(
             "task %s %s (%s)", task_id, LOST, why, extra={"task_id": str(task_id), "reason": reason}
         )
-    metrics.messages_repaired.labels(reason).inc(len(ids))
+    metrics.messages_repaired.labels(reason).inc(len(moved))
+    return moved
 
 
 def _repair_one(tid: str, suspect: Suspect, now: datetime) -> int:
     """Queue one lost record again; 1 if its message was sent."""
     task_id = uuid.UUID(tid)
     if suspect.status != TaskStatus.RUNNING.value:
-        broker.enqueue(tid, suspect.priority, suspect.request_id)
         why = "found in no queue nor in any worker's hands"
-        _record_resent([(task_id, suspect.status)], now, "message_missing", why)
+        if not _record_resent([(task_id, suspect.status)], now, "message_missing", why):
+            return 0
+        broker.enqueue(tid, suspect.priority, suspect.request_id)
         return 1
     why = f"its worker {suspect.worker} is gone"
     # Back to PENDING, unmarked, before the send: a crash in between leaves a record the

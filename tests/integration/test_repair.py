@@ -214,6 +214,30 @@ def test_a_message_removed_from_its_list_is_queued_again_and_the_others_are_not(
             assert len(events(tid)) == 1
 
 
+def test_a_message_is_recorded_as_queued_again_before_it_is_sent(
+    own: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker may claim a message the moment it lands: the record says why it came back
+    before that (a record no longer PENDING would not take the event any more)."""
+    repairer = settled(own)
+    missing, emptied = queued(age=2 * GRACE, send=False), queued(age=2 * GRACE)
+    seen_at_send: dict[str, list[str | None]] = {}
+    send = broker.enqueue
+
+    def spying_send(task_id: str, priority: str, request_id: str | None = None) -> None:
+        seen_at_send.setdefault(task_id, [message for _, message in events(uuid.UUID(task_id))])
+        send(task_id, priority, request_id)
+
+    monkeypatch.setattr(broker, "enqueue", spying_send)
+    assert until_swept(repairer, utcnow()) == 1
+    own.flushall()
+    assert repairer.run_pass(utcnow()) == 2
+    assert "found in no queue" in cast(str, seen_at_send[str(missing)][-1])
+    assert seen_at_send[str(emptied)][-1] == (
+        "queued again: broker lost its message (Redis came back empty)"
+    )
+
+
 def test_a_young_record_is_not_a_suspect(own: redis.Redis) -> None:
     repairer = settled(own)
     young = queued(age=0, send=False)
