@@ -153,6 +153,22 @@ def test_a_missing_secret_fails_the_render_naming_the_value() -> None:
         render(values)
 
 
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"workers": {"autoscaling": {"listLength": 0}}}, "listLength"),
+        ({"workers": {"queues": "high, low"}}, "queues"),
+        ({"nginx": {"ratePerIp": "fast"}}, "ratePerIp"),
+        ({"api": {"replica": 3}}, "replica"),
+    ],
+)
+def test_a_value_outside_the_chart_schema_is_refused_naming_it(
+    override: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(helm.HelmError, match=field):
+        render({"secrets": SECRETS, **override})
+
+
 def test_the_scaled_object_counts_every_redis_list_of_every_worker_queue() -> None:
     docs = rendered("defaults")
     (so,) = of_kind(docs, "ScaledObject")
