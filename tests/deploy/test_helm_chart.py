@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "finq"
 KEDA_CRDS = Path(__file__).parent / "keda"
 KUBERNETES = "1.37.0"  # the newest release kubernetes-validate carries schemas for
+OLDEST = "1.27.0"  # Chart.yaml's kubeVersion floor
 
 SECRETS = {
     "appSecretKey": "k" * 48,
@@ -116,7 +117,7 @@ KEDA_PLURALS = {"ScaledObject": "scaledobjects", "TriggerAuthentication": "trigg
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
-def test_every_rendered_manifest_is_valid_for_the_current_kubernetes_and_keda(
+def test_every_rendered_manifest_is_valid_for_kubernetes_1_37_and_1_27_and_for_keda(
     value_set: str,
 ) -> None:
     docs = rendered(value_set)
@@ -126,10 +127,11 @@ def test_every_rendered_manifest_is_valid_for_the_current_kubernetes_and_keda(
         if doc["apiVersion"].startswith("keda.sh/"):
             jsonschema.validate(doc, keda_schema(KEDA_PLURALS[doc["kind"]]))
         else:
-            try:
-                kubernetes_validate.validate(doc, KUBERNETES, strict=True)
-            except kubernetes_validate.ValidationError as e:
-                pytest.fail(f"{value_set}: {where}: {e.message} at {list(e.path)}")
+            for version in (KUBERNETES, OLDEST):
+                try:
+                    kubernetes_validate.validate(doc, version, strict=True)
+                except kubernetes_validate.ValidationError as e:
+                    pytest.fail(f"{value_set}: {where} ({version}): {e.message} at {list(e.path)}")
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
@@ -261,7 +263,9 @@ def test_the_migration_runs_as_a_hook_after_the_secret_it_reads() -> None:
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
 def test_every_container_runs_unprivileged_on_a_read_only_root(value_set: str) -> None:
     for pod, c in containers(rendered(value_set)):
+        # The fields the "restricted" Pod Security Standard asks of a pod and its containers.
         assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert pod["automountServiceAccountToken"] is False
         ctx = c["securityContext"]
         assert ctx["readOnlyRootFilesystem"] is True
