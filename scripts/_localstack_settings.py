@@ -170,7 +170,7 @@ def resolve(run_dir: Path, args: argparse.Namespace) -> dict[str, str]:
 
 
 def _tls(env: Mapping[str, str], args: argparse.Namespace) -> dict[str, str]:
-    """HTTPS at nginx when both a certificate and its key are given (absolute paths), on
+    """HTTPS at nginx when both a certificate and its key are given (kept as absolute paths), on
     HTTPS_PORT (8443; a free one with --free-ports); else nothing: plain HTTP as before."""
     cert, key = env.get("TLS_CERT_FILE", ""), env.get("TLS_KEY_FILE", "")
     if not cert and not key:
