@@ -8,6 +8,9 @@
 #   docker-entrypoint.sh healthcheck      GET /nginx-health (the container's health check)
 #   docker-entrypoint.sh render           render only (prints the mode), for debugging
 #
+# 0. The public listeners: plain HTTP on LISTEN_PORT (listen.plain.template), or, when
+#    TLS_CERT_FILE and TLS_KEY_FILE are set, HTTPS on TLS_PORT (listen.tls.template) and a
+#    redirect to https://...:TLS_PUBLIC_PORT on LISTEN_PORT (redirect.tls.template).
 # 1. finq.conf.template -> /etc/nginx/conf.d/finq.conf with envsubst, substituting exactly the
 #    variables its header lists (nginx's own $variables stay untouched).
 # 2. The API upstream, by what this nginx can do (NGINX_UPSTREAM_MODE=auto|resolve|static):
@@ -38,7 +41,17 @@ CONF_FILE="${CONF_FILE:-/etc/nginx/conf.d/finq.conf}"
 : "${RESOLVE_INTERVAL:=2}"
 : "${PRUNE_DELAY:=30}"
 : "${NGINX_UPSTREAM_MODE:=auto}"
+: "${LISTEN_CONF:=/etc/nginx/finq/listen.conf}"
+: "${REDIRECT_CONF:=/etc/nginx/finq/redirect.conf}"
+# HTTPS when both are given (paths inside the container, e.g. Docker secrets under
+# /run/secrets): TLS_PORT is where nginx listens for it, TLS_PUBLIC_PORT the port clients use
+# (the plain-HTTP redirect points there).
+: "${TLS_CERT_FILE:=}"
+: "${TLS_KEY_FILE:=}"
+: "${TLS_PORT:=443}"
+: "${TLS_PUBLIC_PORT:=443}"
 export LISTEN_PORT UPSTREAM_CONF FLOWER_UPSTREAM ACCESS_LOG BODY_LIMIT RATE_PER_IP API_SERVICE RESOLVER
+export LISTEN_CONF REDIRECT_CONF TLS_CERT_FILE TLS_KEY_FILE TLS_PORT
 
 api_host="${API_SERVICE%:*}"
 api_port="${API_SERVICE##*:}"
@@ -89,6 +102,22 @@ render_main() {
   rm -f /etc/nginx/conf.d/default.conf 2>/dev/null || true
 }
 
+render_edge() {  # the public listeners: plain HTTP, or HTTPS plus a plain-HTTP redirect
+  mkdir -p "$(dirname "$LISTEN_CONF")" "$(dirname "$REDIRECT_CONF")"
+  if [ -z "$TLS_CERT_FILE" ] && [ -z "$TLS_KEY_FILE" ]; then
+    envsubst '${LISTEN_PORT}' <"$TEMPLATE_DIR/listen.plain.template" >"$LISTEN_CONF"
+    echo "# plain HTTP only: no certificate given (TLS_CERT_FILE, TLS_KEY_FILE)" >"$REDIRECT_CONF"
+    return
+  fi
+  for f in "$TLS_CERT_FILE" "$TLS_KEY_FILE"; do
+    [ -n "$f" ] && [ -r "$f" ] || { log "error: TLS_CERT_FILE and TLS_KEY_FILE must both name readable files"; exit 1; }
+  done
+  if [ "$TLS_PUBLIC_PORT" = 443 ]; then TLS_REDIRECT_PORT=""; else TLS_REDIRECT_PORT=":$TLS_PUBLIC_PORT"; fi
+  export TLS_REDIRECT_PORT
+  envsubst '${TLS_PORT} ${TLS_CERT_FILE} ${TLS_KEY_FILE}' <"$TEMPLATE_DIR/listen.tls.template" >"$LISTEN_CONF"
+  envsubst '${LISTEN_PORT} ${ACCESS_LOG} ${TLS_REDIRECT_PORT}' <"$TEMPLATE_DIR/redirect.tls.template" >"$REDIRECT_CONF"
+}
+
 render_resolve() {
   envsubst '${RESOLVER} ${API_SERVICE}' <"$TEMPLATE_DIR/upstream.resolve.template" >"$UPSTREAM_CONF.tmp"
   mv "$UPSTREAM_CONF.tmp" "$UPSTREAM_CONF"
@@ -123,6 +152,7 @@ wait_for() {  # wait_for NAME SECONDS: until NAME resolves (or the time is up)
 }
 
 render_all() {
+  render_edge
   render_main
   mode="$(choose_mode)" || exit 1
   wait_for "$flower_host" 30

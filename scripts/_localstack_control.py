@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from _localstack_render import LOG_UMASK, render
-from _localstack_settings import ROOT, VENV_BIN, port_free, resolve, service_env
+from _localstack_settings import ROOT, VENV_BIN, port_free, public_url, resolve, service_env
 
 
 def _running(pid: int) -> bool:
@@ -63,6 +64,7 @@ class Stack:
             p
             for p in (
                 s["HTTP_PORT"],
+                *([s["HTTPS_PORT"]] if "HTTPS_PORT" in s else []),
                 s["REDIS_PORT"],
                 s["FLOWER_PORT"],
                 *s["API_PORTS"].split(","),
@@ -106,14 +108,17 @@ class Stack:
 
     def wait_ready(self, s: dict[str, str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        base = f"http://127.0.0.1:{s['HTTP_PORT']}"
         want = [f"http://127.0.0.1:{p}/health/ready" for p in s["API_PORTS"].split(",")]
-        want.append(base + "/health/ready")
+        want.append(public_url(s) + "/health/ready")
+        # This poll asks whether nginx serves, not who it is: the certificate may name any host.
+        tls = ssl.create_default_context()
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
         pending = list(want)
         while pending and time.monotonic() < deadline:
             url = pending[0]
             try:
-                with urllib.request.urlopen(url, timeout=2) as resp:
+                with urllib.request.urlopen(url, timeout=2, context=tls) as resp:
                     if resp.status == 200:
                         pending.pop(0)
                         continue

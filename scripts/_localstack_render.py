@@ -75,11 +75,13 @@ def _render_nginx(rd: Path, s: dict[str, str]) -> None:
         int(s["TASK_BODY_MAX_BYTES"]),
         int(s.get("UPLOAD_MAX_BYTES", "5242880")) + 64 * 1024,
     )
+    _render_edge(rd, s)
     (rd / "nginx" / "finq.conf").write_text(
         _envsubst(
             ROOT / "nginx" / "finq.conf.template",
             {
-                "LISTEN_PORT": f"127.0.0.1:{s['HTTP_PORT']}",
+                "LISTEN_CONF": str(rd / "nginx" / "listen.conf"),
+                "REDIRECT_CONF": str(rd / "nginx" / "redirect.conf"),
                 "UPSTREAM_CONF": str(rd / "nginx" / "upstream.conf"),
                 "FLOWER_UPSTREAM": f"127.0.0.1:{s['FLOWER_PORT']}",
                 "ACCESS_LOG": str(rd / "logs" / "nginx-access.log"),
@@ -94,6 +96,34 @@ def _render_nginx(rd: Path, s: dict[str, str]) -> None:
             {"RUN_DIR": str(rd), "NGINX_USER": "user root;" if os.geteuid() == 0 else ""},
         )
     )
+
+
+def _render_edge(rd: Path, s: dict[str, str]) -> None:
+    """nginx's public listeners: plain HTTP, or HTTPS on HTTPS_PORT with HTTP_PORT redirecting
+    to it when the stack was given a certificate (TLS_CERT_FILE and TLS_KEY_FILE)."""
+    http = f"127.0.0.1:{s['HTTP_PORT']}"
+    if "TLS_CERT_FILE" not in s:
+        listen = _envsubst(ROOT / "nginx" / "listen.plain.template", {"LISTEN_PORT": http})
+        redirect = "# plain HTTP only: no certificate given (TLS_CERT_FILE, TLS_KEY_FILE)\n"
+    else:
+        listen = _envsubst(
+            ROOT / "nginx" / "listen.tls.template",
+            {
+                "TLS_PORT": f"127.0.0.1:{s['HTTPS_PORT']}",
+                "TLS_CERT_FILE": s["TLS_CERT_FILE"],
+                "TLS_KEY_FILE": s["TLS_KEY_FILE"],
+            },
+        )
+        redirect = _envsubst(
+            ROOT / "nginx" / "redirect.tls.template",
+            {
+                "LISTEN_PORT": http,
+                "ACCESS_LOG": str(rd / "logs" / "nginx-access.log"),
+                "TLS_REDIRECT_PORT": "" if s["HTTPS_PORT"] == "443" else f":{s['HTTPS_PORT']}",
+            },
+        )
+    (rd / "nginx" / "listen.conf").write_text(listen)
+    (rd / "nginx" / "redirect.conf").write_text(redirect)
 
 
 def _render_supervisor(rd: Path, s: dict[str, str]) -> None:

@@ -9,6 +9,7 @@ import secrets
 import socket
 import string
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,10 +162,37 @@ def resolve(run_dir: Path, args: argparse.Namespace) -> dict[str, str]:
         # Signs webhook notifications; generated once per runtime folder like the others.
         "WEBHOOK_SECRET": env.get("WEBHOOK_SECRET") or _secret(rd, "webhook_secret", 48),
     }
+    s.update(_tls(env, args))
     for key in PASSED_THROUGH_ENV:
         if key in env:
             s[key] = env[key]
     return s
+
+
+def _tls(env: Mapping[str, str], args: argparse.Namespace) -> dict[str, str]:
+    """HTTPS at nginx when both a certificate and its key are given (kept as absolute paths), on
+    HTTPS_PORT (8443; a free one with --free-ports); else nothing: plain HTTP as before."""
+    cert, key = env.get("TLS_CERT_FILE", ""), env.get("TLS_KEY_FILE", "")
+    if not cert and not key:
+        return {}
+    if not (cert and key):
+        raise SystemExit("TLS_CERT_FILE and TLS_KEY_FILE go together: set both or neither")
+    for name, path in (("TLS_CERT_FILE", cert), ("TLS_KEY_FILE", key)):
+        if not Path(path).is_file():
+            raise SystemExit(f"{name}: no such file: {path}")
+    port = free_port() if args.free_ports else int(env.get("HTTPS_PORT", "8443"))
+    return {
+        "TLS_CERT_FILE": str(Path(cert).resolve()),
+        "TLS_KEY_FILE": str(Path(key).resolve()),
+        "HTTPS_PORT": str(port),
+    }
+
+
+def public_url(s: dict[str, str]) -> str:
+    """Where clients reach nginx: HTTPS when the stack has a certificate, else plain HTTP."""
+    if "HTTPS_PORT" in s:
+        return f"https://127.0.0.1:{s['HTTPS_PORT']}"
+    return f"http://127.0.0.1:{s['HTTP_PORT']}"
 
 
 def service_env(s: dict[str, str]) -> dict[str, str]:

@@ -22,11 +22,11 @@ import sys
 from pathlib import Path
 
 from _localstack_control import Stack
-from _localstack_settings import ROOT
+from _localstack_settings import ROOT, public_url
 
 
 def _print_urls(s: dict[str, str]) -> None:
-    base = f"http://127.0.0.1:{s['HTTP_PORT']}"
+    base = public_url(s)
     flower_user, _, flower_pw = s["FLOWER_BASIC_AUTH"].partition(":")
     print(f"""
 finq is up in {s.get("STARTUP_SECONDS", "?")} s ({s["API_REPLICAS"]} API replicas, \

@@ -241,7 +241,12 @@ class LocalStack:
     def __init__(self, run_dir: Path, info: dict[str, str]) -> None:
         self.run_dir = run_dir
         self.info = info
-        self.url = f"http://127.0.0.1:{info['HTTP_PORT']}"
+        # nginx's public address: HTTPS when the stack was given a certificate (TLS_CERT_FILE).
+        self.url = (
+            f"https://127.0.0.1:{info['HTTPS_PORT']}"
+            if "HTTPS_PORT" in info
+            else f"http://127.0.0.1:{info['HTTP_PORT']}"
+        )
         self.admin = (info["ADMIN_USERNAME"], info["ADMIN_PASSWORD"])
         self.flower_auth = cast(tuple[str, str], tuple(info["FLOWER_BASIC_AUTH"].split(":", 1)))
 
