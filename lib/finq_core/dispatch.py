@@ -86,8 +86,9 @@ def fire_schedules(now: datetime, settings: Settings | None = None) -> int:
     """Create one task per due run of every schedule (catching up missed runs); returns how
     many were created. Each run is a submission of the schedule's owner: a run over the owner's
     queued-tasks quota or submit limit, or sooner than SCHEDULE_MIN_INTERVAL after the
-    schedule's last run, is skipped, logged and counted (finq_schedule_runs_skipped_total),
-    and the schedule moves on to its next run: a skipped run is never made up later."""
+    schedule's last run, is skipped, logged, counted (finq_schedule_runs_skipped_total) and
+    recorded on the schedule (skipped_count, last_skipped_at, last_skip_reason), and the
+    schedule moves on to its next run: a skipped run is never made up later."""
     settings = settings or get_settings()
     fired = 0
     with session_scope() as session:
@@ -127,12 +128,23 @@ def _fire_one(schedule_id: uuid.UUID, now: datetime, settings: Settings) -> str 
                 following = next_fire(schedule.cron, earliest - timedelta(seconds=1))
             else:
                 following = next_fire(schedule.cron, run_at)
+            # A skipped run is recorded on the schedule too, for its owner to see.
+            skipped = (
+                dict(
+                    skipped_count=Schedule.skipped_count + 1,
+                    last_skipped_at=run_at,
+                    last_skip_reason=skip,
+                )
+                if skip
+                else {}
+            )
             moved = session.execute(
                 update(Schedule)
                 .where(Schedule.id == schedule_id, Schedule.next_run_at == run_at)
                 .values(
                     next_run_at=following,
                     last_run_at=schedule.last_run_at if skip else run_at,
+                    **skipped,
                 )
             ).rowcount  # type: ignore[attr-defined]
             if moved != 1:

@@ -155,7 +155,9 @@ def test_admin_creates_an_account_that_logs_in_and_then_deletes_it(
         tab.find_element(By.ID, "account-submit").click()
         until(
             tab,
-            lambda d: text(d, "[data-error-for='account.username']") == "Username already exists",
+            lambda d: text(d, "[data-error-for='account.username']").endswith(
+                "is taken: usernames are unique ignoring case"
+            ),
             30,
             "the 409 beside the field",
         )

@@ -115,8 +115,8 @@ def test_a_schedules_runs_over_the_owners_quota_are_skipped_and_not_made_up(
     tight: LocalStack, user: httpx.Client
 ) -> None:
     """The beat skips the runs that do not fit the owner's queued-tasks quota (counted in
-    finq_schedule_runs_skipped_total) and moves on; once there is room the next run is
-    created, and none of the skipped ones."""
+    finq_schedule_runs_skipped_total and on the schedule: GET /schedules/{id}) and moves on;
+    once there is room the next run is created, and none of the skipped ones."""
     waiting = [
         submit(user, "loan_amortization", QUICK_LOAN, delay_seconds=3600)["id"]
         for _ in range(QUEUED)
@@ -144,6 +144,10 @@ def test_a_schedules_runs_over_the_owners_quota_are_skipped_and_not_made_up(
 
     assert from_schedule() == []
     assert user.get("/api/v1/schedules").json()[0]["last_run_at"] is None
+    # The skipped runs show on the schedule itself, with why.
+    seen = user.get(f"/api/v1/schedules/{sid}").json()
+    assert seen["skipped_count"] >= 3 and seen["last_skip_reason"] == "queued_tasks"
+    assert seen["last_skipped_at"] >= first_due
     freed = user.post(f"/api/v1/tasks/{waiting[0]}/cancel")
     assert freed.status_code == 200
     freed_at = datetime.fromisoformat(freed.json()["finished_at"])
