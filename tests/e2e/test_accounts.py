@@ -93,11 +93,13 @@ def test_a_deleted_accounts_token_stays_void_and_its_name_is_not_reused(
     assert gone.status_code == 401
 
 
-def test_a_password_change_voids_every_token_issued_before(
+def test_a_password_change_voids_every_token_and_ticket_issued_before(
     stack: LocalStack, admin: httpx.Client
 ) -> None:
     name = fresh(admin)
     first, second = login(stack.url, name, PASSWORD), login(stack.url, name, PASSWORD)
+    task = submit(first, "loan_amortization", QUICK_LOAN)["id"]
+    ticket = first.post(f"/api/v1/tasks/{task}/events/ticket").json()["ticket"]
     wrong = second.post(
         "/api/v1/auth/password",
         json={"current_password": "not my password", "new_password": "a new long password"},
@@ -113,6 +115,9 @@ def test_a_password_change_voids_every_token_issued_before(
     )
     assert changed.status_code == 204, changed.text
     assert refused(first) and refused(second)
+    # A stream ticket issued before is void too.
+    stream = httpx.get(f"{stack.url}/api/v1/tasks/{task}/events", params={"ticket": ticket})
+    assert stream.status_code == 401
     third = login(stack.url, name, "a new long password")
     # An admin's reset voids them too.
     reset = admin.patch(f"/api/v1/users/{name}", json={"password": PASSWORD})
