@@ -23,9 +23,13 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--lookups", type=int, default=20_000)
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="finq-bench-auth-"))
-    os.environ["DATABASE_URL"] = f"sqlite:///{folder}/bench.db"
     os.environ.setdefault("APP_SECRET_KEY", "bench-secret-key-that-is-long-enough-for-hs256")
+    with tempfile.TemporaryDirectory(prefix="finq-bench-auth-") as folder:
+        os.environ["DATABASE_URL"] = f"sqlite:///{Path(folder)}/bench.db"
+        run(args.users, args.lookups)
+
+
+def run(users: int, lookups: int) -> None:
 
     from sqlalchemy import bindparam, insert, select
 
@@ -45,7 +49,7 @@ def main() -> None:
                 "password_hash": "x",
                 "role": "user",
             }
-            for i in range(args.users)
+            for i in range(users)
         ],
     )
     session.commit()
@@ -61,15 +65,15 @@ def main() -> None:
 
     assert baseline(5) is not None and today(5) is not None
     timings: dict[str, list[float]] = {"by name (baseline)": [], "by id + version": []}
-    step = max(1, args.users // args.lookups) or 1
+    step = max(1, users // lookups) or 1
     for _ in range(REPEATS):
         for label, lookup in zip(timings, (baseline, today), strict=True):
             start = time.perf_counter()
-            for n in range(args.lookups):
-                lookup((n * step * 7919) % args.users)
-            timings[label].append((time.perf_counter() - start) / args.lookups * 1e6)
+            for n in range(lookups):
+                lookup((n * step * 7919) % users)
+            timings[label].append((time.perf_counter() - start) / lookups * 1e6)
     base = statistics.median(timings["by name (baseline)"])
-    print(f"{args.users} accounts, {args.lookups} lookups x {REPEATS} rounds (SQLite)")
+    print(f"{users} accounts, {lookups} lookups x {REPEATS} rounds (SQLite)")
     for label, runs in timings.items():
         median = statistics.median(runs)
         print(f"  {label:<20} median {median:6.1f} us/lookup   ratio {median / base:4.2f}")
