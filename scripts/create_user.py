@@ -30,13 +30,12 @@ def main() -> int:
     if "DATABASE_URL" not in os.environ and state.exists():
         os.environ["DATABASE_URL"] = json.loads(state.read_text())["DATABASE_URL"]
 
-    from sqlalchemy import select
-
     from finq_api.schemas import MIN_PASSWORD_LENGTH, USERNAME_PATTERN
     from finq_api.security import hash_password
+    from finq_core import accounts
     from finq_core.db import session_scope
+    from finq_core.errors import UsernameTaken
     from finq_core.migrate import upgrade
-    from finq_core.models import User
 
     if not re.match(USERNAME_PATTERN, args.username):
         print(f"username must match {USERNAME_PATTERN}", file=sys.stderr)
@@ -53,21 +52,26 @@ def main() -> int:
         return 2
 
     upgrade()
+    # The API's rules (finq_core.accounts): names unique ignoring case, a deleted account's
+    # name never reused, a reset revokes the account's tokens.
     with session_scope() as session:
-        user = session.scalars(select(User).where(User.username == args.username)).first()
+        user = accounts.find_user(session, args.username)
         if user is not None and not args.reset:
             print(
-                f"user {args.username!r} exists (use --reset to set a new password)",
+                f"user {user.username!r} exists (use --reset to set a new password)",
                 file=sys.stderr,
             )
             return 1
-        if user is None:
-            session.add(
-                User(username=args.username, role=args.role, password_hash=hash_password(password))
-            )
-        else:
-            user.password_hash = hash_password(password)
-            user.role = args.role
+        try:
+            if user is None:
+                accounts.create_user(session, args.username, hash_password(password), args.role)
+            else:
+                accounts.change_user(
+                    session, user, password_hash=hash_password(password), role=args.role
+                )
+        except UsernameTaken as exc:
+            print(exc.detail, file=sys.stderr)
+            return 1
     print(f"user {args.username!r} ({args.role}) saved")
     return 0
 

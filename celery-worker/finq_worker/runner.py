@@ -28,8 +28,10 @@ from finq_core.models import Task, TaskChart, TaskStatus
 from finq_core.store import (
     claim_running,
     commit_and_queue_deliveries,
+    defer_pending,
     fail_lost_run,
     get_task,
+    owner_running,
     result_summary,
     transition,
 )
@@ -94,9 +96,11 @@ def claim_when_visible(task_id: uuid.UUID, worker: str, take_over: bool = False)
 
 def claim(task_id: uuid.UUID, worker: str, take_over: bool = False) -> Claim | None:
     """Mark the task RUNNING; None when it is final, running elsewhere (no `take_over`),
-    cancelled meanwhile, or failed here because its worker was lost once too often (see
-    `_refused`); `NoRecord` when it could not be claimed yet (see `NoRecord` and
-    `claim_when_visible`). One write transaction; the record is read only to explain a refusal.
+    cancelled meanwhile, failed here because its worker was lost once too often, or PENDING
+    while its owner has QUOTA_RUNNING_TASKS running: then it is deferred (see `_refused` and
+    `finq_core.store.defer_pending`); `NoRecord` when it could not be claimed yet (see
+    `NoRecord` and `claim_when_visible`). One write transaction; the record is read only to
+    explain a refusal.
     """
     cancelled, row, given_up = False, None, False
     statuses = claimable(take_over)
@@ -128,14 +132,22 @@ def _refused(session: Session, task_id: uuid.UUID, statuses: tuple[TaskStatus, .
     """Explain a claim that matched nothing: not visible yet (`NoRecord`), final or running
     elsewhere (False), or a run whose worker was lost on its last allowed attempt: the task
     is FAILED "worker lost N times" and the message dropped (True), or it would loop forever
-    when every run kills its process (out of memory, a native crash)."""
+    when every run kills its process (out of memory, a native crash). A PENDING task whose
+    owner is at QUOTA_RUNNING_TASKS is handed back to the dispatcher (False: the message is
+    dropped, the record keeps the task)."""
     current = session.execute(
-        select(Task.status, Task.attempts, Task.max_retries, Task.type, Task.priority).where(
-            Task.id == task_id
-        )
+        select(
+            Task.status, Task.attempts, Task.max_retries, Task.type, Task.priority, Task.owner
+        ).where(Task.id == task_id)
     ).first()
     if current is None:
         raise NoRecord(str(task_id))
+    if current.status == TaskStatus.PENDING and TaskStatus.PENDING in statuses:
+        cap = get_settings().quota_running_tasks
+        running = owner_running(session, current.owner)
+        if running >= cap:
+            _defer(session, task_id, current.owner, running, cap)
+            return False
     out_of_attempts = current.attempts > current.max_retries
     if current.status == TaskStatus.RUNNING and TaskStatus.RUNNING in statuses and out_of_attempts:
         lost = fail_lost_run(session, task_id)
@@ -147,6 +159,15 @@ def _refused(session: Session, task_id: uuid.UUID, statuses: tuple[TaskStatus, .
         raise NoRecord(str(task_id), seen=True)
     log.info("task %s is already %s; not running it again", task_id, current.status)
     return False
+
+
+def _defer(session: Session, task_id: uuid.UUID, owner: str, running: int, cap: int) -> None:
+    """The owner is at their share of the workers: the task goes back to the dispatcher, which
+    queues it again once one of theirs ends (no attempt counted, nothing lost)."""
+    why = f"waiting: {running} of your tasks are running, at most {cap} (QUOTA_RUNNING_TASKS)"
+    if defer_pending(session, task_id, why):
+        metrics.quota_refusals.labels("running_tasks").inc()
+        log.info("task %s of %s deferred: %s", task_id, owner, why)
 
 
 def finish(

@@ -5,12 +5,12 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from finq_api import API_PREFIX, stream_access
 from finq_api.security import InvalidToken, decode_access_token
+from finq_core.accounts import token_user
 from finq_core.config import Settings, get_settings
 from finq_core.db import get_sessionmaker
 from finq_core.models import Role, User
@@ -18,10 +18,6 @@ from finq_core.models import Role, User
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl=f"{API_PREFIX}/auth/token", auto_error=False)
 
 CREDENTIALS_ERROR = "Could not validate credentials"
-USERS: Table = User.__table__  # type: ignore[assignment]
-# Built once (see finq_core.store): building a statement per request costs more than running it.
-_USER_BY_NAME = select(*USERS.c).where(USERS.c.username == bindparam("username"))
-_USER_BY_ID = select(*USERS.c).where(USERS.c.id == bindparam("id"))
 
 
 # `async def` on purpose: a plain `def` dependency costs a thread-pool hop, more than this work.
@@ -59,18 +55,15 @@ def get_current_user(
     if not token:
         raise unauthorized()
     try:
-        username = decode_access_token(token, settings)
+        claims = decode_access_token(token, settings)
     except InvalidToken:
         raise unauthorized() from None
-    # A Core read into a detached User, cheaper than the ORM: no route changes the caller's
-    # own row through it.
-    row = session.execute(_USER_BY_NAME, {"username": username}).first()
-    # End the read transaction now: a connection held while the request waits for a thread
-    # deadlocks the pool under overload.
-    session.commit()
-    if row is None:  # deleted since the token was issued
+    # One primary-key read into a detached User: no route changes the caller's own row
+    # through it.
+    user = token_user(session, claims.user_id, claims.version)
+    if user is None:  # deleted, or its tokens revoked (password or role changed) since
         raise unauthorized()
-    return User(**row._mapping)
+    return user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -91,19 +84,13 @@ async def get_stream_user(
     if token or not ticket:
         return await run_in_threadpool(get_current_user, session, settings, token)
     # Redis down: 503 (finq_api.errors).
-    user_id = await stream_access.redeem_ticket(ticket, str(request.path_params["task_id"]))
-    if user_id is None:
+    redeemed = await stream_access.redeem_ticket(ticket, str(request.path_params["task_id"]))
+    if redeemed is None:
         raise unauthorized()
-    row = await run_in_threadpool(_user_by_id, session, user_id)
-    if row is None:  # deleted since the ticket was issued
+    user = await run_in_threadpool(token_user, session, *redeemed)
+    if user is None:  # deleted, or its tokens revoked, since the ticket was issued
         raise unauthorized()
-    return row
-
-
-def _user_by_id(session: Session, user_id: int) -> User | None:
-    row = session.execute(_USER_BY_ID, {"id": user_id}).first()
-    session.commit()
-    return None if row is None else User(**row._mapping)
+    return user
 
 
 StreamUser = Annotated[User, Depends(get_stream_user)]

@@ -12,6 +12,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from finq_core.errors import (
+    AccountConflict,
     ChartNotFound,
     InvalidInput,
     NotAllowed,
@@ -21,6 +22,8 @@ from finq_core.errors import (
     StorageQuotaExceeded,
     TaskNotFound,
     TaskStateConflict,
+    UsernameTaken,
+    UserNotFound,
 )
 from finq_core.logs import request_id_var
 
@@ -65,6 +68,24 @@ def _install_stored_results(app: FastAPI) -> None:
         return error_response(429, exc.detail)
 
 
+def _install_accounts(app: FastAPI) -> None:
+    """The accounts' refusals: a name taken (409 naming the field), no such user (404), a
+    change the account's state forbids (409)."""
+
+    @app.exception_handler(UsernameTaken)
+    async def _taken(_: Request, exc: UsernameTaken) -> JSONResponse:
+        problem = {"loc": ["body", exc.field], "msg": exc.detail, "type": "username_taken"}
+        return error_response(409, [problem])
+
+    @app.exception_handler(UserNotFound)
+    async def _no_user(_: Request, exc: UserNotFound) -> JSONResponse:
+        return error_response(404, exc.detail)
+
+    @app.exception_handler(AccountConflict)
+    async def _account_conflict(_: Request, exc: AccountConflict) -> JSONResponse:
+        return error_response(409, exc.detail)
+
+
 def install_refusals(app: FastAPI) -> None:
     """The task lifecycle's refusals (finq_core.errors) as HTTP answers."""
 
@@ -78,6 +99,7 @@ def install_refusals(app: FastAPI) -> None:
         return error_response(404, exc.detail)
 
     _install_stored_results(app)
+    _install_accounts(app)
 
     @app.exception_handler(NotAllowed)
     async def _not_allowed(_: Request, exc: NotAllowed) -> JSONResponse:

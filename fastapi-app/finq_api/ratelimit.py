@@ -81,7 +81,7 @@ def global_key(request: Request) -> str:
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token:
         try:
-            return f"user:{decode_access_token(token.strip(), get_settings())}"
+            return f"user:{decode_access_token(token.strip(), get_settings()).user_id}"
         except InvalidToken:
             pass
     return f"ip:{client_ip(request)}"

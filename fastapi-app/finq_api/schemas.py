@@ -214,6 +214,18 @@ class ScheduleOut(BaseModel):
     last_run_at: datetime | None
     next_run_at: datetime
     notify: dict[str, str] | None = None
+    skipped_count: int = Field(
+        default=0,
+        description="Runs the beat skipped (over a quota or the submit limit, or too soon "
+        "after the last run); a skipped run is not made up later",
+    )
+    last_skipped_at: datetime | None = Field(
+        default=None, description="When the last skipped run was due"
+    )
+    last_skip_reason: str | None = Field(
+        default=None,
+        description="Why it was skipped: interval, queued_tasks, rate_limit or result_bytes",
+    )
 
 
 class Token(BaseModel):
@@ -230,12 +242,44 @@ class UserCreate(BaseModel):
     role: Role = Role.USER
 
 
+class UserUpdate(BaseModel):
+    """An admin's change to an account: either revokes every token issued before."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    password: str | None = Field(default=None, min_length=MIN_PASSWORD_LENGTH, max_length=256)
+    role: Role | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> "UserUpdate":
+        if self.password is None and self.role is None:
+            raise ValueError("give password, role or both")
+        return self
+
+
+class PasswordChange(BaseModel):
+    """A user's change of their own password: revokes every token issued before."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: str = Field(max_length=256)
+    new_password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=256)
+
+
 class UserOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
+    id: int = Field(description="The account's immutable id (a token's `sub`)")
     username: str
     role: Role
     created_at: datetime
+
+
+class Me(UserOut):
+    priorities: list[Priority] = Field(
+        description="The priorities this account may submit (`high` only for the roles in "
+        "HIGH_PRIORITY_ROLES)"
+    )
 
 
 class StreamTicket(BaseModel):

@@ -57,26 +57,30 @@ def well_formed(ticket: str) -> bool:
     return len(ticket) == TICKET_LENGTH and ticket.replace("-", "").replace("_", "").isalnum()
 
 
-async def issue_ticket(user_id: int, task_id: uuid.UUID, ttl: int) -> str:
+async def issue_ticket(user_id: int, version: int, task_id: uuid.UUID, ttl: int) -> str:
+    """A ticket for the user under their current token version: a password or role change,
+    or deletion, before it is used makes it worthless (deps.get_stream_user)."""
     ticket = secrets.token_urlsafe(TICKET_BYTES)
-    await commands().set(_ticket_key(ticket), f"{user_id}:{task_id}", ex=ttl)
+    await commands().set(_ticket_key(ticket), f"{user_id}:{version}:{task_id}", ex=ttl)
     return ticket
 
 
-async def redeem_ticket(ticket: str, task_id: str) -> int | None:
-    """The user id a ticket was issued to, if it is unused, unexpired and for this task;
-    it is spent either way."""
+async def redeem_ticket(ticket: str, task_id: str) -> tuple[int, int] | None:
+    """(user id, token version) a ticket was issued to, if it is unused, unexpired and for
+    this task; it is spent either way."""
     if not well_formed(ticket):
         return None
     value = await commands().getdel(_ticket_key(ticket))
     if not isinstance(value, str):
         return None
-    user_id, _, for_task = value.partition(":")
+    user_id, version, for_task = [*value.split(":", 2), "", ""][:3]
     try:
         same = uuid.UUID(for_task) == uuid.UUID(task_id)
     except ValueError:
         return None
-    return int(user_id) if same and user_id.isdigit() else None
+    if not (same and user_id.isdigit() and version.isdigit()):
+        return None
+    return int(user_id), int(version)
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # schedules. Counts, not an order: which user's task runs first is not decided here.
     quota_queued_tasks: int = Field(default=200, ge=1, le=1_000_000)
     quota_schedules: int = Field(default=20, ge=1, le=10_000)
+    # Tasks of one user RUNNING at once: a worker's claim of a PENDING task over it hands the
+    # task back to the beat's dispatcher (finq_core.store.defer_pending), losing nothing.
+    quota_running_tasks: int = Field(default=8, ge=1, le=100_000)
     # The shortest gap allowed between two runs of a schedule, seconds.
     schedule_min_interval: int = Field(default=60, ge=1, le=24 * 3600)
     # Roles allowed to submit `priority: "high"` (comma-separated; empty: nobody).

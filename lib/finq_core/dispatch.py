@@ -14,9 +14,10 @@ Every step is safe to repeat and safe after a crash at any point:
 
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Row, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,7 +38,13 @@ from finq_core.models import (
 )
 from finq_core.ratelimit import hit_submit
 from finq_core.scheduling import next_fire
-from finq_core.store import commit_and_queue_deliveries, delete_finished, insert_task, transition
+from finq_core.store import (
+    commit_and_queue_deliveries,
+    delete_finished,
+    insert_task,
+    owner_running_now,
+    transition,
+)
 
 log = logging.getLogger("finq.beat")
 
@@ -48,31 +55,41 @@ ORPHAN_GRACE = timedelta(seconds=30)
 MAX_CATCH_UP = 100  # missed runs fired after a long outage, per schedule and pass
 
 
-def dispatch_due(now: datetime, limit: int = 500) -> int:
-    """Send every due, not yet queued PENDING task to its queue."""
-    with session_scope() as session:
-        # Unscheduled records waiting unqueued: only those whose PENDING event is older than
-        # the grace period (a retry in the API is still between its commit and its enqueue
-        # otherwise).
-        last_event = (
-            select(func.max(TaskEvent.at))
-            .where(TaskEvent.task_id == Task.id)
-            .correlate(Task)
-            .scalar_subquery()
+def due_tasks(
+    session: Session, now: datetime, limit: int = 500
+) -> Sequence[Row[uuid.UUID, str, str | None]]:
+    """(id, priority, request_id) of the due, not yet queued PENDING tasks, except those whose
+    owner has QUOTA_RUNNING_TASKS running: they wait here, not in a queue (a worker's claim
+    would only defer them again: finq_core.store.defer_pending)."""
+    # Unscheduled records waiting unqueued: only those whose PENDING event is older than
+    # the grace period (a retry in the API is still between its commit and its enqueue
+    # otherwise).
+    last_event = (
+        select(func.max(TaskEvent.at))
+        .where(TaskEvent.task_id == Task.id)
+        .correlate(Task)
+        .scalar_subquery()
+    )
+    return session.execute(
+        select(Task.id, Task.priority, Task.request_id)
+        .where(
+            Task.status == TaskStatus.PENDING.value,
+            Task.enqueued_at.is_(None),
+            owner_running_now < get_settings().quota_running_tasks,
+            or_(
+                Task.scheduled_for <= now,
+                Task.scheduled_for.is_(None) & (last_event < now - ORPHAN_GRACE),
+            ),
         )
-        rows = session.execute(
-            select(Task.id, Task.priority, Task.request_id)
-            .where(
-                Task.status == TaskStatus.PENDING.value,
-                Task.enqueued_at.is_(None),
-                or_(
-                    Task.scheduled_for <= now,
-                    Task.scheduled_for.is_(None) & (last_event < now - ORPHAN_GRACE),
-                ),
-            )
-            .order_by(Task.scheduled_for, Task.created_at)
-            .limit(limit)
-        ).all()
+        .order_by(Task.scheduled_for, Task.created_at)
+        .limit(limit)
+    ).all()
+
+
+def dispatch_due(now: datetime, limit: int = 500) -> int:
+    """Send every due task (`due_tasks`) to its queue."""
+    with session_scope() as session:
+        rows = due_tasks(session, now, limit)
     sent = 0
     for task_id, priority, request_id in rows:
         broker.enqueue(str(task_id), priority, request_id)
@@ -86,8 +103,9 @@ def fire_schedules(now: datetime, settings: Settings | None = None) -> int:
     """Create one task per due run of every schedule (catching up missed runs); returns how
     many were created. Each run is a submission of the schedule's owner: a run over the owner's
     queued-tasks quota or submit limit, or sooner than SCHEDULE_MIN_INTERVAL after the
-    schedule's last run, is skipped, logged and counted (finq_schedule_runs_skipped_total),
-    and the schedule moves on to its next run: a skipped run is never made up later."""
+    schedule's last run, is skipped, logged, counted (finq_schedule_runs_skipped_total) and
+    recorded on the schedule (skipped_count, last_skipped_at, last_skip_reason), and the
+    schedule moves on to its next run: a skipped run is never made up later."""
     settings = settings or get_settings()
     fired = 0
     with session_scope() as session:
@@ -127,12 +145,23 @@ def _fire_one(schedule_id: uuid.UUID, now: datetime, settings: Settings) -> str 
                 following = next_fire(schedule.cron, earliest - timedelta(seconds=1))
             else:
                 following = next_fire(schedule.cron, run_at)
+            # A skipped run is recorded on the schedule too, for its owner to see.
+            skipped = (
+                dict(
+                    skipped_count=Schedule.skipped_count + 1,
+                    last_skipped_at=run_at,
+                    last_skip_reason=skip,
+                )
+                if skip
+                else {}
+            )
             moved = session.execute(
                 update(Schedule)
                 .where(Schedule.id == schedule_id, Schedule.next_run_at == run_at)
                 .values(
                     next_run_at=following,
                     last_run_at=schedule.last_run_at if skip else run_at,
+                    **skipped,
                 )
             ).rowcount  # type: ignore[attr-defined]
             if moved != 1:

@@ -69,3 +69,18 @@ class StorageQuotaExceeded(Refusal):
 
 class ResultNotFound(Refusal):
     """The task has no stored result (not finished, failed, or retried since)."""
+
+
+class UsernameTaken(Refusal):
+    """The username (compared ignoring case) belongs to an account, or did to a deleted one:
+    a name is never given to a second account."""
+
+    field = "username"
+
+
+class UserNotFound(Refusal):
+    """No such account, or it was deleted."""
+
+
+class AccountConflict(Refusal):
+    """The account's state does not allow what was asked (e.g. an admin deleting themselves)."""

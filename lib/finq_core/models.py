@@ -79,14 +79,32 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONType, list[str]: JSONType}
 
 
+def username_key(username: str) -> str:
+    """The form in which usernames are compared: ignoring case."""
+    return username.lower()
+
+
+def _username_key(context: Any) -> str:
+    return username_key(context.get_current_parameters()["username"])
+
+
 class User(Base):
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
+    # The name as compared (lower case): unique, so `Alice` cannot join `alice`.
+    username_key: Mapped[str] = mapped_column(
+        String(64), unique=True, index=True, default=_username_key
+    )
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default=Role.USER)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Carried by every token (claim `ver`); bumped on a password or role change and on
+    # deletion, so every token issued before is refused (finq_core.accounts).
+    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A deleted account stays a row: its id and name are never given to anyone else.
+    deleted_at: Mapped[datetime | None] = mapped_column()
 
 
 class Task(Base):
@@ -165,6 +183,10 @@ class Schedule(Base):
     next_run_at: Mapped[datetime] = mapped_column()
     # Copied into every task the schedule creates (see Task.notify).
     notify: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Runs the beat skipped (quota, submit limit, interval: finq_core.dispatch.SKIP_REASONS).
+    skipped_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_skipped_at: Mapped[datetime | None] = mapped_column()
+    last_skip_reason: Mapped[str | None] = mapped_column(String(32))
 
 
 class Upload(Base):

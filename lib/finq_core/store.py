@@ -28,6 +28,7 @@ from sqlalchemy import (
     cast,
     delete,
     event,
+    func,
     insert,
     or_,
     select,
@@ -175,9 +176,23 @@ _COUNTED_ALREADY = and_(_C.attempts > 0, _C.started_at.is_(None))
 # A RUNNING record is taken over only by a delivery continuing a run whose worker was lost,
 # and only while it has attempts left: a task that kills its process on every run must stop.
 _ATTEMPTS_LEFT = or_(_C.status != TaskStatus.RUNNING.value, _C.attempts <= _C.max_retries)
+_RUNNING = TASKS.alias("running")
+# How many of the row's owner's tasks are RUNNING (few rows match: ix_tasks_status).
+owner_running_now = (
+    select(func.count())
+    .select_from(_RUNNING)
+    .where(_RUNNING.c.owner == _C.owner, _RUNNING.c.status == TaskStatus.RUNNING.value)
+    .scalar_subquery()
+)
+# A PENDING record starts only while its owner has fewer than QUOTA_RUNNING_TASKS running; a
+# retry (RETRYING) or a take-over (RUNNING) continues a run already admitted. Counted, not
+# locked: concurrent claims on PostgreSQL may pass the cap by the number in flight.
+_UNDER_RUNNING_CAP = or_(
+    _C.status != TaskStatus.PENDING.value, owner_running_now < bindparam("running_cap")
+)
 _CLAIM = (
     update(TASKS)
-    .where(*_BY_ID_AND_STATUS, _ATTEMPTS_LEFT)
+    .where(*_BY_ID_AND_STATUS, _ATTEMPTS_LEFT, _UNDER_RUNNING_CAP)
     .values(
         status=TaskStatus.RUNNING.value,
         worker=bindparam("worker_name"),
@@ -276,11 +291,16 @@ def set_progress(
 
 
 def claim_running(
-    session: Session, task_id: uuid.UUID, from_statuses: Iterable[str], worker: str
+    session: Session,
+    task_id: uuid.UUID,
+    from_statuses: Iterable[str],
+    worker: str,
+    running_cap: int | None = None,
 ) -> Row[Any] | None:
     """Move a task to RUNNING on `worker` and return what running it needs, in one UPDATE ...
     RETURNING (the attempt counted in SQL, see _COUNTED_ALREADY); None when it is in none of
-    `from_statuses`."""
+    `from_statuses`, or PENDING while its owner has `running_cap` tasks running
+    (QUOTA_RUNNING_TASKS by default; see `defer_pending`)."""
     now = utcnow()
     row = session.execute(
         _CLAIM,
@@ -289,6 +309,7 @@ def claim_running(
             "worker_name": worker,
             "now": now,
             "from_statuses": [str(s) for s in from_statuses],
+            "running_cap": running_cap or get_settings().quota_running_tasks,
         },
     ).first()
     if row is not None:
@@ -296,6 +317,28 @@ def claim_running(
             session, task_id, TaskStatus.RUNNING.value, f"attempt {row.attempts} on {worker}", now
         )
     return row
+
+
+_DEFER = (
+    update(TASKS)
+    .where(_C.id == bindparam("task_id"), _C.status == TaskStatus.PENDING.value)
+    .values(enqueued_at=None, scheduled_for=bindparam("now"), progress_message=bindparam("why"))
+)
+
+
+def defer_pending(session: Session, task_id: uuid.UUID, why: str) -> bool:
+    """Hand a PENDING task whose claim found its owner at QUOTA_RUNNING_TASKS back to the beat's
+    dispatcher: not queued (`enqueued_at` cleared), due now, `why` as its progress message. No
+    attempt is counted and no event written; the dispatcher queues it again once its owner
+    has room (finq_core.dispatch.dispatch_due). False when it is no longer PENDING."""
+    params = {"task_id": task_id, "now": utcnow(), "why": why}
+    return bool(session.execute(_DEFER, params).rowcount)  # type: ignore[attr-defined]
+
+
+def owner_running(session: Session, owner: str) -> int:
+    """How many of the owner's tasks are RUNNING."""
+    count = select(func.count()).where(_C.owner == owner, _C.status == TaskStatus.RUNNING.value)
+    return int(session.scalar(count) or 0)
 
 
 def lost_runs(session: Session, task_id: uuid.UUID) -> int:

@@ -84,6 +84,7 @@ class BenchStack:
             **os.environ,
             "RATE_LIMIT_ENABLED": "false",
             "QUOTA_QUEUED_TASKS": "1000000",  # batches of thousands queued at once
+            "QUOTA_RUNNING_TASKS": "100000",  # one account fills every worker
             "NGINX_RATE_PER_IP": os.environ.get("NGINX_RATE_PER_IP", "100000r/s"),
         }
         for k in ("REDIS_URL", "DATABASE_URL", "HTTP_PORT", "REDIS_PORT", "FLOWER_PORT"):

@@ -6,9 +6,11 @@ accounts per module) in conftest.py.
 """
 
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
@@ -27,6 +29,7 @@ from tests.e2e.browser import (
     text,
     until,
 )
+from tests.e2e.tasks import QUICK_LOAN
 
 pytestmark = pytest.mark.e2e
 
@@ -111,6 +114,39 @@ def test_create_a_schedule_from_the_form_and_delete_it(
     assert page.find_element(By.ID, "submit-button").text == "Submit"
 
 
+def test_a_schedules_skipped_runs_show_under_its_last_run(
+    page: WebDriver, alice_api: httpx.Client, stack: LocalStack
+) -> None:
+    """The beat records skipped runs on the schedule (written here as it would, since the
+    shared stack's quotas are wide); the page shows how many, when and why."""
+    body = {"name": "skips", "cron": "0 6 * * *", "type": "loan_amortization"}
+    made = alice_api.post("/api/v1/schedules", json={**body, "params": QUICK_LOAN})
+    assert made.status_code == 201, made.text
+    sid = made.json()["id"]
+    engine = sa.create_engine(stack.info["DATABASE_URL"])
+    try:
+        with engine.begin() as db:
+            db.execute(
+                sa.text(
+                    "UPDATE schedules SET skipped_count = 3, last_skip_reason = 'queued_tasks', "
+                    "last_skipped_at = :at WHERE id = :id"
+                ).bindparams(
+                    sa.bindparam("id", type_=sa.Uuid()),
+                    sa.bindparam("at", type_=sa.DateTime(timezone=True)),
+                ),
+                {"id": uuid.UUID(sid), "at": datetime.now(UTC)},
+            )
+    finally:
+        engine.dispose()
+    assert alice_api.get(f"/api/v1/schedules/{sid}").json()["skipped_count"] == 3
+    go(page, "#/tasks")
+    go(page, "#/schedules")
+    row = f"tr[data-schedule='{sid}'] .skipped"
+    until(page, lambda d: d.find_elements(By.CSS_SELECTOR, row), 30, "the skipped runs")
+    assert "3 skipped" in text(page, row) and "queued-tasks quota full" in text(page, row)
+    assert alice_api.delete(f"/api/v1/schedules/{sid}").status_code == 204
+
+
 def test_a_user_does_not_see_accounts(page: WebDriver, alice_api: httpx.Client) -> None:
     go(page, "#/tasks")
     until(page, lambda d: d.find_element(By.ID, "view-tasks").is_displayed())
@@ -155,7 +191,9 @@ def test_admin_creates_an_account_that_logs_in_and_then_deletes_it(
         tab.find_element(By.ID, "account-submit").click()
         until(
             tab,
-            lambda d: text(d, "[data-error-for='account.username']") == "Username already exists",
+            lambda d: text(d, "[data-error-for='account.username']").endswith(
+                "is taken: usernames are unique ignoring case"
+            ),
             30,
             "the 409 beside the field",
         )

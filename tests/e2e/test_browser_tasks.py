@@ -389,3 +389,13 @@ def test_delete_a_finished_task_from_its_page(page: WebDriver, alice_api: httpx.
     confirm(page)
     until(page, lambda d: text(d, "#flash") == "Task not found", 30, "the API's reason")
     assert page.current_url.endswith(f"#/tasks/{gone['id']}")
+
+
+def test_the_form_offers_priority_high_only_to_a_role_allowed_it(page: WebDriver) -> None:
+    """alice is a plain user: `high` (HIGH_PRIORITY_ROLES, admins by default) is not offered,
+    as /auth/me's `priorities` says; the other two are."""
+    offered = {
+        o.get_attribute("value"): o.is_enabled()
+        for o in page.find_elements(By.CSS_SELECTOR, "#priority option")
+    }
+    assert offered == {"high": False, "normal": True, "low": True}

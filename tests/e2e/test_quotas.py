@@ -1,6 +1,6 @@
 """Per-user quotas, the `high` priority right and schedules' minimum interval, through nginx
-on a stack of their own with small quotas, and a schedule's runs under its owner's quota as the
-real beat fires them."""
+on a stack of their own with small quotas, a schedule's runs under its owner's quota as the
+real beat fires them, and the cap on one user's running tasks as the real workers claim them."""
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import LocalStack, start_stack, stop_stack
 from tests.e2e.client import login, submit, wait_final
 from tests.e2e.conftest import new_user
-from tests.e2e.tasks import QUICK_LOAN
+from tests.e2e.tasks import QUICK_LOAN, monte_carlo
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +30,8 @@ def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         "--worker-replicas",
         "1",
         env={
-            "WORKER_CONCURRENCY": "1",
+            "WORKER_CONCURRENCY": "2",
+            "QUOTA_RUNNING_TASKS": "1",
             "GUNICORN_WORKERS": "1",
             "RATE_LIMIT_GLOBAL": "100000/minute",
             "QUOTA_QUEUED_TASKS": str(QUEUED),
@@ -115,8 +116,8 @@ def test_a_schedules_runs_over_the_owners_quota_are_skipped_and_not_made_up(
     tight: LocalStack, user: httpx.Client
 ) -> None:
     """The beat skips the runs that do not fit the owner's queued-tasks quota (counted in
-    finq_schedule_runs_skipped_total) and moves on; once there is room the next run is
-    created, and none of the skipped ones."""
+    finq_schedule_runs_skipped_total and on the schedule: GET /schedules/{id}) and moves on;
+    once there is room the next run is created, and none of the skipped ones."""
     waiting = [
         submit(user, "loan_amortization", QUICK_LOAN, delay_seconds=3600)["id"]
         for _ in range(QUEUED)
@@ -144,6 +145,10 @@ def test_a_schedules_runs_over_the_owners_quota_are_skipped_and_not_made_up(
 
     assert from_schedule() == []
     assert user.get("/api/v1/schedules").json()[0]["last_run_at"] is None
+    # The skipped runs show on the schedule itself, with why.
+    seen = user.get(f"/api/v1/schedules/{sid}").json()
+    assert seen["skipped_count"] >= 3 and seen["last_skip_reason"] == "queued_tasks"
+    assert seen["last_skipped_at"] >= first_due
     freed = user.post(f"/api/v1/tasks/{waiting[0]}/cancel")
     assert freed.status_code == 200
     freed_at = datetime.fromisoformat(freed.json()["finished_at"])
@@ -155,3 +160,33 @@ def test_a_schedules_runs_over_the_owners_quota_are_skipped_and_not_made_up(
         # skipped earlier (the first was 4 s and more before) was made up.
         assert datetime.fromisoformat(run["scheduled_for"]) >= freed_at - timedelta(seconds=3)
     assert wait_final(user, runs[0]["id"])["status"] == "SUCCESS"
+
+
+def test_a_users_running_tasks_are_capped_while_others_still_run(
+    admin: httpx.Client, tight: LocalStack
+) -> None:
+    """QUOTA_RUNNING_TASKS=1 with two worker processes: alice's second task waits (PENDING,
+    its message says why) until her first ends, then runs as attempt 1; bob's task takes the
+    free process meanwhile instead of queueing behind hers."""
+    alice = login(tight.url, *new_user(admin))
+    bob = login(tight.url, *new_user(admin))
+    work = monte_carlo(400_000)  # a few seconds
+    first, second = (submit(alice, "monte_carlo_option", work)["id"] for _ in range(2))
+    other = submit(bob, "monte_carlo_option", work)["id"]
+
+    def waiting_for_room() -> bool:
+        views = [alice.get(f"/api/v1/tasks/{t}").json() for t in (first, second)]
+        return any(
+            v["status"] == "PENDING" and "QUOTA_RUNNING_TASKS" in (v["progress_message"] or "")
+            for v in views
+        )
+
+    wait_until(waiting_for_room, 30, 0.05, what="one of alice's tasks held back")
+    ran = sorted(
+        (wait_final(alice, t, 120) for t in (first, second)), key=lambda t: t["started_at"]
+    )
+    bobs = wait_final(bob, other, 120)
+    assert [t["status"] for t in (*ran, bobs)] == ["SUCCESS"] * 3
+    assert [t["attempts"] for t in (*ran, bobs)] == [1, 1, 1]  # the wait burned none
+    assert ran[0]["finished_at"] <= ran[1]["started_at"]  # alice's ran one after the other
+    assert bobs["started_at"] < ran[1]["started_at"]  # bob was not queued behind her

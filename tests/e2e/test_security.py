@@ -14,7 +14,7 @@ import jwt
 import pytest
 
 from tests.conftest import ROOT, STACK_ENV_DROP, VENV_BIN, LocalStack, start_stack, stop_stack
-from tests.e2e.client import submit, wait_final
+from tests.e2e.client import login, submit, wait_final
 from tests.e2e.tasks import QUICK_LOAN
 from tests.helpers import wait_until
 
@@ -48,19 +48,19 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     stop_stack(s)
 
 
-def token_client(secure: LocalStack, username: str) -> httpx.Client:
+def token_client(secure: LocalStack, user_id: int) -> httpx.Client:
     """A client with a token signed by the stack's key (logins here are rate limited to a
     handful a minute; the login route itself is tested on its own)."""
     return httpx.Client(
         base_url=secure.url,
         timeout=30,
-        headers={"Authorization": f"Bearer {forge(secure, sub=username)}"},
+        headers={"Authorization": f"Bearer {forge(secure, sub=str(user_id))}"},
     )
 
 
 @pytest.fixture(scope="module")
 def admin(secure: LocalStack) -> httpx.Client:
-    client = token_client(secure, secure.admin[0])
+    client = login(secure.url, *secure.admin)  # the one login: the admin's id
     client.secure = secure  # type: ignore[attr-defined]
     return client
 
@@ -69,13 +69,15 @@ def make_user(admin: httpx.Client, role: str = "user") -> tuple[str, httpx.Clien
     name = f"u{uuid.uuid4().hex[:10]}"
     resp = admin.post("/api/v1/users", json={"username": name, "password": PASSWORD, "role": role})
     assert resp.status_code == 201, resp.text
-    return name, token_client(admin.secure, name)  # type: ignore[attr-defined]
+    return name, token_client(admin.secure, resp.json()["id"])  # type: ignore[attr-defined]
 
 
 def forge(secure: LocalStack, **overrides: object) -> str:
+    """A token for the first account (the admin, id 1) unless `sub` says otherwise."""
     now = datetime.now(UTC)
     claims: dict[str, object] = {
-        "sub": secure.admin[0],
+        "sub": "1",
+        "ver": 0,
         "iat": now,
         "exp": now + timedelta(minutes=5),
         "jti": uuid.uuid4().hex,
@@ -106,7 +108,10 @@ def test_bad_tokens_all_get_the_same_401(secure: LocalStack) -> None:
         "wrong key": wrong_key,
         "expired": forge(secure, exp=datetime.now(UTC) - timedelta(seconds=5)),
         "no jti": forge(secure, jti=None),
-        "unknown user": forge(secure, sub="nobody-here"),
+        "unknown user": forge(secure, sub="999999"),
+        "a name as sub": forge(secure, sub=secure.admin[0]),
+        "no version": forge(secure, ver=None),
+        "another version": forge(secure, ver=1),
     }
     bodies = set()
     for name, token in cases.items():
@@ -132,11 +137,13 @@ def test_token_shape_and_me(secure: LocalStack, admin: httpx.Client) -> None:
     body = resp.json()
     assert body["token_type"] == "bearer" and body["expires_in"] == 300
     claims = jwt.decode(body["access_token"], secure.info["APP_SECRET_KEY"], algorithms=["HS256"])
-    assert claims["sub"] == name and {"exp", "iat", "jti"} <= set(claims)
     me = httpx.get(
         secure.url + "/api/v1/auth/me", headers={"Authorization": f"Bearer {body['access_token']}"}
     ).json()
     assert me["username"] == name and me["role"] == "user"
+    assert claims["sub"] == str(me["id"]) and claims["ver"] == 0
+    assert {"exp", "iat", "jti"} <= set(claims)
+    assert me["priorities"] == ["normal", "low"]  # no `high` for a plain user
 
 
 def test_owners_are_isolated(admin: httpx.Client) -> None:

@@ -144,6 +144,10 @@ def test_runs_over_the_queued_quota_are_skipped_logged_and_never_made_up(
     assert schedule_state(sid) == (now + timedelta(minutes=1), None, 0)
     assert skipped("queued_tasks") == before + 3
     assert caplog.text.count(f"of {owner}: run due") == 3
+    with session_scope() as s:  # and on the schedule, for its owner to see
+        seen = s.get(Schedule, sid)
+        assert seen is not None and seen.skipped_count == 3
+        assert (seen.last_skipped_at, seen.last_skip_reason) == (now, "queued_tasks")
     assert "queued-tasks quota (QUOTA_QUEUED_TASKS)" in caplog.text
     # Room again: the skipped runs are not made up (no burst), the next due run is created.
     with session_scope() as s:

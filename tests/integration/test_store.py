@@ -397,3 +397,38 @@ def test_the_migration_sizes_results_stored_before_it(tmp_path: Path) -> None:
         sizes = sorted(conn.execute(sa.text("SELECT result_bytes FROM tasks")).scalars(), key=str)
     eng.dispose()
     assert sizes == [13, None]
+
+
+def test_migration_0005_keys_existing_usernames_and_refuses_case_clashes(tmp_path: Path) -> None:
+    """Accounts made before usernames were unique ignoring case get their key (and version 0);
+    a database holding `Alice` and `alice` is not migrated, and the message names them."""
+    for name, users, clash in (
+        ("kept", ["Alice", "bob"], False),
+        ("clash", ["Alice", "alice"], True),
+    ):
+        url = f"sqlite:///{tmp_path}/{name}.db"
+        upgrade(url, "0004")
+        eng = make_engine(url)
+        with eng.begin() as db:
+            for username in users:
+                db.execute(
+                    sa.text(
+                        "INSERT INTO users (username, password_hash, role, created_at) "
+                        "VALUES (:u, 'x', 'user', '2026-01-01 00:00:00')"
+                    ),
+                    {"u": username},
+                )
+        if clash:
+            with pytest.raises(RuntimeError, match="alice"):
+                upgrade(url)
+        else:
+            upgrade(url)
+            with eng.connect() as db:
+                rows = db.execute(
+                    sa.text("SELECT username, username_key, token_version, deleted_at FROM users")
+                ).all()
+            assert sorted(map(tuple, rows)) == [
+                ("Alice", "alice", 0, None),
+                ("bob", "bob", 0, None),
+            ]
+        eng.dispose()

@@ -23,8 +23,11 @@ LOAN = {"type": "loan_amortization", "params": {"principal": 1000, "annual_rate"
 def client(redis_server: str, migrated_db: str) -> Iterator[TestClient]:
     name = f"submitter-{uuid.uuid4().hex[:8]}"
     with session_scope() as s:
-        s.add(User(username=name, role=Role.USER.value, password_hash=hash_password("x" * 12)))
-    token, _ = create_access_token(name, get_settings())
+        user = User(username=name, role=Role.USER.value, password_hash=hash_password("x" * 12))
+        s.add(user)
+        s.flush()
+        user_id = user.id
+    token, _ = create_access_token(user_id, 0, get_settings())
     with TestClient(create_app()) as c:
         c.headers["Authorization"] = f"Bearer {token}"
         yield c

@@ -14,7 +14,9 @@ import redis
 from sqlalchemy import select, update
 
 from finq_core import broker, changes, flags
+from finq_core.config import get_settings
 from finq_core.db import session_scope
+from finq_core.dispatch import due_tasks
 from finq_core.models import Task, TaskChart, TaskEvent, TaskStatus
 from finq_core.store import add_event
 from finq_core.timeutil import utcnow
@@ -466,3 +468,50 @@ def test_the_worker_and_its_pool_yield_the_cpu_to_the_api(
     assert main.nice() == 10
     assert [child.nice() for child in pool] == [10] * len(pool)
     assert psutil.Process().nice() == 0
+
+
+def test_a_task_over_its_owners_running_cap_waits_for_room_without_losing_an_attempt(
+    redis_server: str, migrated_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QUOTA_RUNNING_TASKS=1: a claim of the owner's second task hands it back to the beat's
+    dispatcher (PENDING, not queued, no attempt, no event); the dispatcher leaves it while the
+    owner's first runs and queues it once that ends; then it runs as attempt 1. Another
+    owner's task is not held back."""
+    monkeypatch.setenv("QUOTA_RUNNING_TASKS", "1")
+    get_settings.cache_clear()
+    try:
+        # Records only, no messages: the session's worker must not take them meanwhile.
+        first, second = running_elsewhere(), uuid.uuid4()
+        owner = f"capped-{uuid.uuid4().hex[:8]}"  # no other task of theirs runs
+        with session_scope() as s:
+            s.add(Task(id=second, owner=owner, type="loan_amortization", params={}))
+            add_event(s, second, TaskStatus.PENDING.value, "queued")
+        with session_scope() as s:
+            s.execute(update(Task).where(Task.id == first).values(owner=owner))
+            # as the API writes it: queued already
+            s.execute(update(Task).where(Task.id == second).values(enqueued_at=utcnow()))
+        assert runner.claim(second, "w@here") is None
+        with session_scope() as s:
+            held = s.get(Task, second)
+            assert held is not None
+            assert (held.status, held.attempts, held.enqueued_at) == ("PENDING", 0, None)
+            assert held.progress_message is not None
+            assert "QUOTA_RUNNING_TASKS" in held.progress_message
+        assert history(second) == ["PENDING"]
+
+        def due() -> set[uuid.UUID]:
+            with session_scope() as s:
+                return {row.id for row in due_tasks(s, utcnow(), limit=100_000)}
+
+        assert second not in due()  # the owner is still full: the dispatcher leaves it
+        other = uuid.uuid4()
+        with session_scope() as s:
+            s.add(Task(id=other, owner="someone-else", type="loan_amortization", params={}))
+        assert runner.claim(other, "w@here") is not None  # a share per owner
+        with session_scope() as s:
+            s.execute(update(Task).where(Task.id == first).values(status="SUCCESS"))
+        assert second in due()  # room again: queued on the next pass
+        claimed = runner.claim(second, "w@here")
+        assert claimed is not None and claimed.attempts == 1
+    finally:
+        get_settings.cache_clear()

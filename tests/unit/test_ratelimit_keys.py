@@ -25,9 +25,9 @@ def request(
 
 
 def test_a_valid_token_is_counted_per_account_whatever_the_address() -> None:
-    token, _ = create_access_token("alice", get_settings())
+    token, _ = create_access_token(42, 0, get_settings())
     for peer in ("203.0.113.7", "198.51.100.9"):
-        assert global_key(request({"Authorization": f"Bearer {token}"}, peer=peer)) == "user:alice"
+        assert global_key(request({"Authorization": f"Bearer {token}"}, peer=peer)) == "user:42"
     # A token in the query string is not a credential (stream tickets replaced it).
     assert global_key(request(query=f"access_token={token}")) == "ip:203.0.113.7"
 
@@ -35,7 +35,9 @@ def test_a_valid_token_is_counted_per_account_whatever_the_address() -> None:
 def test_no_token_or_a_forged_one_is_counted_per_address() -> None:
     assert global_key(request()) == "ip:203.0.113.7"
     forged = jwt.encode(
-        {"sub": "alice", "exp": 9999999999, "iat": 0, "jti": "x"}, "not-the-key", algorithm="HS256"
+        {"sub": "42", "ver": 0, "exp": 9999999999, "iat": 0, "jti": "x"},
+        "not-the-key",
+        algorithm="HS256",
     )
     assert global_key(request({"Authorization": f"Bearer {forged}"})) == "ip:203.0.113.7"
     assert global_key(request({"Authorization": "Basic YWxpY2U6eA=="})) == "ip:203.0.113.7"

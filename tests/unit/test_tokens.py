@@ -1,4 +1,5 @@
-"""Access tokens: a verified token is remembered, and still expires on time."""
+"""Access tokens: a verified token is remembered, still expires on time, and carries the
+user's id and token version (a name as `sub`, from before ids, is refused)."""
 
 import time
 from typing import Any
@@ -7,16 +8,21 @@ import jwt
 import pytest
 
 from finq_api import security
-from finq_api.security import InvalidToken, create_access_token, decode_access_token
+from finq_api.security import (
+    InvalidToken,
+    TokenClaims,
+    create_access_token,
+    decode_access_token,
+)
 from finq_core.config import get_settings
 
 
 def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = get_settings()
-    token, lifetime = create_access_token("alice", settings)
-    assert decode_access_token(token, settings) == "alice"
+    token, lifetime = create_access_token(7, 3, settings)
+    assert decode_access_token(token, settings) == TokenClaims(user_id=7, version=3)
     hits = security._verified.cache_info().hits
-    assert decode_access_token(token, settings) == "alice"
+    assert decode_access_token(token, settings) == (7, 3)
     assert security._verified.cache_info().hits == hits + 1  # not verified twice
     now = time.time()
     monkeypatch.setattr(time, "time", lambda: now + lifetime + 1)
@@ -26,8 +32,8 @@ def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_a_changed_secret_verifies_afresh() -> None:
     settings = get_settings()
-    token, _ = create_access_token("alice", settings)
-    assert decode_access_token(token, settings) == "alice"
+    token, _ = create_access_token(7, 0, settings)
+    assert decode_access_token(token, settings) == (7, 0)
     rotated: Any = settings.model_copy(update={"app_secret_key": "another-secret-" + "x" * 32})
     with pytest.raises(InvalidToken):
         decode_access_token(token, rotated)
@@ -36,10 +42,15 @@ def test_a_changed_secret_verifies_afresh() -> None:
 @pytest.mark.parametrize(
     "claims",
     [
-        {"sub": "alice", "iat": 0, "jti": "x"},  # no exp
-        {"sub": "", "exp": 9999999999, "iat": 0, "jti": "x"},
-        {"sub": 7, "exp": 9999999999, "iat": 0, "jti": "x"},
-        {"sub": "alice", "exp": 1, "iat": 0, "jti": "x"},  # long expired
+        {"sub": "7", "ver": 0, "iat": 0, "jti": "x"},  # no exp
+        {"sub": "", "ver": 0, "exp": 9999999999, "iat": 0, "jti": "x"},
+        {"sub": 7, "ver": 0, "exp": 9999999999, "iat": 0, "jti": "x"},
+        {"sub": "7", "ver": 0, "exp": 1, "iat": 0, "jti": "x"},  # long expired
+        {"sub": "alice", "exp": 9999999999, "iat": 0, "jti": "x"},  # a name, from before ids
+        {"sub": "alice", "ver": 0, "exp": 9999999999, "iat": 0, "jti": "x"},
+        {"sub": "7", "exp": 9999999999, "iat": 0, "jti": "x"},  # no version
+        {"sub": "7", "ver": "0", "exp": 9999999999, "iat": 0, "jti": "x"},
+        {"sub": "7", "ver": True, "exp": 9999999999, "iat": 0, "jti": "x"},
     ],
 )
 def test_bad_claims_are_refused_every_time(claims: dict[str, Any]) -> None:

@@ -56,12 +56,23 @@ def list_schedules(
     return session.scalars(stmt).all()
 
 
-@router.delete("/{schedule_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_schedule(schedule_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
-    """Stop a schedule; tasks it already created are kept."""
+def _owned(session: SessionDep, user: CurrentUser, schedule_id: uuid.UUID) -> Schedule:
     schedule = session.get(Schedule, schedule_id)
     if schedule is None or (schedule.owner != user.username and user.role != Role.ADMIN):
         raise HTTPException(status_code=404, detail="Schedule not found")
+    return schedule
+
+
+@router.get("/{schedule_id}", response_model=ScheduleOut)
+def get_schedule(schedule_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Any:
+    """One schedule, with its skipped runs (skipped_count, last_skipped_at, last_skip_reason)."""
+    return _owned(session, user, schedule_id)
+
+
+@router.delete("/{schedule_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_schedule(schedule_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
+    """Stop a schedule; tasks it already created are kept."""
+    schedule = _owned(session, user, schedule_id)
     session.delete(schedule)
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -84,9 +84,8 @@ async def stream_ticket(task_id: uuid.UUID, user: CurrentUser, response: Respons
     await run_in_threadpool(_owned, task_id, user)
     ttl = get_settings().stream_ticket_seconds
     response.headers["Cache-Control"] = "no-store"
-    return StreamTicket(
-        ticket=await stream_access.issue_ticket(user.id, task_id, ttl), expires_in=ttl
-    )
+    ticket = await stream_access.issue_ticket(user.id, user.token_version, task_id, ttl)
+    return StreamTicket(ticket=ticket, expires_in=ttl)
 
 
 async def _open(task_id: uuid.UUID, user: User) -> tuple[stream_access.Lease, Queue[Change]]:

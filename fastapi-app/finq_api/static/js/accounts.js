@@ -65,11 +65,8 @@ export async function createAccount(event) {
     await showAccounts();
     return;
   }
-  if (resp.status === 409) {
-    fieldError("account.username", await errorText(resp));
-    return;
-  }
-  if (resp.status === 422) {
+  // 409: the name is taken (ignoring case) or was a deleted account's; both name their field.
+  if (resp.status === 409 || resp.status === 422) {
     const general = showFieldErrors((await resp.json()).detail, (loc) => `account.${loc[1]}`);
     if (general.length) formError($("#account-error"), general.join("; "));
     return;

@@ -73,6 +73,15 @@ async function route() {
   await loadTasks();
 }
 
+// Only the priorities this account may submit (`high` is a role's right: HIGH_PRIORITY_ROLES).
+function offerPriorities(allowed) {
+  for (const option of $("#priority").options) {
+    const offered = allowed.includes(option.value);
+    option.hidden = !offered;
+    option.disabled = !offered;
+  }
+}
+
 async function start() {
   const me = await api(`${API}/auth/me`);
   if (!me.ok) {
@@ -80,6 +89,7 @@ async function start() {
     return;
   }
   state.me = await me.json();
+  offerPriorities(state.me.priorities);
   $("#nav-accounts").hidden = !isAdmin();
   $("#schedules-all-box").hidden = !isAdmin();
   const resp = await api(`${API}/task-types`);

@@ -6,6 +6,24 @@ function notifyText(n) {
   return n ? [n.webhook_url, n.email].filter(Boolean).join(", ") : "—";
 }
 
+// Runs the beat skipped (a quota, the submit limit, the minimum interval), under the last run.
+const SKIP_REASONS = {
+  queued_tasks: "queued-tasks quota full",
+  result_bytes: "stored results over quota",
+  rate_limit: "submit limit reached",
+  interval: "too soon after the last run",
+};
+
+function skippedText(s) {
+  if (!s.skipped_count) return "";
+  const why = SKIP_REASONS[s.last_skip_reason] || s.last_skip_reason;
+  return el(
+    "span",
+    { class: "muted skipped", title: s.last_skipped_at || "" },
+    ` · ${s.skipped_count} skipped, last ${fmtTime(s.last_skipped_at)}: ${why}`,
+  );
+}
+
 export async function showSchedules() {
   const all = isAdmin() && $("#schedules-all").checked;
   const resp = await api(`${API}/schedules${all ? "?all=true" : ""}`);
@@ -29,7 +47,7 @@ export async function showSchedules() {
         el("td", {}, s.type),
         el("td", {}, s.priority),
         el("td", { title: s.next_run_at }, fmtTime(s.next_run_at)),
-        el("td", { title: s.last_run_at || "" }, fmtTime(s.last_run_at)),
+        el("td", { title: s.last_run_at || "" }, fmtTime(s.last_run_at), skippedText(s)),
         el("td", {}, fmtTime(s.created_at)),
         el("td", { class: "wrap" }, notifyText(s.notify)),
         el(
