@@ -69,9 +69,18 @@ format: install ## apply ruff's fixes, then ruff's formatting
 	$(VENV)/bin/ruff format . || status=1; \
 	exit $$status
 
-user: install ## create a user: make user NAME=alice [ROLE=admin] (asks for the password)
-	@test -n "$(NAME)" || { echo "usage: make user NAME=alice [ROLE=admin]"; exit 2; }
-	@$(PY) scripts/create_user.py "$(NAME)" --role "$(or $(ROLE),user)"
+# COMPOSE="docker compose" (or docker-compose, with -p/--env-file as needed): the account is
+# made in the compose stack's database, by a one-off API container (finq-service user).
+COMPOSE ?=
+user: ## create a user: make user NAME=alice [ROLE=admin] [COMPOSE="docker compose"] (asks for the password)
+	@test -n "$(NAME)" || { echo "usage: make user NAME=alice [ROLE=admin] [COMPOSE=\"docker compose\"]"; exit 2; }
+	@if [ -n "$(COMPOSE)" ]; then \
+	  tty=-T; [ -t 0 ] && tty=; \
+	  $(COMPOSE) run --rm $$tty fastapi-app user "$(NAME)" --role "$(or $(ROLE),user)"; \
+	else \
+	  $(MAKE) --no-print-directory install && \
+	  $(PY) scripts/create_user.py "$(NAME)" --role "$(or $(ROLE),user)"; \
+	fi
 
 migrate: install ## apply database migrations to DATABASE_URL
 	@$(PY) -m finq_core.migrate

@@ -8,9 +8,11 @@
 #     tree (tag FINQ_IMAGE_TAG, default compose-test, so a user's :latest is left alone);
 #  3. a throwaway env file in a temp dir (random secrets, free loopback ports; the user's .env
 #     is never read or written) and a unique project name;
-#  4. `up`, wait for every container to be healthy (deadline), scale fastapi-app and
+#  4. `build` of every profile's services (high, loadtest, monitoring: the Locust image too),
+#     `up`, wait for every container to be healthy (deadline), scale fastapi-app and
 #     celery-worker to 5 with `up --scale ... --no-recreate` (no file edited), wait again;
-#  5. pytest tests/compose against nginx on 127.0.0.1 (FINQ_COMPOSE_URL and friends);
+#  5. pytest tests/compose against nginx on 127.0.0.1 (FINQ_COMPOSE_URL and friends; the
+#     compose command itself in FINQ_COMPOSE_CMD for `run` tests: Locust, `make user`);
 #  6. always (trap): `down -v --remove-orphans`, temp files removed, own dockerd stopped.
 #     On failure the stack's logs are kept in .run/compose-test/ first.
 #
@@ -204,7 +206,7 @@ RATE_LIMIT_GLOBAL=100000/minute
 RATE_LIMIT_SUBMIT=10000/minute
 RATE_LIMIT_LOGIN=1000/minute
 NGINX_RATE_PER_IP=2000r/s
-HTTP_BIND=127.0.0.1
+# No HTTP_BIND: the default (127.0.0.1) is what tests/compose checks.
 HTTP_PORT=$HTTP_PORT
 FLOWER_PORT=$FLOWER_PORT
 REDIS_IMAGE=$REDIS_IMAGE
@@ -254,6 +256,13 @@ http_ok() {  # http_ok URL SECONDS: answers 200 before the deadline
   done
 }
 
+# Every profile's own images, through compose's build sections (what an operator's
+# `docker compose --profile loadtest up` builds): the app images again (all cache) and Locust's.
+profiles=(--profile high --profile loadtest --profile monitoring)
+log "building every profile's images with compose (${profiles[*]})"
+timeout 1200 "${compose_cmd[@]}" "${compose_args[@]}" "${profiles[@]}" build >"$tmp/build.log" 2>&1 ||
+  { tail -n 40 "$tmp/build.log" >&2; die "compose build"; }
+
 log "starting project $project (nginx on 127.0.0.1:$HTTP_PORT, flower on 127.0.0.1:$FLOWER_PORT)"
 stack_up=1
 timeout "$UP_TIMEOUT" "${compose_cmd[@]}" "${compose_args[@]}" up -d --no-build >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log" >&2; die "compose up"; }
@@ -273,6 +282,7 @@ py="$repo/.venv/bin/python"
 "$py" -c 'import httpx, pytest' 2>/dev/null || die "pytest and httpx are needed (pip install -e '.[dev]')"
 log "running tests/compose"
 export FINQ_COMPOSE_URL="http://127.0.0.1:$HTTP_PORT" \
+  FINQ_COMPOSE_CMD="${compose_cmd[*]} ${compose_args[*]}" \
   FINQ_COMPOSE_FLOWER_URL="http://127.0.0.1:$FLOWER_PORT/flower" \
   FINQ_COMPOSE_PROJECT="$project" \
   FINQ_COMPOSE_FLOWER_AUTH="$flower_auth" \

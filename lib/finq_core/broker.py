@@ -50,6 +50,18 @@ def visibility_timeout(settings: Settings) -> int:
     return int(settings.default_task_timeout + retry_backoff_cap(settings) + 10)
 
 
+# How often every live worker looks for unacknowledged messages past the visibility timeout
+# (kombu's restore scan). kombu's own default scans every 10th 10 s call, every 100 s.
+RESTORE_SCAN_SECONDS = 10
+
+
+def redelivery_bound(settings: Settings) -> int:
+    """Seconds after its delivery by which the message of a task whose whole worker died is
+    back at the front of its queue, provided another worker is running (or one starts: its
+    first scan is at once): the visibility timeout plus one restore scan."""
+    return visibility_timeout(settings) + RESTORE_SCAN_SECONDS
+
+
 def make_celery(settings: Settings) -> Celery:
     app = Celery("finq", broker=settings.redis_url)
     app.conf.update(
@@ -73,6 +85,9 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={
             "visibility_timeout": visibility_timeout(settings),
+            # Every worker scans for a dead worker's messages each RESTORE_SCAN_SECONDS.
+            "unacked_restore_interval": RESTORE_SCAN_SECONDS,
+            "unacked_restore_throttle": 1,
             # Consume high, then normal, then low: strict order rather than round robin.
             "queue_order_strategy": "priority",
             "socket_timeout": 10,

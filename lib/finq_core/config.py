@@ -1,32 +1,77 @@
 """All settings, read once from the environment (and `.env`).
 
-`Settings` is shared by every service; `ApiServerSettings` and `WorkerMetricsSettings` hold what
-one process of one service needs. Every field is in `.env.example` or exempted by name in
-tests/unit/test_env_example.py, which fails when the two drift. PROMETHEUS_MULTIPROC_DIR is not
-a setting: prometheus_client reads it itself.
+`Settings` is shared by every service; `ApiServerSettings`, `WorkerMetricsSettings` and
+`FlowerSettings` hold what one process of one service needs. Every variable the services and
+deploy/finq-service read is a field here and a line of `.env.example` (tests/unit/
+test_env_example.py fails when they drift). PROMETHEUS_MULTIPROC_DIR is not a setting:
+prometheus_client reads it itself. With APP_ENV=production every secret is checked at start
+(refuse_weak): placeholders, known defaults, short or repetitive values are refused by name.
 """
 
 from functools import lru_cache
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EXAMPLE_SECRET = "change-me-to-a-long-random-string"  # noqa: S105 - the placeholder we refuse
+# With APP_ENV=production (docs/security.md#secrets): keys that sign (APP_SECRET_KEY,
+# WEBHOOK_SECRET) need MIN_SECRET_LENGTH characters, passwords MIN_PASSWORD_LENGTH; both at
+# least MIN_DISTINCT_CHARACTERS different characters and no placeholder word.
 MIN_SECRET_LENGTH = 32
-FROM_ENVIRONMENT = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+MIN_PASSWORD_LENGTH = 16
+MIN_DISTINCT_CHARACTERS = 8
+PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "replace-me", "placeholder", "example")
+KNOWN_DEFAULTS = {"admin", "password", "secret", "finq", "postgres", "redis", "flower", "guest"}
+GENERATE = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+# Secrets never reach an error message (hide_input_in_errors).
+FROM_ENVIRONMENT = SettingsConfigDict(
+    env_file=".env", extra="ignore", case_sensitive=False, hide_input_in_errors=True
+)
+AppEnv = Literal["development", "test", "production"]
 RoleName = Literal["admin", "user"]  # finq_core.models.Role's values
+# finq_core.broker's queues (tests/unit/test_env_example.py keeps the two in step).
+QueueName = Literal["notify", "charts", "high", "normal", "low"]
+
+
+def secret_problem(value: str, min_length: int) -> str | None:
+    """Why `value` is not fit to be a production secret, or None when it is."""
+    lowered = value.lower()
+    if any(word in lowered for word in PLACEHOLDER_WORDS) or lowered in KNOWN_DEFAULTS:
+        return "is a placeholder or a well-known default"
+    if len(value) < min_length:
+        return f"has {len(value)} characters, fewer than {min_length}"
+    if len(set(value)) < MIN_DISTINCT_CHARACTERS:
+        return f"has fewer than {MIN_DISTINCT_CHARACTERS} different characters"
+    return None
+
+
+def refuse_weak(value: str | None, info: ValidationInfo, min_length: int, what: str) -> None:
+    """Raise, naming the variable, when production would run with a weak secret."""
+    if value is None or info.data.get("app_env") != "production":
+        return
+    problem = secret_problem(value, min_length)
+    if problem:
+        raise ValueError(
+            f"{what} {problem}; APP_ENV=production needs a random value (for example: {GENERATE})"
+        )
 
 
 def _admins() -> list[RoleName]:
     return ["admin"]
 
 
+def _every_queue() -> list[QueueName]:
+    return ["notify", "charts", "high", "normal", "low"]
+
+
 class Settings(BaseSettings):
     model_config = FROM_ENVIRONMENT
 
-    app_env: Literal["development", "test", "production"] = "development"
-    app_secret_key: str = EXAMPLE_SECRET
+    app_env: AppEnv = "development"
+    # Secrets: checked at start with APP_ENV=production (refuse_weak), defaults included.
+    app_secret_key: str = Field(default=EXAMPLE_SECRET, validate_default=True)
     access_token_expire_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
     admin_username: str | None = None
     admin_password: str | None = None
@@ -44,6 +89,12 @@ class Settings(BaseSettings):
     # How far ahead (or back) a task's `run_at` may lie.
     run_at_max_days: int = Field(default=366, ge=1, le=3660)
     worker_concurrency: int = Field(default=4, ge=1, le=64)
+    # Queues a worker consumes, polled in this order (deploy/finq-service passes them on).
+    worker_queues: Annotated[list[QueueName], NoDecode] = Field(
+        default_factory=_every_queue, min_length=1
+    )
+    # The worker's Celery node name (%h: the host name); set per replica by the launchers.
+    worker_name: str = Field(default="worker@%h", pattern=r"^[^@\s]+@[^@\s]+$")
     # CPU niceness of a worker and its pool (19: lowest): on shared cores the API's requests
     # go first, so queued calculations never make the front door slow.
     worker_nice: int = Field(default=10, ge=0, le=19)
@@ -121,7 +172,9 @@ class Settings(BaseSettings):
     stream_max_seconds: int = Field(default=3600, ge=1, le=86_400)
     stream_ticket_seconds: int = Field(default=30, ge=1, le=600)
 
-    @field_validator("cors_origins", "trusted_proxies", "high_priority_roles", mode="before")
+    @field_validator(
+        "cors_origins", "trusted_proxies", "high_priority_roles", "worker_queues", mode="before"
+    )
     @classmethod
     def _split_csv(cls, value: object) -> object:
         """Accept `a,b,c` from the environment as well as a JSON list."""
@@ -144,17 +197,31 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @model_validator(mode="after")
-    def _production_needs_a_real_secret(self) -> "Settings":
-        if self.app_env == "production" and (
-            len(self.app_secret_key) < MIN_SECRET_LENGTH or self.app_secret_key == EXAMPLE_SECRET
-        ):
-            raise ValueError(
-                "APP_SECRET_KEY must be set to a random string of at least "
-                f"{MIN_SECRET_LENGTH} characters when APP_ENV=production "
-                "(for example: python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
-            )
-        return self
+    @field_validator("app_secret_key", "webhook_secret")
+    @classmethod
+    def _keys_are_random_in_production(cls, value: str | None, info: ValidationInfo) -> str | None:
+        refuse_weak(value, info, MIN_SECRET_LENGTH, "the key")
+        return value
+
+    @field_validator("admin_password", "smtp_password")
+    @classmethod
+    def _passwords_are_strong_in_production(
+        cls, value: str | None, info: ValidationInfo
+    ) -> str | None:
+        # An SMTP password is the provider's: only placeholders are refused.
+        minimum = MIN_PASSWORD_LENGTH if info.field_name == "admin_password" else 1
+        refuse_weak(value or None, info, minimum, "the password")
+        return value
+
+    @field_validator("database_url", "redis_url")
+    @classmethod
+    def _url_passwords_are_strong_in_production(cls, value: str, info: ValidationInfo) -> str:
+        # Compose builds these URLs from POSTGRES_PASSWORD and REDIS_PASSWORD.
+        source = {"database_url": "POSTGRES_PASSWORD", "redis_url": "REDIS_PASSWORD"}
+        password = urlsplit(value).password
+        what = f"the password in it ({source[str(info.field_name)]} in compose)"
+        refuse_weak(password, info, MIN_PASSWORD_LENGTH, what)
+        return value
 
     @property
     def soft_time_limit(self) -> int:
@@ -189,11 +256,39 @@ class WorkerMetricsSettings(BaseSettings):
     worker_metrics_address: str = Field(default="0.0.0.0", min_length=1)
 
 
+class FlowerSettings(BaseSettings):
+    """Flower (deploy/finq-service flower): where it listens and its basic-auth accounts."""
+
+    model_config = FROM_ENVIRONMENT
+
+    app_env: AppEnv = "development"
+    flower_address: str = Field(default="0.0.0.0", min_length=1)
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+    flower_url_prefix: str = "flower"
+    # `user:password[,user2:password2]`; required by the flower role, unset elsewhere.
+    flower_basic_auth: str | None = None
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _passwords_are_strong_in_production(
+        cls, value: str | None, info: ValidationInfo
+    ) -> str | None:
+        if not (value or "").strip():
+            return None  # an empty line in .env: not configured
+        for account in (value or "").split(","):
+            user, sep, password = account.partition(":")
+            if not (user and sep and password):
+                raise ValueError("must be user:password (comma-separated for several accounts)")
+            refuse_weak(password, info, MIN_PASSWORD_LENGTH, f"the password of {user!r}")
+        return value
+
+
 # Every settings class; `python -m finq_core.config` checks them all before any process starts.
 SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
     Settings,
     ApiServerSettings,
     WorkerMetricsSettings,
+    FlowerSettings,
 )
 
 

@@ -116,13 +116,13 @@ class QueueCollector(Collector):
     """Queue depths read from Redis at scrape time (a gauge nobody has to keep updated)."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from finq_core.broker import QUEUES, UNAVAILABLE, queue_depths
+        from finq_core.broker import ALL_QUEUES, UNAVAILABLE, queue_depths
 
         family = GaugeMetricFamily(
             "finq_queue_depth", "Messages waiting per queue", labels=["queue"]
         )
         try:
-            depths = queue_depths(QUEUES)
+            depths = queue_depths(list(ALL_QUEUES))
         except UNAVAILABLE:  # Redis down: no sample rather than a failed scrape
             depths = {}
         for name, depth in depths.items():

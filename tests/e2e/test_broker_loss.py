@@ -4,6 +4,7 @@ One stack of its own (these tests flush, kill and reconfigure its Redis), with t
 grace period cut to GRACE seconds and a sweep starting every second."""
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -198,7 +199,7 @@ def test_an_evicting_policy_is_reported_and_refused_in_production(
         env = {
             "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
             "APP_ENV": "production",
-            "APP_SECRET_KEY": "p" * 48,
+            "APP_SECRET_KEY": secrets.token_urlsafe(48),
             "REDIS_URL": f"redis://127.0.0.1:{lossy.info['REDIS_PORT']}/0",
             "DATABASE_URL": lossy.info["DATABASE_URL"],
         }

@@ -196,7 +196,7 @@ def test_events_stream_status_and_progress(stack: LocalStack, admin: httpx.Clien
 
 def test_monitoring_queues(admin: httpx.Client) -> None:
     body = admin.get("/api/v1/monitoring/queues").json()
-    assert set(body["queues"]) == {"high", "normal", "low"}
+    assert set(body["queues"]) == {"notify", "charts", "high", "normal", "low"}
     assert body["workers_online"] == 2
     assert body["tasks_by_status"]["SUCCESS"] >= 1
 

@@ -123,7 +123,7 @@ def test_counts_summary_and_trace(observed: LocalStack) -> None:
     assert summary["windows"]["15m"]["failed"] == 0
     assert summary["windows"]["15m"]["latency_seconds"]["p50"] is not None
     assert summary["workers"]["online"] == 2 and summary["workers"]["slots"] == 4
-    assert set(summary["queues"]) == {"high", "normal", "low"}
+    assert set(summary["queues"]) == {"notify", "charts", "high", "normal", "low"}
 
     # The public port serves no metrics.
     assert httpx.get(observed.url + "/metrics").status_code == 404

@@ -3,6 +3,7 @@ its own (no worker consumes these queues: what the repair sends stays there to b
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -373,7 +374,7 @@ def test_production_refuses_to_start_with_an_evicting_policy(own: redis.Redis) -
     env = {
         **os.environ,
         "APP_ENV": "production",
-        "APP_SECRET_KEY": "x" * 48,
+        "APP_SECRET_KEY": secrets.token_urlsafe(48),  # production checks it
     }
     check = [sys.executable, "-m", "finq_core.broker_check"]
     refused = subprocess.run(check, env=env, capture_output=True, text=True, cwd=ROOT)

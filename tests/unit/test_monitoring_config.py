@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from finq_core import metrics
 
@@ -87,3 +88,33 @@ def test_dashboard_is_valid_and_uses_exported_metrics() -> None:
             assert not unknown, (p["title"], unknown)
         grid = p["gridPos"]
         assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24
+
+
+def test_prometheus_scrapes_every_service_that_serves_metrics() -> None:
+    """Each compose service running the api, worker or beat role (its replicas found by DNS)
+    is a target: the `high` profile's worker included."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    config = yaml.safe_load((MON / "prometheus.yml").read_text())
+    scraped = {
+        name
+        for job in config["scrape_configs"]
+        for sd in job.get("dns_sd_configs", [])
+        for name in sd["names"]
+    }
+    serving = {
+        name
+        for name, service in compose["services"].items()
+        if service.get("command") in (["api"], ["worker"], ["beat"])
+    }
+    assert "celery-worker-high" in serving
+    assert serving - scraped == set(), f"not scraped: {sorted(serving - scraped)}"
+
+
+def test_the_queue_depth_metric_covers_every_queue() -> None:
+    """finq_queue_depth reads the queues the workers consume, deliveries and charts included."""
+    from finq_core.broker import ALL_QUEUES, CHART_QUEUE, DELIVERY_QUEUE, make_celery
+    from finq_core.config import get_settings
+
+    declared = {q.name for q in make_celery(get_settings()).conf.task_queues}
+    assert {DELIVERY_QUEUE, CHART_QUEUE} <= set(ALL_QUEUES)
+    assert set(ALL_QUEUES) == declared

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from finq_api.deps import CurrentUser, SessionDep
 from finq_api.guard import GuardedRoute
 from finq_core import presence
-from finq_core.broker import QUEUES, queue_depths
+from finq_core.broker import ALL_QUEUES, queue_depths
 from finq_core.models import Role, Task, TaskEvent, TaskStatus, User
 from finq_core.redis_client import get_redis
 from finq_core.timeutil import utcnow
@@ -71,7 +71,7 @@ async def queues(
     Admins see every worker and what it runs; a user only the workers running their tasks."""
     if all_users and user.role != Role.ADMIN:
         raise HTTPException(status_code=403, detail="Admin role required for all=true")
-    depths = await run_in_threadpool(queue_depths, QUEUES)
+    depths = await run_in_threadpool(queue_depths, list(ALL_QUEUES))
     online = await run_in_threadpool(workers)
     count_online = len(online)
     if user.role != Role.ADMIN:
@@ -181,7 +181,7 @@ async def summary(
         return out
 
     windows = await run_in_threadpool(from_db)
-    depths = await run_in_threadpool(queue_depths, QUEUES)
+    depths = await run_in_threadpool(queue_depths, list(ALL_QUEUES))
     online = await run_in_threadpool(workers)
     busy = sum(w["active"] for w in online)
     slots = sum(w["slots"] for w in online)
