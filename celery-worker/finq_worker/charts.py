@@ -175,8 +175,10 @@ def _cash_flows(
     fig: Any, params: dict[str, Any], result: dict[str, Any], _: PriceTable | None
 ) -> None:
     raw = params["cash_flows"]
-    scenarios = raw if isinstance(raw[0], list) else [raw]
-    flows = np.asarray(scenarios[:MAX_LINES], dtype=float)
+    scenarios = (raw if isinstance(raw[0], list) else [raw])[:MAX_LINES]
+    flows = np.zeros((len(scenarios), max(len(row) for row in scenarios)))
+    for i, row in enumerate(scenarios):  # horizons may differ: pad with zeros
+        flows[i, : len(row)] = row
     irr = result.get("irr")
     irrs = [v for v in (irr if isinstance(irr, list) else [irr])[:MAX_LINES] if v is not None]
     rate = float(params["discount_rate"])
