@@ -305,7 +305,34 @@ def _csv_analytics(
     )
 
 
+def _implied_vol(
+    fig: Any, params: dict[str, Any], result: dict[str, Any], _: PriceTable | None
+) -> None:
+    vols = result["volatility"]
+    vols = vols if isinstance(vols, list) else [vols]
+    n = len(vols)
+    strike = params["strike"]
+    by_strike = isinstance(strike, list) and len(strike) == n
+    x = np.asarray(strike if by_strike else range(n), dtype=float)
+    kinds = params["option_type"]
+    kinds = kinds if isinstance(kinds, list) and len(kinds) == n else [kinds] * n
+    y = np.asarray([np.nan if v is None else 100.0 * float(v) for v in vols])
+    idx = thin(n, MAX_POINTS)
+    ax = fig.subplots()
+    for kind, colour, marker in (("call", BLUE, "o"), ("put", ORANGE, "s")):
+        pick = idx[[kinds[i] == kind for i in idx.tolist()]]
+        if pick.size:
+            ax.plot(x[pick], y[pick], marker, color=colour, ms=4, label=f"{kind}s")
+    ax.set(xlabel="strike" if by_strike else "quote", ylabel="implied volatility (%)")
+    ax.legend(loc="upper right")
+    fig.suptitle(
+        f"Implied volatility: {int(result['solved']):,} solved, "
+        f"{int(result['unsolved']):,} outside the bounds"
+    )
+
+
 DRAWERS: dict[str, Drawer] = {
+    "implied_volatility": _implied_vol,
     "monte_carlo_option": _monte_carlo,
     "portfolio_var": _portfolio_var,
     "loan_amortization": _amortization,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,32 @@ def _projects(scenarios: int, periods: int) -> list[list[float]]:
         + [round(_rng.uniform(60, 260), 2) for _ in range(periods - 1)]
         for _ in range(scenarios)
     ]
+
+
+def _norm_cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2))
+
+
+def _option_chain(quotes: int) -> dict[str, Any]:
+    """A quoted option chain: mid prices of calls and puts across strikes (a smile)."""
+    strikes = _ladder(60, 140, quotes)
+    kinds = ["put" if k < 100 else "call" for k in strikes]
+    # Prices from a smile sigma(K) = 0.2 + 0.1 (ln(K/100))^2 at T = 0.5, r = 3%: fixed numbers.
+    prices = []
+    for k, kind in zip(strikes, kinds, strict=True):
+        v, t, r = 0.2 + 0.1 * math.log(k / 100) ** 2, 0.5, 0.03
+        d1 = (math.log(100 / k) + (r + v * v / 2) * t) / (v * math.sqrt(t))
+        d2 = d1 - v * math.sqrt(t)
+        call = 100 * _norm_cdf(d1) - k * math.exp(-r * t) * _norm_cdf(d2)
+        prices.append(round(call if kind == "call" else call - 100 + k * math.exp(-r * t), 6))
+    return {
+        "price": prices,
+        "spot": 100.0,
+        "strike": strikes,
+        "maturity": 0.5,
+        "rate": 0.03,
+        "option_type": kinds,
+    }
 
 
 def _covariance(n: int, vol: float = 0.012, corr: float = 0.3) -> list[list[float]]:
@@ -51,7 +78,7 @@ MIX: tuple[Mix, ...] = (
     Mix(
         "loan_amortization",
         25,
-        1.0,
+        1.2,
         "30-year monthly mortgage, 360-row schedule",
         {"principal": 320_000, "annual_rate": 0.0475, "years": 30},
     ),
@@ -65,7 +92,7 @@ MIX: tuple[Mix, ...] = (
     Mix(
         "cash_flow_analysis",
         15,
-        2.3,
+        3.6,
         "NPV/IRR/MIRR/payback of 100 scenarios x 25 years",
         {
             "cash_flows": _projects(100, 25),
@@ -88,6 +115,13 @@ MIX: tuple[Mix, ...] = (
             "dividend_yield": 0.01,
             "option_type": "call",
         },
+    ),
+    Mix(
+        "implied_volatility",
+        5,
+        3.7,
+        "implied volatilities of a 2,000-quote chain (calls and puts)",
+        _option_chain(2000),
     ),
     Mix(
         "portfolio_var",

@@ -17,6 +17,7 @@ EXPECTED = {
     "cash_flow_analysis",
     "bond_analytics",
     "csv_portfolio_analytics",
+    "implied_volatility",
 }
 
 

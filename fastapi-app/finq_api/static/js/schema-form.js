@@ -16,6 +16,7 @@ function fieldKind(prop) {
   if (types.includes("array")) {
     const arr = (prop.anyOf || [prop]).find((s) => s.type === "array");
     if (arr?.items && (arr.items.type === "array" || arr.items.anyOf)) return "json";
+    if (arr?.items?.enum) return "choice-or-list";
     return types.includes("number") || types.includes("integer") ? "number-or-list" : "list";
   }
   if (types.includes("integer")) return "integer";
@@ -78,6 +79,9 @@ export function buildForm() {
     const hint = [
       prop.description,
       kind === "number-or-list" || kind === "list" ? "A number or a comma-separated list." : "",
+      kind === "choice-or-list"
+        ? `One of ${prop.anyOf[0].enum.join(", ")}, or a comma-separated list.`
+        : "",
       kind === "json" ? "JSON." : "",
       kind === "upload" ? "Add CSV files under Uploads." : "",
     ]
@@ -120,6 +124,12 @@ export function readParams() {
         continue;
       }
       params[name] = kind === "list" || nums.length > 1 ? nums : nums[0];
+    } else if (kind === "choice-or-list") {
+      const parts = String(raw)
+        .split(",")
+        .map((p) => p.trim())
+        .filter(Boolean);
+      params[name] = parts.length > 1 ? parts : parts[0];
     } else if (kind === "json") {
       try {
         params[name] = JSON.parse(raw);
