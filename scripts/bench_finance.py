@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 from finq_engine import (  # noqa: E402
+    american,
     amortization,
     black_scholes,
     bonds,
@@ -258,6 +259,54 @@ def bench_implied_vol(repeats: int) -> list[Row]:
     ]
 
 
+def python_tree_per_node(steps: int) -> float:
+    """Seconds per node update of a plain-Python CRR American put (lists, one loop per node)."""
+    s0, k, t, r, v = (MARKET[x] for x in ("spot", "strike", "maturity", "rate", "volatility"))
+    dt = t / steps
+    u = math.exp(v * math.sqrt(dt))
+    d = 1 / u
+    p = (math.exp(r * dt) - d) / (u - d)
+    disc = math.exp(-r * dt)
+    start = time.perf_counter()
+    values = [max(k - s0 * u**j * d ** (steps - j), 0.0) for j in range(steps + 1)]
+    for level in range(steps - 1, -1, -1):
+        for j in range(level + 1):
+            cont = disc * (p * values[j + 1] + (1 - p) * values[j])
+            values[j] = max(cont, k - s0 * u**j * d ** (level - j))
+    return (time.perf_counter() - start) / (steps * (steps + 1) / 2)
+
+
+def bench_american(repeats: int) -> list[Row]:
+    rows = []
+    per_node_py = python_tree_per_node(500)
+    for steps in (1_000, 5_000, 20_000):
+        p = american.AmericanOptionParams(**MARKET, option_type="put", steps=steps)
+        t = median_time(partial(american.binomial, p, True), max(3, repeats - 2))
+        nodes = steps * (steps + 1) / 2
+        rows.append(
+            Row(
+                "american_option binomial (American put, CRR)",
+                f"{steps:,} steps",
+                t,
+                rate(steps / t, 1.0, "steps") + f", {rate(nodes, t, 'nodes')}",
+                f"{per_node_py / (t / nodes):.0f}x",
+            )
+        )
+    p = american.AmericanOptionParams(
+        **MARKET, option_type="put", method="lsm", paths=200_000, exercise_dates=50, seed=1
+    )
+    t = median_time(lambda: american.american_option(p, NullContext()), max(3, repeats - 2))
+    rows.append(
+        Row(
+            "american_option lsm (American put, 50 dates)",
+            "200,000 paths + 50,000 regression",
+            t,
+            rate(200_000, t, "paths"),
+        )
+    )
+    return rows
+
+
 def bench_var(repeats: int) -> list[Row]:
     rng = np.random.default_rng(1)
     rows = []
@@ -450,6 +499,7 @@ def main() -> None:
     rows: list[Row] = []
     rows += bench_black_scholes(reps)
     rows += bench_implied_vol(reps)
+    rows += bench_american(reps)
     rows.append(bench_mc("european", 1_000_000, 1, False, 200_000, reps))
     rows.append(bench_mc("european", 1_000_000, 1, True, 0, reps))
     rows.append(bench_mc("asian_arithmetic", 100_000, 252, False, 1_000, mc_reps))
@@ -495,6 +545,9 @@ Carlo runs and the cash flows) after one warm-up run, and throughput is size / m
   paths, extrapolated per path), both without antithetic variates.
 - implied_volatility's "vs Python loop": a plain-Python bisection per quote on the
   Black-Scholes price (`math.erfc`, to 1e-10, 2,000 quotes, extrapolated per quote).
+- american_option binomial's "vs Python loop": a plain-Python CRR American put (lists, a
+  loop per node, 500 steps), per node update. Throughput: tree steps per second and node
+  updates (N (N + 1) / 2 per tree) per second.
 - "RNG share": the time `Generator.standard_normal` alone takes to draw the same normals in
   the same chunks, divided by the whole Monte Carlo time (timing noise can push it past
   100% when the payoff work is negligible).

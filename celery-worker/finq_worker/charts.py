@@ -31,6 +31,7 @@ MAX_LINES = 8
 MAX_PNG_BYTES = 2 * 1024 * 1024
 FIGSIZE = (9.0, 5.0)
 DPI = 100
+_Z95 = 1.959963984540054
 BLUE, ORANGE, RED, GREY = "#0b5cad", "#d9822b", "#b42318", "#5b6570"
 
 Drawer = Callable[[Any, dict[str, Any], dict[str, Any], PriceTable | None], None]
@@ -331,7 +332,36 @@ def _implied_vol(
     )
 
 
+def _american(
+    fig: Any, params: dict[str, Any], result: dict[str, Any], _: PriceTable | None
+) -> None:
+    price, european = float(result["price"]), float(result["european_price"])
+    boundary = result.get("exercise_boundary") or {"time": [], "spot": []}
+    ax = fig.subplots()
+    strike = float(params["strike"])
+    if boundary["time"]:
+        ax.plot(boundary["time"], boundary["spot"], color=RED, lw=1.8, label="exercise boundary")
+        ax.axhline(strike, color=GREY, ls="--", lw=1, label=f"strike {strike:g}")
+        ax.set(xlabel="time (years)", ylabel="spot at which to exercise")
+        ax.legend(loc="best")
+    else:
+        labels = [
+            "american" if params.get("exercise", "american") == "american" else "price",
+            "european (closed form)",
+        ]
+        ax.bar(labels, [price, european], color=[BLUE, ORANGE])
+        se = result.get("std_error")
+        if se:
+            ax.errorbar([0], [price], yerr=[_Z95 * float(se)], color="black", capsize=6)
+        ax.set(ylabel="option value")
+    fig.suptitle(
+        f"{params['option_type']} ({result['method']}): {price:.4f}, European {european:.4f}, "
+        f"early-exercise premium {float(result['early_exercise_premium']):.4f}"
+    )
+
+
 DRAWERS: dict[str, Drawer] = {
+    "american_option": _american,
     "implied_volatility": _implied_vol,
     "monte_carlo_option": _monte_carlo,
     "portfolio_var": _portfolio_var,

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from finq_engine import (
+    american,
     amortization,
     black_scholes,
     bonds,
@@ -117,6 +118,24 @@ def _build() -> dict[str, TaskType]:
                 "rate": 0.04,
                 "dividend_yield": 0.01,
                 "option_type": ["call", "call", "call", "put", "call"],
+            },
+        ),
+        TaskType(
+            name="american_option",
+            title="American options: binomial tree or Longstaff-Schwartz Monte Carlo",
+            params_model=american.AmericanOptionParams,
+            run=american.american_option,
+            example={
+                "spot": 100,
+                "strike": 100,
+                "maturity": 1,
+                "rate": 0.05,
+                "volatility": 0.2,
+                "dividend_yield": 0.0,
+                "option_type": "put",
+                "exercise": "american",
+                "method": "binomial",
+                "steps": 2000,
             },
         ),
         TaskType(

@@ -78,7 +78,7 @@ MIX: tuple[Mix, ...] = (
     Mix(
         "loan_amortization",
         25,
-        1.2,
+        1.1,
         "30-year monthly mortgage, 360-row schedule",
         {"principal": 320_000, "annual_rate": 0.0475, "years": 30},
     ),
@@ -92,7 +92,7 @@ MIX: tuple[Mix, ...] = (
     Mix(
         "cash_flow_analysis",
         15,
-        3.6,
+        2.9,
         "NPV/IRR/MIRR/payback of 100 scenarios x 25 years",
         {
             "cash_flows": _projects(100, 25),
@@ -122,6 +122,23 @@ MIX: tuple[Mix, ...] = (
         3.7,
         "implied volatilities of a 2,000-quote chain (calls and puts)",
         _option_chain(2000),
+    ),
+    Mix(
+        "american_option",
+        5,
+        15.4,
+        "American put on a 1,000-step binomial tree (and its European twin)",
+        {
+            "spot": 100,
+            "strike": 105,
+            "maturity": 1,
+            "rate": 0.04,
+            "volatility": 0.25,
+            "dividend_yield": 0.01,
+            "option_type": "put",
+            "method": "binomial",
+            "steps": 1000,
+        },
     ),
     Mix(
         "portfolio_var",

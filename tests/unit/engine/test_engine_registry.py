@@ -18,6 +18,7 @@ EXPECTED = {
     "bond_analytics",
     "csv_portfolio_analytics",
     "implied_volatility",
+    "american_option",
 }
 
 
