@@ -42,6 +42,7 @@ from finq_engine import (  # noqa: E402
     black_scholes,
     bonds,
     cash_flows,
+    dated_bonds,
     implied_vol,
     monte_carlo,
     var,
@@ -307,6 +308,36 @@ def bench_american(repeats: int) -> list[Row]:
     return rows
 
 
+def bench_dated_bonds(repeats: int) -> list[Row]:
+    rng = np.random.default_rng(6)
+    n = 10_000
+    settle = np.datetime64("2025-01-01") + rng.integers(0, 365, n)
+    mature = settle + rng.integers(200, 30 * 365, n)
+    raw: dict[str, Any] = {
+        "settlement": [str(d) for d in settle.tolist()],
+        "maturity": [str(d) for d in mature.tolist()],
+        "coupon_rate": rng.uniform(0, 0.08, n).round(4).tolist(),
+        "frequency": rng.choice([1, 2, 4, 12], n).tolist(),
+        "day_count": rng.choice(list(dated_bonds.DAY_COUNTS), n).tolist(),
+        "yield": rng.uniform(0.0, 0.09, n).tolist(),
+    }
+    by_yield = dated_bonds.DatedBondParams.model_validate(raw)
+    prices = dated_bonds.dated_bonds(by_yield, NullContext())["clean_price"].tolist()
+    by_price = dated_bonds.DatedBondParams.model_validate({**raw, "yield": None, "price": prices})
+    rows = []
+    for label, p in (("price from yield", by_yield), ("yield from price", by_price)):
+        t = median_time(partial(dated_bonds.dated_bonds, p, NullContext()), repeats)
+        rows.append(
+            Row(
+                f"dated_bond_analytics ({label}, 5 day counts)",
+                f"{n:,} bonds, up to 30y",
+                t,
+                rate(n, t, "bonds"),
+            )
+        )
+    return rows
+
+
 def bench_var(repeats: int) -> list[Row]:
     rng = np.random.default_rng(1)
     rows = []
@@ -509,6 +540,7 @@ def main() -> None:
     rows += bench_var(reps)
     rows += bench_cash_flows(max(3, reps - 2))
     rows += bench_small(reps)
+    rows += bench_dated_bonds(reps)
     if args.full:
         rows.append(full_run())
     elapsed = time.perf_counter() - began

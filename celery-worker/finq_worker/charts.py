@@ -360,7 +360,40 @@ def _american(
     )
 
 
+def _dated_bonds(
+    fig: Any, params: dict[str, Any], result: dict[str, Any], _: PriceTable | None
+) -> None:
+    flows = result.get("cash_flows")
+    if flows is None:  # many bonds: clean price against yield, one point per bond
+        y = np.asarray(result["yield"], dtype=float)
+        price = np.asarray(result["clean_price"], dtype=float)
+        idx = thin(y.size, MAX_POINTS)
+        ax = fig.subplots()
+        ax.plot(100 * y[idx], price[idx], "o", ms=3, color=BLUE)
+        ax.set(xlabel="yield (%)", ylabel="clean price")
+        fig.suptitle(f"{y.size:,} bonds: clean price against yield")
+        return
+    # One bond: its price-yield curve (from its dated cash flows) with today's point.
+    times = np.asarray(flows["time"], dtype=float)
+    amounts = np.asarray(flows["amount"], dtype=float)
+    f = float(params.get("frequency", 2))
+    y0 = float(result["yield"])
+    ys = np.linspace(max(-0.05, y0 - 0.05), y0 + 0.05, 200)
+    dirty = np.exp(-f * np.multiply.outer(np.log1p(ys / f), times)) @ amounts
+    accrued = float(result["accrued_interest"])
+    ax = fig.subplots()
+    ax.plot(100 * ys, dirty - accrued, color=BLUE, lw=1.8, label="clean price")
+    ax.plot([100 * y0], [float(result["clean_price"])], "o", color=RED, label="this bond")
+    ax.set(xlabel="yield (%)", ylabel="clean price")
+    ax.legend(loc="upper right")
+    fig.suptitle(
+        f"Clean {float(result['clean_price']):.4f}, accrued {accrued:.4f}, yield {y0:.4%}, "
+        f"modified duration {float(result['modified_duration']):.2f} y"
+    )
+
+
 DRAWERS: dict[str, Drawer] = {
+    "dated_bond_analytics": _dated_bonds,
     "american_option": _american,
     "implied_volatility": _implied_vol,
     "monte_carlo_option": _monte_carlo,

@@ -52,6 +52,19 @@ def _option_chain(quotes: int) -> dict[str, Any]:
     }
 
 
+def _dated_book(bonds: int) -> dict[str, Any]:
+    """A book of dated bonds: settlement today, maturities over 30 years, clean prices."""
+    counts = ["30/360 US", "30E/360", "ACT/360", "ACT/365F", "ACT/ACT ICMA"]
+    return {
+        "settlement": "2025-06-16",
+        "maturity": [f"{2026 + i % 30}-{1 + i % 12:02d}-15" for i in range(bonds)],
+        "coupon_rate": [round(0.01 + 0.0002 * i, 4) for i in range(bonds)],
+        "frequency": [(1, 2, 4, 12)[i % 4] for i in range(bonds)],
+        "day_count": [counts[i % 5] for i in range(bonds)],
+        "price": [round(_rng.uniform(85, 110), 3) for _ in range(bonds)],
+    }
+
+
 def _covariance(n: int, vol: float = 0.012, corr: float = 0.3) -> list[list[float]]:
     """Daily covariance of n assets with a common correlation (positive definite)."""
     return [[vol * vol * (1.0 if i == j else corr) for j in range(n)] for i in range(n)]
@@ -88,6 +101,13 @@ MIX: tuple[Mix, ...] = (
         0.05,
         "30-year semi-annual bond priced from its yield",
         {"face_value": 1000, "coupon_rate": 0.045, "maturity": 30, "frequency": 2, "yield": 0.0515},
+    ),
+    Mix(
+        "dated_bond_analytics",
+        5,
+        27.0,
+        "yields of 200 dated bonds from clean prices (5 day counts)",
+        _dated_book(200),
     ),
     Mix(
         "cash_flow_analysis",

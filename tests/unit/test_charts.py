@@ -105,6 +105,16 @@ def test_each_example_renders_a_png(name: str) -> None:
             },
         ),  # Monte Carlo: no boundary, a bar with its 95 % interval
         (
+            "dated_bond_analytics",
+            {
+                "settlement": ["2025-01-10", "2025-02-11", "2025-03-12"],
+                "maturity": "2040-06-30",
+                "coupon_rate": 0.03,
+                "day_count": ["ACT/360", "30E/360", "ACT/ACT ICMA"],
+                "yield": [0.02, 0.03, 0.04],
+            },
+        ),  # many bonds: price against yield
+        (
             "implied_volatility",
             {
                 "price": 5,

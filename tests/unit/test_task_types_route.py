@@ -20,7 +20,7 @@ def test_every_registered_type_is_published(published: dict[str, dict[str, objec
     assert set(published) == set(TASK_TYPES)
 
 
-@pytest.mark.parametrize("name", ["implied_volatility", "american_option"])
+@pytest.mark.parametrize("name", ["implied_volatility", "american_option", "dated_bond_analytics"])
 def test_new_types_carry_a_schema_an_example_and_a_description(
     published: dict[str, dict[str, object]], name: str
 ) -> None:

@@ -19,6 +19,7 @@ EXPECTED = {
     "csv_portfolio_analytics",
     "implied_volatility",
     "american_option",
+    "dated_bond_analytics",
 }
 
 

@@ -16,7 +16,7 @@ function fieldKind(prop) {
   if (types.includes("array")) {
     const arr = (prop.anyOf || [prop]).find((s) => s.type === "array");
     if (arr?.items && (arr.items.type === "array" || arr.items.anyOf)) return "json";
-    if (arr?.items?.enum) return "choice-or-list";
+    if (arr?.items?.enum || arr?.items?.type === "string") return "choice-or-list";
     return types.includes("number") || types.includes("integer") ? "number-or-list" : "list";
   }
   if (types.includes("integer")) return "integer";
@@ -28,6 +28,22 @@ function fieldKind(prop) {
 function bounds(prop) {
   const s = (prop.anyOf || [prop]).find((x) => x.type === "number" || x.type === "integer") || prop;
   return { min: s.minimum ?? s.exclusiveMinimum, max: s.maximum ?? s.exclusiveMaximum };
+}
+
+// The allowed values of a choice-or-list field ([] for free text such as dates).
+function choices(prop) {
+  return (prop.anyOf || []).find((s) => s.enum)?.enum || [];
+}
+
+function choiceHint(prop) {
+  const allowed = choices(prop);
+  const date = (prop.anyOf || []).some((s) => s.format === "date");
+  const one = allowed.length
+    ? `One of ${allowed.join(", ")}`
+    : date
+      ? "A date (YYYY-MM-DD)"
+      : "A value";
+  return `${one}, or a comma-separated list.`;
 }
 
 export function buildForm() {
@@ -75,13 +91,13 @@ export function buildForm() {
         input.value = Array.isArray(example) ? example.join(", ") : example;
     }
     input.dataset.kind = kind;
+    if (kind === "choice-or-list" && choices(prop).every((c) => typeof c === "number"))
+      input.dataset.numeric = "1";
     if (required.has(name)) input.required = true;
     const hint = [
       prop.description,
       kind === "number-or-list" || kind === "list" ? "A number or a comma-separated list." : "",
-      kind === "choice-or-list"
-        ? `One of ${prop.anyOf[0].enum.join(", ")}, or a comma-separated list.`
-        : "",
+      kind === "choice-or-list" ? choiceHint(prop) : "",
       kind === "json" ? "JSON." : "",
       kind === "upload" ? "Add CSV files under Uploads." : "",
     ]
@@ -129,7 +145,8 @@ export function readParams() {
         .split(",")
         .map((p) => p.trim())
         .filter(Boolean);
-      params[name] = parts.length > 1 ? parts : parts[0];
+      const values = input.dataset.numeric ? parts.map(Number) : parts;
+      params[name] = values.length > 1 ? values : values[0];
     } else if (kind === "json") {
       try {
         params[name] = JSON.parse(raw);
