@@ -167,6 +167,7 @@ def bench_mc(
     share = statistics.median(shares)
     speedup = f"{statistics.median(speedups):.0f}x" if speedups else ""
     label = f"monte_carlo_option {style}" + (" antithetic" if antithetic else "")
+    label += " + greeks (CRN bumps)" if extra.get("greeks") else ""
     return Row(
         label,
         f"{paths:,} paths x {plan.steps} steps",
@@ -533,6 +534,7 @@ def main() -> None:
     rows += bench_american(reps)
     rows.append(bench_mc("european", 1_000_000, 1, False, 200_000, reps))
     rows.append(bench_mc("european", 1_000_000, 1, True, 0, reps))
+    rows.append(bench_mc("european", 1_000_000, 1, True, 0, reps, greeks=True))
     rows.append(bench_mc("asian_arithmetic", 100_000, 252, False, 1_000, mc_reps))
     rows.append(bench_mc("asian_arithmetic", 100_000, 252, True, 0, mc_reps))
     rows.append(bench_mc("asian_geometric", 100_000, 252, True, 0, mc_reps))
