@@ -151,7 +151,7 @@ def binomial(
     boundary_t: list[float] = []
     boundary_s: list[float] = []
     early = american and not never_early(p)
-    levels: list[tuple[FloatArray, FloatArray]] = []
+    levels: dict[int, tuple[FloatArray, FloatArray]] = {n: (s, v)}  # the first three kept
     for level in range(n - 1, -1, -1):
         if ctx is not None and level % 1024 == 0:
             check_cancelled(ctx)
@@ -165,12 +165,12 @@ def binomial(
                 boundary_t.append(level * dt)
                 boundary_s.append(float(s[ex].max() if not is_call else s[ex].min()))
         if level <= 2:
-            levels.append((s.copy(), v.copy()))
-    (s2, v2), (s1, v1), _ = levels
-    delta = float((v1[1] - v1[0]) / (s1[1] - s1[0])) if n >= 2 else math.nan
-    gamma = math.nan
-    theta = math.nan
+            levels[level] = (s.copy(), v.copy())
+    delta = gamma = theta = math.nan
     if n >= 2:
+        s1, v1 = levels[1]
+        s2, v2 = levels[2]
+        delta = float((v1[1] - v1[0]) / (s1[1] - s1[0]))
         up = (v2[2] - v2[1]) / (s2[2] - s2[1])
         down = (v2[1] - v2[0]) / (s2[1] - s2[0])
         gamma = float((up - down) / (0.5 * (s2[2] - s2[0])))

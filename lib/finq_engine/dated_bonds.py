@@ -30,8 +30,10 @@ an InterestRate). Then
 and a yield is found from a clean price by Newton's method safeguarded by bisection on
 [YIELD_MIN, YIELD_MAX], for every bond at once (P is decreasing in y: one root).
 
-Bonds are rows of 2-D arrays (bond x coupon), so 10,000 bonds are a few array operations;
-the total number of coupons in a request is bounded by `MAX_CELLS`.
+All bonds' coupons are one flat array (bond by bond, in date order), so 10,000 bonds are a
+few array operations over their coupons and per-bond sums are `np.add.reduceat`; dates are
+computed in integer civil-calendar arithmetic. The total number of coupons in a request is
+bounded by `MAX_CELLS`.
 """
 
 import datetime as dt
@@ -227,7 +229,9 @@ def day_count_fraction(
 
 
 class Bonds:
-    """The schedules of many bonds as (bond x coupon) arrays, coupon 0 the next one."""
+    """The schedules of many bonds as flat arrays of coupons, bond by bond in date order
+    (`first[b]` is bond b's next coupon, `count[b]` its coupons left): only real coupons are
+    stored, so a book of annual and monthly bonds costs its coupons, not bonds x the most."""
 
     def __init__(
         self,
@@ -243,51 +247,89 @@ class Bonds:
         mat_y, mat_m, mat_d = _ymd(maturity)
         set_y, set_m, _ = _ymd(settlement)
         mat_index = mat_y * 12 + mat_m - 1  # months since year 0
-        months_left = mat_index - (set_y * 12 + set_m - 1)
-        n_max = int((months_left // step).max()) + 2
-        if n_max * maturity.size > MAX_CELLS:
+        set_index = set_y * 12 + set_m - 1
+        eom = mat_d == _days_in_month(mat_y, mat_m)
+
+        def coupon_date(bond: Days, k: Days) -> NDArray[np.datetime64]:
+            """The k-th coupon date before maturity of each `bond` (k = 0 is maturity), on
+            the maturity's day clamped to the month's end, or on the month's end."""
+            index = mat_index[bond] - k * step[bond]
+            year, month = index // 12, index % 12 + 1
+            last = _days_in_month(year, month)
+            return _days(year, month, np.where(eom[bond], last, np.minimum(mat_d[bond], last)))
+
+        # Coupons after settlement: every one in a later month, and the one in settlement's
+        # month (if the schedule has one there) when its day is after settlement's.
+        later = (mat_index - set_index - 1) // step + 1
+        bonds = np.arange(maturity.size)
+        same_month = (mat_index - set_index) % step == 0
+        in_month = coupon_date(bonds, later)
+        count = later + (same_month & (in_month > settlement))
+        total = int(count.sum())
+        if total > MAX_CELLS:
             raise CalculationError(f"at most {MAX_CELLS:,} coupons in all")
-        k = np.arange(n_max)[None, :]
-        # k-th coupon date before maturity (k = 0 is maturity), on the maturity's day clamped
-        # to the month's end, or on every month's end for a month-end maturity.
-        index = mat_index[:, None] - k * step[:, None]
-        year, month = index // 12, index % 12 + 1
-        last = _days_in_month(year, month)
-        eom = (mat_d == _days_in_month(mat_y, mat_m))[:, None]
-        dates = _days(year, month, np.where(eom, last, np.minimum(mat_d[:, None], last)))
-        after = dates > settlement[:, None]
-        count = after.sum(axis=1)  # coupons still to be paid
-        # Reorder ascending: column j is the j-th coming coupon; the one before is previous.
-        idx = count[:, None] - 1 - np.arange(int(count.max()))[None, :]
-        valid = idx >= 0
-        rows = np.arange(maturity.size)[:, None]
-        pay = dates[rows, np.maximum(idx, 0)]
-        start = dates[rows, np.maximum(idx + 1, 0)]
         self.count = count
-        self.valid = valid
-        self.pay = pay
-        self.previous = dates[np.arange(maturity.size), count]
-        self.next = pay[:, 0]
-        period_days = (pay - start).astype(np.int64)
-        # Day counts only where there is a coupon (bonds of few coupons pad their rows).
-        code = np.broadcast_to(day_count[:, None], valid.shape)
-        f = np.broadcast_to(frequency[:, None], valid.shape)
-        dcf = np.zeros(valid.shape)
-        dcf[valid] = day_count_fraction(
-            code[valid], start[valid], pay[valid], period_days[valid], f[valid]
-        )
-        self.amounts = np.where(valid, face[:, None] * coupon_rate[:, None] * dcf, 0.0)
-        last = count - 1
-        self.amounts[np.arange(maturity.size), last] += face
-        first_days = period_days[:, 0]
+        self.first = np.concatenate([[0], np.cumsum(count)[:-1]])
+        b = np.repeat(bonds, count)
+        j = np.arange(total) - self.first[b]  # 0 for the next coupon
+        k = count[b] - 1 - j  # periods before maturity
+        self.bond = b
+        self.pay = coupon_date(b, k)
+        start = coupon_date(b, k + 1)
+        self.previous = coupon_date(bonds, count)
+        self.next = self.pay[self.first]
+        period_days = (self.pay - start).astype(np.int64)
+        dcf = day_count_fraction(day_count[b], start, self.pay, period_days, frequency[b])
+        self.amounts = face[b] * coupon_rate[b] * dcf
+        self.amounts[self.first + count - 1] += face
         accrued_dcf = day_count_fraction(
-            day_count, self.previous, settlement, first_days, frequency
+            day_count, self.previous, settlement, period_days[self.first], frequency
         )
         self.accrued = face * coupon_rate * accrued_dcf
         # Stepwise times: the first from settlement, then whole periods (in the day count).
-        steps = np.where(valid, dcf, 0.0)
-        steps[:, 0] = dcf[:, 0] - accrued_dcf
-        self.times = np.cumsum(steps, axis=1)
+        steps = dcf.copy()
+        steps[self.first] -= accrued_dcf
+        # A cumulative sum per bond: each bond's first step also takes away the previous
+        # bonds' total, so the running sum restarts near zero (no large sums to cancel), and
+        # the residual left at each bond's start is removed exactly.
+        reset = steps.copy()
+        reset[self.first[1:]] -= np.add.reduceat(steps, self.first)[:-1]
+        running = np.cumsum(reset)
+        self.times = running - (running[self.first] - steps[self.first])[b]
+
+    def per_bond(self, values: FloatArray) -> FloatArray:
+        """Sum of `values` (one per coupon) for each bond."""
+        out: FloatArray = np.add.reduceat(values, self.first)
+        return out
+
+    def discount(self, y: FloatArray) -> FloatArray:
+        f = self.frequency[self.bond]
+        out: FloatArray = np.exp(-f * self.times * np.log1p(y[self.bond] / f))
+        return out
+
+    def dirty(self, y: FloatArray) -> FloatArray:
+        return self.per_bond(self.amounts * self.discount(y))
+
+    def solve_yield(self, clean: FloatArray) -> FloatArray:
+        target = clean + self.accrued
+        lo = np.full(target.shape, YIELD_MIN)
+        hi = np.full(target.shape, YIELD_MAX)
+        y = np.full(target.shape, 0.05)
+        f = self.frequency
+        for _ in range(200):
+            pv = self.amounts * self.discount(y)
+            diff = self.per_bond(pv) - target
+            slope = -self.per_bond(pv * self.times) / (1.0 + y / f)
+            lo = np.where(diff > 0, y, lo)
+            hi = np.where(diff > 0, hi, y)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                step = y - diff / slope
+            nxt = np.where((step > lo) & (step < hi), step, 0.5 * (lo + hi))
+            done = (np.abs(nxt - y) <= YIELD_TOL) | (hi - lo <= YIELD_TOL) | (diff == 0)
+            y = np.where(diff == 0, y, nxt)
+            if done.all():
+                return y
+        raise CalculationError("yield iteration did not converge")
 
     @classmethod
     def from_fields(
@@ -310,38 +352,6 @@ class Bonds:
         )
         return cls(*(a.reshape(-1) for a in (s, m, c, f, d, fv)))
 
-    def discount(self, y: FloatArray) -> FloatArray:
-        f = self.frequency[:, None]
-        out: FloatArray = np.where(
-            self.valid, np.exp(-f * self.times * np.log1p(y[:, None] / f)), 0.0
-        )
-        return out
-
-    def dirty(self, y: FloatArray) -> FloatArray:
-        out: FloatArray = (self.amounts * self.discount(y)).sum(axis=1)
-        return out
-
-    def solve_yield(self, clean: FloatArray) -> FloatArray:
-        target = clean + self.accrued
-        lo = np.full(target.shape, YIELD_MIN)
-        hi = np.full(target.shape, YIELD_MAX)
-        y = np.full(target.shape, 0.05)
-        f = self.frequency
-        for _ in range(200):
-            pv = self.amounts * self.discount(y)
-            diff = pv.sum(axis=1) - target
-            slope = -(pv * self.times).sum(axis=1) / (1.0 + y / f)
-            lo = np.where(diff > 0, y, lo)
-            hi = np.where(diff > 0, hi, y)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                step = y - diff / slope
-            nxt = np.where((step > lo) & (step < hi), step, 0.5 * (lo + hi))
-            done = (np.abs(nxt - y) <= YIELD_TOL) | (hi - lo <= YIELD_TOL) | (diff == 0)
-            y = np.where(diff == 0, y, nxt)
-            if done.all():
-                return y
-        raise CalculationError("yield iteration did not converge")
-
 
 def _dates(d: NDArray[np.datetime64]) -> list[str]:
     return [str(x) for x in d.tolist()]
@@ -356,14 +366,14 @@ def dated_bonds(p: DatedBondParams, ctx: RunContext) -> dict[str, Any]:
     else:
         y = np.broadcast_to(np.asarray(p.yield_, dtype=np.float64), shape).copy()
     pv = bonds.amounts * bonds.discount(y)
-    dirty = pv.sum(axis=1)
+    dirty = bonds.per_bond(pv)
     if p.price is None:
         clean = dirty - bonds.accrued
     growth = 1.0 + y / bonds.frequency
-    macaulay = (bonds.times * pv).sum(axis=1) / dirty
-    convexity = (bonds.times * (bonds.times + 1.0 / bonds.frequency[:, None]) * pv).sum(axis=1) / (
-        dirty * growth**2
-    )
+    t = bonds.times
+    macaulay = bonds.per_bond(t * pv) / dirty
+    f = bonds.frequency[bonds.bond]
+    convexity = bonds.per_bond(t * (t + 1.0 / f) * pv) / (dirty * growth**2)
     out: dict[str, Any] = {
         "clean_price": clean,
         "dirty_price": dirty,
@@ -384,9 +394,9 @@ def dated_bonds(p: DatedBondParams, ctx: RunContext) -> dict[str, Any]:
     }
     n = int(bonds.count[0])
     scalar["cash_flows"] = {
-        "date": _dates(bonds.pay[0, :n]),
-        "amount": bonds.amounts[0, :n],
-        "time": bonds.times[0, :n],
-        "present_value": pv[0, :n],
+        "date": _dates(bonds.pay[:n]),
+        "amount": bonds.amounts[:n],
+        "time": bonds.times[:n],
+        "present_value": pv[:n],
     }
     return scalar

@@ -23,6 +23,7 @@ from finq_engine import american
 from finq_engine.american import AmericanOptionParams, american_option
 from finq_engine.context import NullContext
 from finq_engine.errors import CalculationError, Cancelled
+from finq_engine.jsonsafe import to_json
 
 ql = pytest.importorskip("QuantLib")
 
@@ -218,3 +219,10 @@ def test_bad_inputs_name_the_field(params: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as info:
         AmericanOptionParams(**{**MARKET, "option_type": "put", **params})
     assert {e["loc"][0] for e in info.value.errors()} == {field}
+
+
+def test_a_tree_of_one_or_two_steps_prices_and_leaves_what_it_cannot_measure_null() -> None:
+    one = to_json(run(steps=1))
+    assert one["price"] > 0 and one["delta"] is None and one["gamma"] is None
+    two = to_json(run(steps=2))
+    assert two["delta"] is not None and two["gamma"] is not None

@@ -91,7 +91,11 @@ export function buildForm() {
         input.value = Array.isArray(example) ? example.join(", ") : example;
     }
     input.dataset.kind = kind;
-    if (kind === "choice-or-list" && choices(prop).every((c) => typeof c === "number"))
+    if (
+      kind === "choice-or-list" &&
+      choices(prop).length &&
+      choices(prop).every((c) => typeof c === "number")
+    )
       input.dataset.numeric = "1";
     if (required.has(name)) input.required = true;
     const hint = [
