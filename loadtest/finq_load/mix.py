@@ -105,14 +105,14 @@ MIX: tuple[Mix, ...] = (
     Mix(
         "dated_bond_analytics",
         5,
-        27.0,
+        9.5,
         "yields of 200 dated bonds from clean prices (5 day counts)",
         _dated_book(200),
     ),
     Mix(
         "cash_flow_analysis",
         15,
-        2.9,
+        3.5,
         "NPV/IRR/MIRR/payback of 100 scenarios x 25 years",
         {
             "cash_flows": _projects(100, 25),
@@ -139,7 +139,7 @@ MIX: tuple[Mix, ...] = (
     Mix(
         "implied_volatility",
         5,
-        3.7,
+        3.3,
         "implied volatilities of a 2,000-quote chain (calls and puts)",
         _option_chain(2000),
     ),
