@@ -36,7 +36,17 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from finq_engine import amortization, black_scholes, bonds, cash_flows, monte_carlo, var  # noqa: E402
+from finq_engine import (  # noqa: E402
+    american,
+    amortization,
+    black_scholes,
+    bonds,
+    cash_flows,
+    dated_bonds,
+    implied_vol,
+    monte_carlo,
+    var,
+)
 from finq_engine.context import NullContext  # noqa: E402
 
 DOC = ROOT / "docs" / "performance.md"
@@ -157,6 +167,7 @@ def bench_mc(
     share = statistics.median(shares)
     speedup = f"{statistics.median(speedups):.0f}x" if speedups else ""
     label = f"monte_carlo_option {style}" + (" antithetic" if antithetic else "")
+    label += " + greeks (CRN bumps)" if extra.get("greeks") else ""
     return Row(
         label,
         f"{paths:,} paths x {plan.steps} steps",
@@ -195,6 +206,137 @@ def bench_black_scholes(repeats: int) -> list[Row]:
             "black_scholes params validation", f"{n:,} x 4 lists", parse, rate(n, parse, "options")
         ),
     ]
+
+
+def python_iv_per_quote(prices: list[float], strikes: list[float], t: float) -> float:
+    """Seconds per quote of a plain-Python bisection on Black-Scholes (calls, r = q = 0)."""
+
+    def cdf(x: float) -> float:
+        return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+    start = time.perf_counter()
+    for price, k in zip(prices, strikes, strict=True):
+        lo, hi = 1e-6, 10.0
+        while hi - lo > 1e-10:
+            v = 0.5 * (lo + hi)
+            d1 = (math.log(100.0 / k) + 0.5 * v * v * t) / (v * math.sqrt(t))
+            if 100.0 * cdf(d1) - k * cdf(d1 - v * math.sqrt(t)) < price:
+                lo = v
+            else:
+                hi = v
+    return (time.perf_counter() - start) / len(prices)
+
+
+def bench_implied_vol(repeats: int) -> list[Row]:
+    rng = np.random.default_rng(5)
+    n = 1_000_000
+    strike = rng.uniform(60, 140, n)
+    t = 0.75
+    vol = rng.uniform(0.05, 1.0, n)
+    zeros = np.zeros(n)
+    price = black_scholes.bs_price_greeks(
+        np.full(n, 100.0), strike, np.full(n, t), zeros, vol, zeros, True
+    )["price"]
+    p = implied_vol.ImpliedVolParams.model_validate(
+        {
+            "price": price.tolist(),
+            "spot": 100.0,
+            "strike": strike.tolist(),
+            "maturity": t,
+            "rate": 0.0,
+            "option_type": "call",
+        }
+    )
+    seconds = median_time(lambda: implied_vol.implied_vol(p, NullContext()), max(3, repeats - 2))
+    sample = 2000
+    per_quote_py = python_iv_per_quote(price[:sample].tolist(), strike[:sample].tolist(), t)
+    return [
+        Row(
+            "implied_volatility (calls, vectorised Newton)",
+            f"{n:,} quotes",
+            seconds,
+            rate(n, seconds, "quotes"),
+            f"{per_quote_py / (seconds / n):.0f}x",
+        )
+    ]
+
+
+def python_tree_per_node(steps: int) -> float:
+    """Seconds per node update of a plain-Python CRR American put (lists, one loop per node)."""
+    s0, k, t, r, v = (MARKET[x] for x in ("spot", "strike", "maturity", "rate", "volatility"))
+    dt = t / steps
+    u = math.exp(v * math.sqrt(dt))
+    d = 1 / u
+    p = (math.exp(r * dt) - d) / (u - d)
+    disc = math.exp(-r * dt)
+    start = time.perf_counter()
+    values = [max(k - s0 * u**j * d ** (steps - j), 0.0) for j in range(steps + 1)]
+    for level in range(steps - 1, -1, -1):
+        for j in range(level + 1):
+            cont = disc * (p * values[j + 1] + (1 - p) * values[j])
+            values[j] = max(cont, k - s0 * u**j * d ** (level - j))
+    return (time.perf_counter() - start) / (steps * (steps + 1) / 2)
+
+
+def bench_american(repeats: int) -> list[Row]:
+    rows = []
+    per_node_py = python_tree_per_node(500)
+    for steps in (1_000, 5_000, 20_000):
+        p = american.AmericanOptionParams(**MARKET, option_type="put", steps=steps)
+        t = median_time(partial(american.binomial, p, True), max(3, repeats - 2))
+        nodes = steps * (steps + 1) / 2
+        rows.append(
+            Row(
+                "american_option binomial (American put, CRR)",
+                f"{steps:,} steps",
+                t,
+                rate(steps / t, 1.0, "steps") + f", {rate(nodes, t, 'nodes')}",
+                f"{per_node_py / (t / nodes):.0f}x",
+            )
+        )
+    p = american.AmericanOptionParams(
+        **MARKET, option_type="put", method="lsm", paths=200_000, exercise_dates=50, seed=1
+    )
+    t = median_time(lambda: american.american_option(p, NullContext()), max(3, repeats - 2))
+    rows.append(
+        Row(
+            "american_option lsm (American put, 50 dates)",
+            "200,000 paths + 50,000 regression",
+            t,
+            rate(200_000, t, "paths"),
+        )
+    )
+    return rows
+
+
+def bench_dated_bonds(repeats: int) -> list[Row]:
+    rng = np.random.default_rng(6)
+    n = 10_000
+    settle = np.datetime64("2025-01-01") + rng.integers(0, 365, n)
+    mature = settle + rng.integers(200, 30 * 365, n)
+    raw: dict[str, Any] = {
+        "settlement": [str(d) for d in settle.tolist()],
+        "maturity": [str(d) for d in mature.tolist()],
+        "coupon_rate": rng.uniform(0, 0.08, n).round(4).tolist(),
+        "frequency": rng.choice([1, 2, 4, 12], n).tolist(),
+        "day_count": rng.choice(list(dated_bonds.DAY_COUNTS), n).tolist(),
+        "yield": rng.uniform(0.0, 0.09, n).tolist(),
+    }
+    by_yield = dated_bonds.DatedBondParams.model_validate(raw)
+    prices = dated_bonds.dated_bonds(by_yield, NullContext())["clean_price"].tolist()
+    by_price = dated_bonds.DatedBondParams.model_validate({**raw, "yield": None, "price": prices})
+    rows = []
+    for label, p in (("price from yield", by_yield), ("yield from price", by_price)):
+        t = median_time(partial(dated_bonds.dated_bonds, p, NullContext()), repeats)
+        rows.append(
+            Row(
+                f"dated_bond_analytics ({label}, 5 day counts)",
+                f"{n:,} bonds, up to 30y",
+                t,
+                rate(n, t, "bonds"),
+            )
+        )
+    return rows
 
 
 def bench_var(repeats: int) -> list[Row]:
@@ -388,8 +530,11 @@ def main() -> None:
     print(header, file=sys.stderr)
     rows: list[Row] = []
     rows += bench_black_scholes(reps)
+    rows += bench_implied_vol(reps)
+    rows += bench_american(reps)
     rows.append(bench_mc("european", 1_000_000, 1, False, 200_000, reps))
     rows.append(bench_mc("european", 1_000_000, 1, True, 0, reps))
+    rows.append(bench_mc("european", 1_000_000, 1, True, 0, reps, greeks=True))
     rows.append(bench_mc("asian_arithmetic", 100_000, 252, False, 1_000, mc_reps))
     rows.append(bench_mc("asian_arithmetic", 100_000, 252, True, 0, mc_reps))
     rows.append(bench_mc("asian_geometric", 100_000, 252, True, 0, mc_reps))
@@ -397,6 +542,7 @@ def main() -> None:
     rows += bench_var(reps)
     rows += bench_cash_flows(max(3, reps - 2))
     rows += bench_small(reps)
+    rows += bench_dated_bonds(reps)
     if args.full:
         rows.append(full_run())
     elapsed = time.perf_counter() - began
@@ -431,6 +577,11 @@ Carlo runs and the cash flows) after one warm-up run, and throughput is size / m
 - "vs Python loop": the engine's time per path against a plain-Python loop over paths of
   the same model (GBM, `random.gauss` per step; {200_000:,} European or {1_000:,} Asian
   paths, extrapolated per path), both without antithetic variates.
+- implied_volatility's "vs Python loop": a plain-Python bisection per quote on the
+  Black-Scholes price (`math.erfc`, to 1e-10, 2,000 quotes, extrapolated per quote).
+- american_option binomial's "vs Python loop": a plain-Python CRR American put (lists, a
+  loop per node, 500 steps), per node update. Throughput: tree steps per second and node
+  updates (N (N + 1) / 2 per tree) per second.
 - "RNG share": the time `Generator.standard_normal` alone takes to draw the same normals in
   the same chunks, divided by the whole Monte Carlo time (timing noise can push it past
   100% when the payoff work is negligible).

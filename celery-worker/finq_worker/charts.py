@@ -31,6 +31,7 @@ MAX_LINES = 8
 MAX_PNG_BYTES = 2 * 1024 * 1024
 FIGSIZE = (9.0, 5.0)
 DPI = 100
+_Z95 = 1.959963984540054
 BLUE, ORANGE, RED, GREY = "#0b5cad", "#d9822b", "#b42318", "#5b6570"
 
 Drawer = Callable[[Any, dict[str, Any], dict[str, Any], PriceTable | None], None]
@@ -175,8 +176,10 @@ def _cash_flows(
     fig: Any, params: dict[str, Any], result: dict[str, Any], _: PriceTable | None
 ) -> None:
     raw = params["cash_flows"]
-    scenarios = raw if isinstance(raw[0], list) else [raw]
-    flows = np.asarray(scenarios[:MAX_LINES], dtype=float)
+    scenarios = (raw if isinstance(raw[0], list) else [raw])[:MAX_LINES]
+    flows = np.zeros((len(scenarios), max(len(row) for row in scenarios)))
+    for i, row in enumerate(scenarios):  # horizons may differ: pad with zeros
+        flows[i, : len(row)] = row
     irr = result.get("irr")
     irrs = [v for v in (irr if isinstance(irr, list) else [irr])[:MAX_LINES] if v is not None]
     rate = float(params["discount_rate"])
@@ -303,7 +306,96 @@ def _csv_analytics(
     )
 
 
+def _implied_vol(
+    fig: Any, params: dict[str, Any], result: dict[str, Any], _: PriceTable | None
+) -> None:
+    vols = result["volatility"]
+    vols = vols if isinstance(vols, list) else [vols]
+    n = len(vols)
+    strike = params["strike"]
+    by_strike = isinstance(strike, list) and len(strike) == n
+    x = np.asarray(strike if by_strike else range(n), dtype=float)
+    kinds = params["option_type"]
+    kinds = kinds if isinstance(kinds, list) and len(kinds) == n else [kinds] * n
+    y = np.asarray([np.nan if v is None else 100.0 * float(v) for v in vols])
+    idx = thin(n, MAX_POINTS)
+    ax = fig.subplots()
+    for kind, colour, marker in (("call", BLUE, "o"), ("put", ORANGE, "s")):
+        pick = idx[[kinds[i] == kind for i in idx.tolist()]]
+        if pick.size:
+            ax.plot(x[pick], y[pick], marker, color=colour, ms=4, label=f"{kind}s")
+    ax.set(xlabel="strike" if by_strike else "quote", ylabel="implied volatility (%)")
+    ax.legend(loc="upper right")
+    fig.suptitle(
+        f"Implied volatility: {int(result['solved']):,} solved, "
+        f"{int(result['unsolved']):,} outside the bounds"
+    )
+
+
+def _american(
+    fig: Any, params: dict[str, Any], result: dict[str, Any], _: PriceTable | None
+) -> None:
+    price, european = float(result["price"]), float(result["european_price"])
+    boundary = result.get("exercise_boundary") or {"time": [], "spot": []}
+    ax = fig.subplots()
+    strike = float(params["strike"])
+    if boundary["time"]:
+        ax.plot(boundary["time"], boundary["spot"], color=RED, lw=1.8, label="exercise boundary")
+        ax.axhline(strike, color=GREY, ls="--", lw=1, label=f"strike {strike:g}")
+        ax.set(xlabel="time (years)", ylabel="spot at which to exercise")
+        ax.legend(loc="best")
+    else:
+        labels = [
+            "american" if params.get("exercise", "american") == "american" else "price",
+            "european (closed form)",
+        ]
+        ax.bar(labels, [price, european], color=[BLUE, ORANGE])
+        se = result.get("std_error")
+        if se:
+            ax.errorbar([0], [price], yerr=[_Z95 * float(se)], color="black", capsize=6)
+        ax.set(ylabel="option value")
+    fig.suptitle(
+        f"{params['option_type']} ({result['method']}): {price:.4f}, European {european:.4f}, "
+        f"early-exercise premium {float(result['early_exercise_premium']):.4f}"
+    )
+
+
+def _dated_bonds(
+    fig: Any, params: dict[str, Any], result: dict[str, Any], _: PriceTable | None
+) -> None:
+    flows = result.get("cash_flows")
+    if flows is None:  # many bonds: clean price against yield, one point per bond
+        y = np.asarray(result["yield"], dtype=float)
+        price = np.asarray(result["clean_price"], dtype=float)
+        idx = thin(y.size, MAX_POINTS)
+        ax = fig.subplots()
+        ax.plot(100 * y[idx], price[idx], "o", ms=3, color=BLUE)
+        ax.set(xlabel="yield (%)", ylabel="clean price")
+        fig.suptitle(f"{y.size:,} bonds: clean price against yield")
+        return
+    # One bond: its price-yield curve (from its dated cash flows) with today's point.
+    times = np.asarray(flows["time"], dtype=float)
+    amounts = np.asarray(flows["amount"], dtype=float)
+    f = float(params.get("frequency", 2))
+    y0 = float(result["yield"])
+    ys = np.linspace(max(-0.05, y0 - 0.05), y0 + 0.05, 200)
+    dirty = np.exp(-f * np.multiply.outer(np.log1p(ys / f), times)) @ amounts
+    accrued = float(result["accrued_interest"])
+    ax = fig.subplots()
+    ax.plot(100 * ys, dirty - accrued, color=BLUE, lw=1.8, label="clean price")
+    ax.plot([100 * y0], [float(result["clean_price"])], "o", color=RED, label="this bond")
+    ax.set(xlabel="yield (%)", ylabel="clean price")
+    ax.legend(loc="upper right")
+    fig.suptitle(
+        f"Clean {float(result['clean_price']):.4f}, accrued {accrued:.4f}, yield {y0:.4%}, "
+        f"modified duration {float(result['modified_duration']):.2f} y"
+    )
+
+
 DRAWERS: dict[str, Drawer] = {
+    "dated_bond_analytics": _dated_bonds,
+    "american_option": _american,
+    "implied_volatility": _implied_vol,
     "monte_carlo_option": _monte_carlo,
     "portfolio_var": _portfolio_var,
     "loan_amortization": _amortization,

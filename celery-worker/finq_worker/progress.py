@@ -24,10 +24,14 @@ class WorkerContext:
         self.interval = interval
         self._last_write = self._last_cancel_check = time.monotonic()
         self._cancelled = False
+        # The latest report's message, written or not: the outcome stores it beside 100%, so
+        # a finished task never shows an earlier report's counts ("100% · 199,728 of 225,000").
+        self.message: str | None = None
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         now = time.monotonic()
         fraction = min(1.0, max(0.0, float(fraction)))
+        self.message = message
         if fraction >= 1.0 or now - self._last_write < self.interval:
             return
         self._last_write = now

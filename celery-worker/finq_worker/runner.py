@@ -189,7 +189,8 @@ def finish(
                 metrics.tasks_retried.labels(*labels).inc()
             else:
                 metrics.tasks_finished.labels(*labels, status.value.lower()).inc()
-        publish_change(task_id, status.value, progress=values.get("progress"))
+        extra = {"message": values["progress_message"]} if "progress_message" in values else {}
+        publish_change(task_id, status.value, progress=values.get("progress"), **extra)
         if status != TaskStatus.SUCCESS:
             log.info(
                 "task %s",
@@ -268,7 +269,7 @@ def execute(task_id: uuid.UUID, claim_info: Claim) -> None:
     seconds = time.perf_counter() - started
     cpu_seconds = time.process_time() - cpu_started
     metrics.task_runtime.labels(claim_info.type).observe(seconds)
-    store_result(task_id, claim_info, result, settings.result_max_bytes)
+    store_result(task_id, claim_info, result, settings.result_max_bytes, ctx.message)
     # CPU beside wall time: on a busy host the two part, and CPU is what a task costs.
     log.info(
         "task succeeded",
@@ -281,9 +282,16 @@ def execute(task_id: uuid.UUID, claim_info: Claim) -> None:
     )
 
 
-def store_result(task_id: uuid.UUID, claim_info: Claim, result: dict[str, Any], limit: int) -> None:
-    """SUCCESS with the result, encoded once to be measured and stored; FAILED naming the
-    limit when it is bigger than RESULT_MAX_BYTES."""
+def store_result(
+    task_id: uuid.UUID,
+    claim_info: Claim,
+    result: dict[str, Any],
+    limit: int,
+    progress_message: str | None = None,
+) -> None:
+    """SUCCESS with the result, encoded once to be measured and stored, at 100% with the
+    calculation's last progress message (counts that agree with 100%, or none); FAILED naming
+    the limit when it is bigger than RESULT_MAX_BYTES."""
     encoded = encode_json(result)
     size = len(encoded.data)
     if size > limit:
@@ -302,6 +310,7 @@ def store_result(task_id: uuid.UUID, claim_info: Claim, result: dict[str, Any], 
         result_bytes=size,
         result_summary=result_summary(result),
         progress=1.0,
+        progress_message=progress_message,
     )
 
 

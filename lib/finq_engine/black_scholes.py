@@ -37,6 +37,26 @@ VolatilityOrList = (
 _NUMERIC_FIELDS = ("spot", "strike", "maturity", "rate", "volatility", "dividend_yield")
 
 
+def check_broadcast(value: Any, info: ValidationInfo, fields: tuple[str, ...]) -> Any:
+    """Lists must share one length (or have length 1) so they broadcast element by element.
+
+    Checked per field against the fields validated before it (in `fields` order), so the
+    error names the first field whose length disagrees.
+    """
+    if not isinstance(value, list) or len(value) == 1:
+        return value
+    for other in fields:
+        if other == info.field_name:
+            break
+        seen = info.data.get(other)
+        if isinstance(seen, list) and len(seen) != 1 and len(seen) != len(value):
+            raise ValueError(
+                f"has {len(value)} elements but {other} has {len(seen)}; "
+                "lists must have equal length or length 1"
+            )
+    return value
+
+
 class BlackScholesParams(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -57,23 +77,7 @@ class BlackScholesParams(BaseModel):
     @field_validator(*_NUMERIC_FIELDS)
     @classmethod
     def _broadcastable(cls, value: float | list[float], info: ValidationInfo) -> Any:
-        """Lists must share one length (or have length 1) so they broadcast element by element.
-
-        Checked per field against the fields validated before it, so the error names the
-        first field whose length disagrees.
-        """
-        if not isinstance(value, list) or len(value) == 1:
-            return value
-        for other in _NUMERIC_FIELDS:
-            if other == info.field_name:
-                break
-            seen = info.data.get(other)
-            if isinstance(seen, list) and len(seen) != 1 and len(seen) != len(value):
-                raise ValueError(
-                    f"has {len(value)} elements but {other} has {len(seen)}; "
-                    "lists must have equal length or length 1"
-                )
-        return value
+        return check_broadcast(value, info, _NUMERIC_FIELDS)
 
     @property
     def is_scalar(self) -> bool:

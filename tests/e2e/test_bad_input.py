@@ -121,3 +121,63 @@ def test_an_asset_name_a_spreadsheet_or_chart_would_misread_is_a_422_naming_it(
     assert problem["loc"] == ["body", "file"]
     assert f"column 3's name {header!r}" in problem["msg"], problem
     assert user.get("/api/v1/uploads").json() == []
+
+
+BOND = {"settlement": "2025-03-15", "maturity": "2035-08-15", "coupon_rate": 0.045}
+
+
+@pytest.mark.parametrize(
+    ("type_", "params", "field", "needle"),
+    [
+        (
+            "dated_bond_analytics",
+            {**BOND, "maturity": "2024-01-01", "yield": 0.05},
+            "maturity",
+            "after the settlement date",
+        ),
+        (
+            "dated_bond_analytics",
+            {**BOND, "day_count": "ACT/ACT ISDA", "yield": 0.05},
+            "day_count",
+            "30/360 US",
+        ),
+        ("dated_bond_analytics", {**BOND, "price": 0.01}, "price", "implies a yield outside"),
+        (
+            "implied_volatility",
+            {
+                "price": [1, 2],
+                "spot": 100,
+                "strike": [90, 95, 100],
+                "maturity": 1,
+                "rate": 0.0,
+                "option_type": "call",
+            },
+            "strike",
+            "equal length",
+        ),
+        (
+            "american_option",
+            {
+                "spot": 100,
+                "strike": 100,
+                "maturity": 1,
+                "rate": 0.05,
+                "volatility": 0.2,
+                "option_type": "put",
+                "method": "pde",
+            },
+            "method",
+            "binomial",
+        ),
+        ("loan_amortization", {**QUICK_LOAN, "rounding": "euro"}, "rounding", "cent"),
+    ],
+)
+def test_bad_parameters_of_the_new_calculations_are_a_422_naming_the_field(
+    user: httpx.Client, type_: str, params: dict[str, Any], field: str, needle: str
+) -> None:
+    resp = user.post("/api/v1/tasks", json={"type": type_, "params": params})
+    assert resp.status_code == 422, resp.text
+    # A value-or-list field reports one problem per form it could take, all under the field.
+    problems = resp.json()["detail"]
+    assert all(p["loc"][:3] == ["body", "params", field] for p in problems), problems
+    assert any(needle in p["msg"] for p in problems), problems

@@ -338,6 +338,28 @@ def test_a_progress_report_publishes_and_learns_of_a_cancel_in_one_go(
         assert task is not None and task.progress == 0.5 and task.progress_message == "half"
 
 
+def test_a_finished_task_shows_counts_that_agree_with_its_100_percent(
+    celery_worker: subprocess.Popen[bytes],
+) -> None:
+    """Progress reports are throttled, so the last one written may say "N of M" with N < M;
+    the outcome stores 100% with the calculation's own last message, never an earlier one."""
+    params = {
+        "spot": 100,
+        "strike": 105,
+        "maturity": 1,
+        "rate": 0.03,
+        "volatility": 0.2,
+        "option_type": "call",
+        "style": "asian_arithmetic",
+        "paths": 225_000,  # 112,500 antithetic pairs in 7 chunks of 252 steps
+        "steps": 252,
+        "seed": 1,
+    }
+    task = outcome(submit("monte_carlo_option", params), timeout=120)
+    assert task.status == TaskStatus.SUCCESS, task.error
+    assert (task.progress, task.progress_message) == (1.0, "112,500 of 112,500 samples")
+
+
 def test_a_retry_that_waited_for_its_record_never_takes_over_a_run(
     redis_server: str,
     migrated_db: str,

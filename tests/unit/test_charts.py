@@ -88,8 +88,43 @@ def test_each_example_renders_a_png(name: str) -> None:
         ),
         (
             "cash_flow_analysis",
-            {"cash_flows": [[-100, 60, 60], [-100, 10, 10]], "discount_rate": 0.05},
-        ),
+            {"cash_flows": [[-100, 60, 60], [-100, 10, 10, 10, 10]], "discount_rate": 0.05},
+        ),  # scenarios of different lengths
+        (
+            "american_option",
+            {
+                "spot": 100,
+                "strike": 100,
+                "maturity": 1,
+                "rate": 0.03,
+                "volatility": 0.25,
+                "option_type": "put",
+                "method": "lsm",
+                "paths": 20_000,
+                "seed": 1,
+            },
+        ),  # Monte Carlo: no boundary, a bar with its 95 % interval
+        (
+            "dated_bond_analytics",
+            {
+                "settlement": ["2025-01-10", "2025-02-11", "2025-03-12"],
+                "maturity": "2040-06-30",
+                "coupon_rate": 0.03,
+                "day_count": ["ACT/360", "30E/360", "ACT/ACT ICMA"],
+                "yield": [0.02, 0.03, 0.04],
+            },
+        ),  # many bonds: price against yield
+        (
+            "implied_volatility",
+            {
+                "price": 5,
+                "spot": 100,
+                "strike": 100,
+                "maturity": 1,
+                "rate": 0.0,
+                "option_type": "call",
+            },
+        ),  # one quote
         (
             "loan_amortization",
             {"principal": 1e5, "annual_rate": 0.04, "years": 100, "periods_per_year": 365},

@@ -330,3 +330,49 @@ def test_odd_paths_allowed_without_antithetic() -> None:
 def test_work_cap_matches_ten_million_daily_paths() -> None:
     assert MAX_PATH_STEPS == 10_000_000 * 252
     MonteCarloOptionParams(**MARKET, option_type="put", paths=10_000_000, steps=252)
+
+
+# --- Greeks by bumping with common random numbers ----------------------------------------------
+
+
+def bs_greeks(kind: str) -> dict[str, float]:
+    from finq_engine.black_scholes import bs_price_greeks
+
+    a = [np.array([x]) for x in MARKET_ARGS]
+    out = bs_price_greeks(a[0], a[1], a[2], a[3], a[4], a[5], kind == "call")
+    return {k: float(v[0]) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("kind", ["call", "put"])
+@pytest.mark.parametrize("antithetic", [True, False])
+def test_greeks_by_common_random_numbers_match_black_scholes(kind: str, antithetic: bool) -> None:
+    """Central differences with 1 % bumps: their bias (h^2 terms, ~1e-5 here) is far below
+    the standard errors, so each Greek must lie within 4 of them of the closed form."""
+    out = run(option_type=kind, style="european", paths=200_000, antithetic=antithetic, greeks=True)
+    exact = bs_greeks(kind)
+    for greek in ("delta", "gamma", "vega"):
+        se = out[f"{greek}_std_error"]
+        assert 0 < se < 0.05 * abs(exact[greek])
+        assert abs(out[greek] - exact[greek]) < 4 * se, greek
+
+
+def test_greeks_of_a_geometric_asian_match_bumps_of_its_closed_form() -> None:
+    out = run(option_type="call", style="asian_geometric", steps=12, paths=200_000, greeks=True)
+    s, k, t, r, v, q = MARKET_ARGS
+    h, dv = 0.01 * s, 0.01 * v
+
+    def price(spot: float, vol: float) -> float:
+        return geometric_asian("call", spot, k, t, r, vol, q, 12)
+
+    delta = (price(s + h, v) - price(s - h, v)) / (2 * h)
+    gamma = (price(s + h, v) - 2 * price(s, v) + price(s - h, v)) / (h * h)
+    vega = (price(s, v + dv) - price(s, v - dv)) / (2 * dv)
+    for greek, exact in (("delta", delta), ("gamma", gamma), ("vega", vega)):
+        assert abs(out[greek] - exact) < 4 * out[f"{greek}_std_error"], greek
+
+
+def test_greeks_are_reproducible_and_absent_unless_asked() -> None:
+    first = run(style="barrier_up_and_out", barrier=130.0, steps=50, paths=20_000, greeks=True)
+    again = run(style="barrier_up_and_out", barrier=130.0, steps=50, paths=20_000, greeks=True)
+    assert first["delta"] == again["delta"] and first["vega"] == again["vega"]
+    assert "delta" not in run(style="european", paths=20_000)

@@ -17,6 +17,9 @@ EXPECTED = {
     "cash_flow_analysis",
     "bond_analytics",
     "csv_portfolio_analytics",
+    "implied_volatility",
+    "american_option",
+    "dated_bond_analytics",
 }
 
 

@@ -16,6 +16,7 @@ function fieldKind(prop) {
   if (types.includes("array")) {
     const arr = (prop.anyOf || [prop]).find((s) => s.type === "array");
     if (arr?.items && (arr.items.type === "array" || arr.items.anyOf)) return "json";
+    if (arr?.items?.enum || arr?.items?.type === "string") return "choice-or-list";
     return types.includes("number") || types.includes("integer") ? "number-or-list" : "list";
   }
   if (types.includes("integer")) return "integer";
@@ -27,6 +28,22 @@ function fieldKind(prop) {
 function bounds(prop) {
   const s = (prop.anyOf || [prop]).find((x) => x.type === "number" || x.type === "integer") || prop;
   return { min: s.minimum ?? s.exclusiveMinimum, max: s.maximum ?? s.exclusiveMaximum };
+}
+
+// The allowed values of a choice-or-list field ([] for free text such as dates).
+function choices(prop) {
+  return (prop.anyOf || []).find((s) => s.enum)?.enum || [];
+}
+
+function choiceHint(prop) {
+  const allowed = choices(prop);
+  const date = (prop.anyOf || []).some((s) => s.format === "date");
+  const one = allowed.length
+    ? `One of ${allowed.join(", ")}`
+    : date
+      ? "A date (YYYY-MM-DD)"
+      : "A value";
+  return `${one}, or a comma-separated list.`;
 }
 
 export function buildForm() {
@@ -74,10 +91,17 @@ export function buildForm() {
         input.value = Array.isArray(example) ? example.join(", ") : example;
     }
     input.dataset.kind = kind;
+    if (
+      kind === "choice-or-list" &&
+      choices(prop).length &&
+      choices(prop).every((c) => typeof c === "number")
+    )
+      input.dataset.numeric = "1";
     if (required.has(name)) input.required = true;
     const hint = [
       prop.description,
       kind === "number-or-list" || kind === "list" ? "A number or a comma-separated list." : "",
+      kind === "choice-or-list" ? choiceHint(prop) : "",
       kind === "json" ? "JSON." : "",
       kind === "upload" ? "Add CSV files under Uploads." : "",
     ]
@@ -120,6 +144,13 @@ export function readParams() {
         continue;
       }
       params[name] = kind === "list" || nums.length > 1 ? nums : nums[0];
+    } else if (kind === "choice-or-list") {
+      const parts = String(raw)
+        .split(",")
+        .map((p) => p.trim())
+        .filter(Boolean);
+      const values = input.dataset.numeric ? parts.map(Number) : parts;
+      params[name] = values.length > 1 ? values : values[0];
     } else if (kind === "json") {
       try {
         params[name] = JSON.parse(raw);

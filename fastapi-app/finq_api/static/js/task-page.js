@@ -166,7 +166,8 @@ export async function showTask(id) {
   if (!FINAL.has(task.status)) {
     state.taskStream = stream(id, async (d) => {
       $("#task-progress").value = d.progress ?? 0;
-      $("#task-progress-text").textContent = `${Math.round((d.progress ?? 0) * 100)}%`;
+      $("#task-progress-text").textContent =
+        `${Math.round((d.progress ?? 0) * 100)}%${d.message ? ` · ${d.message}` : ""}`;
       $("#task-status").textContent = d.status;
       $("#task-status").className = `badge s-${d.status}`;
       if (FINAL.has(d.status)) {
