@@ -11,7 +11,9 @@ and always stops it. All figures come from the same run:
   3. the CPU-bound mix of loadtest/finq_load/mix.py, sized for this machine like the load test
      (MIX_SCALE, default auto): completed tasks/s and efficiency = (sum of each task's CPU
      time measured alone on one core) / (wall time x cores);
-  4. submit latency through nginx at a fixed offered rate (open loop), workers idle and busy;
+  4. submit latency through nginx at a fixed offered rate (open loop), with GET and readiness
+     probes beside it: workers busy (pool at nice 0, the baseline, and at WORKER_NICE) and
+     stopped (scripts/bench/latency.py);
   5. scaling: the mix with 1, 2, 3, 4 worker replicas (chart: docs/scaling.png).
 
 Throughput is a batch: N tasks submitted as fast as the stack accepts them (a fixed number of
@@ -21,6 +23,7 @@ limits each figure), and with py-spy installed the hottest API and worker proces
 profiled. Prints the table and writes it, with its method, to docs/performance.md
 (section "Full stack (make bench)") and docs/scaling.png.
 
-Options: --quick (small batches, for a smoke run), --repeats N, --no-docs; the stack's
-environment passes through (GUNICORN_WORKERS, WORKER_CONCURRENCY, API_REPLICAS, LOG_LEVEL...).
+Options: --quick (small batches, for a smoke run), --repeats N, --no-docs, --latency-only
+(figure 4 alone, printed only); the stack's environment passes through (GUNICORN_WORKERS,
+WORKER_CONCURRENCY, WORKER_NICE, API_REPLICAS, LOG_LEVEL...).
 """

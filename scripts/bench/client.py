@@ -1,4 +1,5 @@
-"""A minimal HTTP/1.1 keep-alive client and the two ways the benchmark submits with it.
+"""A minimal HTTP/1.1 keep-alive client and the ways the benchmark submits with it (the open
+loop is in openloop.py).
 
 The load generator must not be what we measure: httpx costs far more CPU per request, which on
 a small machine is taken from the stack.
@@ -107,57 +108,14 @@ async def submit_closed(
     return started, statuses
 
 
-async def submit_open(
-    port: int,
-    token: str,
-    body: bytes,
-    rate: float,
-    seconds: float,
-    warmup: float,
-    timeout: float = 10.0,
-) -> tuple[list[float], Counter[int], int]:
-    """Open loop: request i leaves at t0 + i/rate whatever the answers before it; latency is
-    counted from that scheduled time (no coordinated omission). Requests in the first `warmup`
-    seconds are not counted; one unanswered after `timeout` s counts as status -1 (and its
-    latency as the timeout). Returns latencies (ms), statuses, connections opened."""
-    headers = auth_headers(token)
-    idle: list[HttpConn] = []
-    latencies: list[float] = []
-    statuses: Counter[int] = Counter()
-    opened = 0
-
-    async def one(at: float, counted: bool) -> None:
-        nonlocal opened
-        if idle:
-            conn = idle.pop()
-        else:
-            conn = HttpConn(port)
-            opened += 1
-        try:
-            status, _ = await asyncio.wait_for(
-                conn.request("POST", "/api/v1/tasks", body, headers), timeout
-            )
-        except TimeoutError:
-            status = -1
-            conn.close()
-        except (OSError, asyncio.IncompleteReadError, ValueError):
-            status = 0
-        else:
-            idle.append(conn)
-        if counted:
-            statuses[status] += 1
-            latencies.append((time.perf_counter() - at) * 1000.0)
-
-    t0 = time.perf_counter() + 0.05
-    total = int((seconds + warmup) * rate)
-    running = []
-    for i in range(total):
-        at = t0 + i / rate
-        delay = at - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        running.append(asyncio.create_task(one(at, i >= warmup * rate)))
-    await asyncio.gather(*running)
-    for conn in idle:
+async def submit_one(port: int, token: str, body: bytes) -> str:
+    """POST one task; its id (the benchmark reads it back under load)."""
+    conn = HttpConn(port)
+    try:
+        status, data = await conn.request("POST", "/api/v1/tasks", body, auth_headers(token))
+    finally:
         conn.close()
-    return latencies, statuses, opened
+    if status != 202:
+        raise RuntimeError(f"submit answered {status}: {data[:200]!r}")
+    task_id: str = json.loads(data)["id"]
+    return task_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -20,14 +21,16 @@ BEGIN, END = "<!-- make bench: results begin -->", "<!-- make bench: results end
 FINAL = ("SUCCESS", "FAILED", "CANCELLED")
 LIGHT_TYPE = "loan_amortization"
 LIGHT_PARAMS = {"principal": 1000, "annual_rate": 0.05, "years": 1}
+LIGHT_BODY = json.dumps({"type": LIGHT_TYPE, "params": LIGHT_PARAMS}).encode()
 BLAS_ENV = THREAD_CAPS
 TARGETS = {
     "mix_tasks_per_sec": 12.0,
     "efficiency": 0.85,
     "light_ratio": 0.5,
-    "submit_p99_ms": 50.0,
     "offered_rate": 200.0,
 }
+# Submit p99 (ms) by offered rate (req/s) with the workers busy; GET and readiness alike.
+LATENCY_TARGETS = {100.0: 20.0, 200.0: 50.0}
 
 
 def log(msg: str) -> None:

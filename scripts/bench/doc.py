@@ -36,11 +36,18 @@ stops it. Everything below comes from one run; throughputs are medians of repeat
   of its work inside the window than its share of wall time there). It leaves out the opening
   (submissions only) and the drain (the last long tasks on fewer processes than cores), which a
   sustained load never has; on a simulated perfect platform it reads 1.00.
-- (4) open loop: requests leave at fixed times whatever the answers (latency counted from the
-  scheduled time), 1-year loans, first second discarded, an answer later than 5 s counted as
-  an error; the workers are stopped (the submit path alone; the queued messages are purged
-  afterwards) and the rate rises to the target in three steps. Measured last: an overloaded
-  step leaves a backlog in the API.
+- (4) open loop (scripts/bench/openloop.py): requests leave at fixed times whatever the answers
+  (latency counted from the scheduled time, so a stall cannot hide the requests queued behind
+  it), 1-year loan submits at 100 and 200 req/s, and beside them `GET /api/v1/tasks/{id}` and
+  `/health/ready` at a tenth of that rate each (at least 5/s); the first second is discarded,
+  an answer later than 5 s counts as unanswered. Workers busy: a backlog of the mix's CPU-bound
+  rows (Monte Carlo option and VaR, priority `high`) is topped up before every step so that
+  every pool process has a task throughout (the "backlog left" in the log stays above zero;
+  the light submits wait on `normal` behind it), and each step runs twice, the pool reniced to
+  0 (the baseline: the pool at the API's priority) and at the stack's `WORKER_NICE`, in
+  alternating order, so their ratio compares moments of the same run. Then the workers
+  stopped (the submit path alone). Each step notes the 1-minute load average when it began:
+  on a shared machine that says how far to trust it. `--latency-only` runs just this figure.
 - (5) the mix with 1..4 worker replicas (`supervisorctl start/stop worker-N`).
 - CPU by process is sampled around every phase (`psutil`): the shares below say what each
   figure is made of. With py-spy installed, the hottest worker pool process is profiled during

@@ -21,6 +21,7 @@ class Options:
     no_docs: bool
     no_profile: bool
     skip_scaling: bool
+    latency_only: bool
 
     @property
     def n_noop(self) -> int:
@@ -33,6 +34,7 @@ class Options:
 
     @property
     def latency_s(self) -> float:
+        """Seconds each latency step is counted (after a second of warm-up)."""
         return 3.0 if self.quick else 10.0
 
     @property
@@ -65,6 +67,11 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument("--no-docs", action="store_true", help="print only")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="only figure 4, submit latency (printed, not written to the doc)",
+    )
     args = parser.parse_args(argv)
     return Options(
         quick=args.quick,
@@ -76,4 +83,5 @@ def parse_options(argv: list[str] | None = None) -> Options:
         no_docs=args.no_docs,
         no_profile=args.no_profile,
         skip_scaling=args.skip_scaling,
+        latency_only=args.latency_only,
     )

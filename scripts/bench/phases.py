@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -13,9 +11,11 @@ from typing import Any
 
 from .batch import Batch, measure_noop, mix_bodies, run_batch
 from .calibration import Calibration
-from .client import submit_open
-from .config import LIGHT_PARAMS, LIGHT_TYPE, cores, log
+from .client import auth_headers
+from .config import LIGHT_BODY, cores, log
 from .cpu import CpuMeter, CpuUse
+from .latency import Step, measure_latency
+from .openloop import Stream, run_open_loop
 from .options import Options
 from .profiling import profile_batch, profile_during
 from .stack import BenchStack
@@ -52,28 +52,18 @@ class Results:
     mix: MixRuns
     scaling: list[tuple[int, Batch]]
     scaling_alone_s: dict[int, float]
-    latency: dict[float, dict[str, Any]]
-
-
-LIGHT_BODY = json.dumps({"type": LIGHT_TYPE, "params": LIGHT_PARAMS}).encode()
+    latency: list[Step]
 
 
 def fmt_eff(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    s = sorted(values)
-    pos = (len(s) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
 def measure_all(run: Run, cal: Calibration) -> Results:
-    """Figures 1, 2, 3 and 5, then 4: an overloaded latency step leaves a backlog behind."""
+    """Figures 1, 2, 3 and 5, then 4 (its steps leave queued work behind); only 4 with
+    --latency-only."""
+    if run.opts.latency_only:
+        return Results([], [], [], MixRuns(0, 0.0, [], []), [], {}, measure_latency(run, cal))
     noop_rates, noop_cpu = measure_ceiling(run)
     light = measure_light(run)
     mix = measure_mix(run, cal)
@@ -81,7 +71,7 @@ def measure_all(run: Run, cal: Calibration) -> Results:
     scaling_alone_s: dict[int, float] = {}
     if not run.opts.skip_scaling:
         scaling, scaling_alone_s = measure_scaling(run, cal, mix.n)
-    latency = measure_latency(run)
+    latency = measure_latency(run, cal)
     return Results(noop_rates, noop_cpu, light, mix, scaling, scaling_alone_s, latency)
 
 
@@ -170,44 +160,6 @@ def measure_scaling(
     return scaling, alone
 
 
-def measure_latency(run: Run) -> dict[float, dict[str, Any]]:
-    """(4) submit latency, open loop: the submit path alone (workers stopped; what they would
-    run is purged afterwards), at rising offered rates up to the target, so the table also
-    shows where it bends."""
-    stack, opts = run.stack, run.opts
-    latency: dict[float, dict[str, Any]] = {}
-    stack.wait_idle()
-    stack.set_workers(0)
-    if run.py_spy:
-        profile_submits(run, run.py_spy)
-    for rate in sorted({opts.rate / 4, opts.rate / 2, opts.rate}):
-        stack.wait_quiet()
-        with run.meter.measure() as m:
-            lats, statuses, opened = asyncio.run(
-                submit_open(
-                    stack.port, run.token, LIGHT_BODY, rate, opts.latency_s, warmup=1.0, timeout=5.0
-                )
-            )
-        latency[rate] = {
-            "p50": pct(lats, 50),
-            "p95": pct(lats, 95),
-            "p99": pct(lats, 99),
-            "max": max(lats) if lats else math.nan,
-            "n": len(lats),
-            "errors": {k: v for k, v in statuses.items() if k != 202},
-            "connections": opened,
-            "cpu": m["cpu"],
-        }
-        lat = latency[rate]
-        log(
-            f"(4) {rate:.0f} req/s: p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f}, p99 "
-            f"{lat['p99']:.1f}, max {lat['max']:.0f} ({len(lats)} requests, errors "
-            f"{lat['errors']} (-1: no answer within 5 s), {opened} connections)  "
-            f"[{m['cpu'].shares()}]"
-        )
-    return latency
-
-
 def profile_submits(run: Run, py_spy: str) -> None:
     """The API is only busy here: profile it at a rate it sustains (not counted)."""
     rate = run.opts.rate / 4
@@ -216,7 +168,14 @@ def profile_submits(run: Run, py_spy: str) -> None:
             profile_during(
                 run.stack,
                 lambda: asyncio.run(
-                    submit_open(run.stack.port, run.token, LIGHT_BODY, rate, 8.0, 0.0)
+                    run_open_loop(
+                        run.stack.port,
+                        auth_headers(run.token),
+                        [Stream("submit", "POST", "/api/v1/tasks", rate, LIGHT_BODY, ok=202)],
+                        8.0,
+                        0.0,
+                        10.0,
+                    )
                 ),
                 ("api",),
                 py_spy,

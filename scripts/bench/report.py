@@ -13,6 +13,7 @@ from .calibration import Calibration
 from .chart import draw_chart
 from .config import CHART, DOC, LIGHT_TYPE, ROOT, SECTION, TARGETS, cores, log
 from .doc import write_doc
+from .latency import cpu_line, latency_rows, latency_table
 from .options import Options
 from .phases import Results, fmt_eff
 from .profile_report import render_profiles
@@ -27,6 +28,7 @@ class Report:
     env_line: str
     config_line: str
     table: str
+    latency: str  # figure 4 in full
     limits: list[str]
     prof_lines: list[str]
 
@@ -109,18 +111,9 @@ def throughput_rows(opts: Options, cal: Calibration, res: Results) -> list[Row]:
     ]
 
 
-def latency_and_scaling_rows(opts: Options, res: Results) -> list[Row]:
+def latency_and_scaling_rows(nice: int, res: Results) -> list[Row]:
     """Figures 4 and 5 of the table."""
-    rows: list[Row] = [
-        (
-            "4",
-            f"submit latency, {rate:.0f} req/s offered (open loop), workers stopped",
-            f"p50 {d['p50']:.1f} ms, p95 {d['p95']:.1f} ms, p99 {d['p99']:.1f} ms (max "
-            f"{d['max']:.0f} ms; {d['n']} requests, {sum(d['errors'].values())} errors)",
-            f"{ok(d['p99'] < TARGETS['submit_p99_ms'])} (p99 < 50 ms)" if rate == opts.rate else "",
-        )
-        for rate, d in sorted(res.latency.items())
-    ]
+    rows: list[Row] = latency_rows(res.latency, nice)
     if res.scaling:
         rows.append(
             (
@@ -153,6 +146,7 @@ def config_line(opts: Options, load0: tuple[float, float, float], started: float
         f"{opts.api_replicas} API replicas x GUNICORN_WORKERS="
         f"{os.environ.get('GUNICORN_WORKERS', '1')}, {opts.workers} worker replicas "
         f"x WORKER_CONCURRENCY={os.environ.get('WORKER_CONCURRENCY', '4')}, "
+        f"WORKER_NICE={os.environ.get('WORKER_NICE', '10')}, "
         f"LOG_LEVEL={os.environ.get('LOG_LEVEL', 'INFO')}, SQLite; load average "
         f"{load0[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
         f"{time.monotonic() - started:.0f} s in all"
@@ -161,6 +155,8 @@ def config_line(opts: Options, load0: tuple[float, float, float], started: float
 
 def limits(cal: Calibration, res: Results) -> list[str]:
     """What each figure is made of: CPU by process role, the median run of each."""
+    if not res.light:  # --latency-only
+        return [cpu_line(res.latency)]
     light, mix = res.light, res.mix.batches
     noop_cpu = res.noop_cpu
     lines = [
@@ -171,11 +167,7 @@ def limits(cal: Calibration, res: Results) -> list[str]:
         f"needed {res.mix.alone_s:.1f} CPU-s of the {mix[len(mix) // 2].cpu.ours:.1f} CPU-s "
         f"our processes used; running on every core at once costs them "
         f"x{1 / cal.side_by_side:.2f}.",
-        "- (4) CPU with the workers stopped: "
-        + "; ".join(
-            f"at {rate:.0f} req/s {d['cpu'].shares()}" for rate, d in sorted(res.latency.items())
-        )
-        + ".",
+        cpu_line(res.latency),
     ]
     if res.scaling:
         lines.append(
@@ -199,11 +191,15 @@ def build_report(
     res: Results,
     profiles: dict[str, dict[str, Any]],
 ) -> Report:
-    rows = throughput_rows(opts, cal, res) + latency_and_scaling_rows(opts, res)
+    nice = int(os.environ.get("WORKER_NICE", "10"))
+    rows = (throughput_rows(opts, cal, res) if res.light else []) + latency_and_scaling_rows(
+        nice, res
+    )
     return Report(
         env_line=env_line(ver),
         config_line=config_line(opts, load0, started),
         table=markdown_table(rows),
+        latency=latency_table(res.latency),
         limits=limits(cal, res),
         prof_lines=profile_lines(profiles),
     )
@@ -215,6 +211,9 @@ def print_report(report: Report) -> None:
     print(report.config_line)
     print()
     print(report.table)
+    print()
+    print("(4) latency, open loop: medians of the runs (p99 of each run, with the load average)")
+    print(report.latency)
     print()
     print("What each figure is made of (share of wall time x cores):")
     print("\n".join(report.limits))
@@ -245,6 +244,12 @@ def doc_block(report: Report, cal: Calibration, res: Results) -> str:
             f"Configuration: {report.config_line}.",
             "",
             report.table,
+            "",
+            "(4) in full: medians of the runs; the p99 of each run with the 1-minute load average"
+            " when it began; ratios of p99 to the baseline (the pool at nice 0, same run) and to"
+            " the workers stopped:",
+            "",
+            report.latency,
             "",
             "![completed tasks/s by worker replicas](scaling.png)" if res.scaling else "",
             "",
@@ -278,6 +283,6 @@ def publish(opts: Options, report: Report, cal: Calibration, res: Results) -> No
     print_report(report)
     if res.scaling:
         draw_scaling(cal, res)
-    if not opts.no_docs and not opts.quick:
+    if not opts.no_docs and not opts.quick and not opts.latency_only:
         write_doc(doc_block(report, cal, res))
         log(f"results written to {DOC.relative_to(ROOT)} (section '{SECTION[3:]}')")

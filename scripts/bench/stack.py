@@ -181,6 +181,22 @@ class BenchStack:
         self.wait_consumers(0, n)
         time.sleep(1.0)  # pool processes forked and idle
 
+    @property
+    def worker_nice(self) -> int:
+        """The niceness the stack's workers were started with (WORKER_NICE)."""
+        return int(self.info.get("WORKER_NICE", "10"))
+
+    def renice_workers(self, nice: int) -> list[int]:
+        """Every worker process, main and pool, at `nice` (lowering it needs root or
+        CAP_SYS_NICE); the niceness each one reads back."""
+        seen = []
+        for pid in self.pids_of("worker (main)") + self.pids_of("worker (pool)"):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc = psutil.Process(pid)
+                proc.nice(nice)
+                seen.append(int(proc.nice()))
+        return seen
+
     def start_noop_workers(self, replicas: int) -> None:
         env = {
             **os.environ,
@@ -288,9 +304,11 @@ class BenchStack:
             if r.type(key) == b"list"
         ]
 
-    def queue_depth(self) -> int:
+    def queue_depth(self, queue: str = "") -> int:
+        """Messages waiting in every queue, or in those named `queue`."""
         r = self.redis()
-        return sum(count(r.llen(key)) for key in self._queue_keys())
+        keys = [k for k in self._queue_keys() if k.startswith(queue.encode())]
+        return sum(count(r.llen(key)) for key in keys)
 
     def purge_queues(self) -> int:
         r = self.redis()
