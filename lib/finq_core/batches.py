@@ -1,0 +1,562 @@
+"""Batches as callers ask for them: submit, read, cancel, retry, delete, stream the results.
+
+A batch is many items of one task type, given as a list (`items`), as a grid (`base` plus
+`vary`: field -> values, expanded as a cartesian product, the last field varying fastest), or
+as CSV text (`csv`: one item per row, columns named after parameter fields, merged over
+`base`). Every item is validated with the type's own model before anything is written; the
+refusal names the item (`items[17].annual_rate`, `csv line 18: annual_rate`). The items are
+then inserted in pages of bulk INSERTs in the submission's one transaction, and the first
+chunks are sent (finq_core.batch_runs runs them).
+
+Quotas: BATCH_MAX_ITEMS per batch; the items of the owner's unfinished batches, this one
+included, within QUOTA_BATCH_ITEMS (a batch counts by its items, not as one task); the
+`high` priority right and the stored-results quota as for tasks. A batch that is not the
+caller's (unless an admin asks) does not exist for the caller.
+"""
+
+import csv
+import io
+import itertools
+import json
+import logging
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from pydantic import ValidationError
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from finq_core import batch_runs, broker, flags, metrics
+from finq_core.changes import publish_batch_change
+from finq_core.checks import check_priority, check_storage_quota, check_targets
+from finq_core.config import Settings
+from finq_core.db import EncodedJSON
+from finq_core.errors import (
+    BatchNotFound,
+    InvalidInput,
+    Problem,
+    QueueUnavailable,
+    QuotaExceeded,
+    TaskStateConflict,
+)
+from finq_core.listing import decode_cursor, encode_cursor
+from finq_core.logs import request_id_var
+from finq_core.models import Batch, Priority, Role, TaskStatus, User
+from finq_core.timeutil import utcnow
+from finq_engine import get_task_type
+
+log = logging.getLogger("finq.batches")
+
+ITEMS = batch_runs.ITEMS
+BATCHES = batch_runs.BATCHES
+# Rows of one bulk INSERT, and of one page read while streaming results.
+INSERT_PAGE = 5000
+READ_PAGE = 1000
+# A refusal lists at most this many wrong items.
+MAX_PROBLEMS = 20
+QUOTA_RETRY_AFTER = 10
+FINAL = (TaskStatus.SUCCESS.value, TaskStatus.FAILED.value, TaskStatus.CANCELLED.value)
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One of `items`, `vary` or `csv` gives the items; `base` is merged under each."""
+
+    type: str
+    items: list[dict[str, Any]] | None = None
+    base: dict[str, Any] = field(default_factory=dict)
+    vary: dict[str, list[Any]] | None = None
+    csv: str | None = None
+    priority: str = Priority.NORMAL.value
+    max_retries: int | None = None
+    notify: Mapping[str, str | None] | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """The items of a request before validation: how many, which fields vary, each item's
+    raw params with where it came from (for a refusal)."""
+
+    count: int
+    varied: list[str]
+    rows: Iterator[tuple[tuple[str | int, ...], dict[str, Any]]]
+
+
+def _grid(base: dict[str, Any], vary: dict[str, list[Any]]) -> Source:
+    names = list(vary)
+    count = 1
+    for values in vary.values():
+        count *= len(values)
+    rows = (
+        (("body", "vary", i), {**base, **dict(zip(names, combo, strict=True))})
+        for i, combo in enumerate(itertools.product(*(vary[n] for n in names)))
+    )
+    return Source(count, names, rows)
+
+
+def _cell(text: str) -> Any:
+    """A CSV value as JSON would give it (numbers, booleans, lists), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _csv(base: dict[str, Any], text: str) -> Source:
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise InvalidInput([Problem(("body", "csv"), "empty CSV: a header row is needed")])
+    header = [name.strip() for name in next(csv.reader([lines[0]]))]
+    if "" in header or len(set(header)) != len(header):
+        raise InvalidInput(
+            [Problem(("body", "csv", "line 1"), "column names must be non-empty and distinct")]
+        )
+    data = [line for line in lines[1:] if line.strip()]
+
+    def rows() -> Iterator[tuple[tuple[str | int, ...], dict[str, Any]]]:
+        reader = csv.reader(lines[1:])
+        for values in reader:
+            if not any(v.strip() for v in values):
+                continue
+            where: tuple[str | int, ...] = ("body", "csv", f"line {reader.line_num + 1}")
+            if len(values) != len(header):
+                raise _one(where, f"{len(values)} values for {len(header)} columns")
+            cells = {n: _cell(v.strip()) for n, v in zip(header, values, strict=True) if v.strip()}
+            yield where, {**base, **cells}
+
+    return Source(len(data), header, rows())
+
+
+def _list(base: dict[str, Any], items: list[dict[str, Any]]) -> Source:
+    varied: dict[str, None] = {}
+    for item in items:
+        varied.update(dict.fromkeys(item))
+    rows = ((("body", "items", i), {**base, **item}) for i, item in enumerate(items))
+    return Source(len(items), list(varied), rows)
+
+
+def _one(loc: tuple[str | int, ...], msg: str) -> InvalidInput:
+    return InvalidInput([Problem(loc, msg)])
+
+
+def source(request: BatchRequest) -> Source:
+    given = [n for n in ("items", "vary", "csv") if getattr(request, n) is not None]
+    if len(given) != 1:
+        raise _one(("body",), "give exactly one of `items`, `vary` (with `base`) or `csv`")
+    if request.items is not None:
+        return _list(request.base, request.items)
+    if request.vary is not None:
+        return _grid(request.base, request.vary)
+    return _csv(request.base, request.csv or "")
+
+
+def validated(request: BatchRequest, settings: Settings) -> tuple[list[str], list[EncodedJSON]]:
+    """The varied fields and every item's params checked by the type's model (defaults filled
+    in, encoded once); InvalidInput naming up to MAX_PROBLEMS wrong items."""
+    task_type = get_task_type(request.type)
+    if task_type is None:
+        raise _one(
+            ("body", "type"), f"unknown task type {request.type!r}; see GET /api/v1/task-types"
+        )
+    if task_type.upload is not None:
+        raise _one(("body", "type"), f"{request.type} reads an upload and cannot run in a batch")
+    src = source(request)
+    if src.count == 0:
+        raise _one(("body",), "the batch has no items")
+    if src.count > settings.batch_max_items:
+        raise _one(
+            ("body",),
+            f"{src.count} items: at most {settings.batch_max_items} per batch (BATCH_MAX_ITEMS)",
+        )
+    problems: list[Problem] = []
+    out: list[EncodedJSON] = []
+    for where, raw in src.rows:
+        try:
+            parsed = task_type.parse(raw)
+        except ValidationError as exc:
+            problems.extend(Problem((*where, *e["loc"]), e["msg"], e["type"]) for e in exc.errors())
+            if len(problems) >= MAX_PROBLEMS:
+                break
+            continue
+        if not problems:
+            out.append(EncodedJSON(parsed.model_dump_json(by_alias=True).encode()))
+    if problems:
+        raise InvalidInput(problems[:MAX_PROBLEMS])
+    return src.varied, out
+
+
+def check_batch_quota(session: Session, owner: str, adding: int, settings: Settings) -> None:
+    """QuotaExceeded when the items of the owner's unfinished batches, plus `adding`, would
+    pass QUOTA_BATCH_ITEMS."""
+    waiting = (
+        session.scalar(
+            select(func.coalesce(func.sum(BATCHES.c.total), 0)).where(
+                BATCHES.c.owner == owner, BATCHES.c.status.in_(batch_runs.ACTIVE)
+            )
+        )
+        or 0
+    )
+    if waiting + adding > settings.quota_batch_items:
+        metrics.quota_refusals.labels("batch_items").inc()
+        raise QuotaExceeded(
+            f"Quota exceeded: at most {settings.quota_batch_items} items in unfinished batches "
+            f"per user (QUOTA_BATCH_ITEMS); {waiting} are waiting or running and this batch "
+            f"adds {adding}",
+            retry_after=QUOTA_RETRY_AFTER,
+        )
+
+
+@dataclass(frozen=True)
+class Submitted:
+    batch: Batch
+    created: bool
+
+
+def submit(session: Session, owner: User, request: BatchRequest, settings: Settings) -> Submitted:
+    """Check, record and start a batch; commits. Nothing is recorded when an item is wrong,
+    a quota is full, or Redis refuses the first chunks (QueueUnavailable)."""
+    varied, params = validated(request, settings)
+    targets = check_targets(request.notify, settings)
+    check_priority(owner, request.priority, settings)
+    key = request.idempotency_key
+    if key and (existing := _by_key(session, owner.username, key)) is not None:
+        return Submitted(existing, created=False)
+    check_batch_quota(session, owner.username, len(params), settings)
+    check_storage_quota(session, owner, settings)
+    size = batch_runs.chunk_size(request.type, settings.batch_chunk_seconds)
+    now = utcnow()
+    batch = Batch(
+        id=uuid.uuid4(),
+        owner=owner.username,
+        type=request.type,
+        status=TaskStatus.PENDING.value,
+        priority=request.priority,
+        varied=varied,
+        total=len(params),
+        chunk_size=size,
+        chunks=(len(params) + size - 1) // size,
+        next_chunk=0,
+        max_retries=(
+            request.max_retries if request.max_retries is not None else settings.max_retry_attempts
+        ),
+        created_at=now,
+        idempotency_key=key,
+        request_id=request_id_var.get(),
+        notify=targets,
+    )
+    session.add(batch)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        existing = _by_key(session, owner.username, key or "")
+        if existing is None:
+            raise
+        return Submitted(existing, created=False)
+    _insert_items(session, batch.id, size, params)
+    batch_runs.add_event(session, batch.id, TaskStatus.PENDING.value, f"{len(params)} items")
+    session.commit()
+    _start(session, batch, settings)
+    metrics.tasks_submitted.labels(f"batch:{batch.type}", batch.priority).inc()
+    log.info(
+        "batch submitted",
+        extra={"batch_id": str(batch.id), "type": batch.type, "items": batch.total},
+    )
+    return Submitted(batch, created=True)
+
+
+def _insert_items(
+    session: Session, batch_id: uuid.UUID, size: int, params: Sequence[EncodedJSON]
+) -> None:
+    pending = TaskStatus.PENDING.value
+    for start in range(0, len(params), INSERT_PAGE):
+        session.execute(
+            insert(ITEMS),
+            [
+                {
+                    "batch_id": batch_id,
+                    "idx": i,
+                    "chunk": i // size,
+                    "params": params[i],
+                    "status": pending,
+                    "attempts": 0,
+                }
+                for i in range(start, min(start + INSERT_PAGE, len(params)))
+            ],
+        )
+
+
+def _start(session: Session, batch: Batch, settings: Settings) -> None:
+    """Send the first chunks of a committed batch. If Redis refuses before any was sent the
+    batch is removed again and QueueUnavailable raised; once one is out, the chunks that run
+    send the rest."""
+    try:
+        sent = batch_runs.pump(session, batch.id, batch.priority, settings.batch_chunks_in_flight)
+    except broker.UNAVAILABLE as exc:
+        session.rollback()
+        log.error("batch %s: its first chunks could not be queued: %s", batch.id, exc)
+        sent = session.scalar(select(BATCHES.c.next_chunk).where(BATCHES.c.id == batch.id)) or 0
+        if not sent:
+            _remove(session, batch.id)
+            raise QueueUnavailable() from None
+
+
+def _remove(session: Session, batch_id: uuid.UUID) -> None:
+    session.execute(delete(ITEMS).where(ITEMS.c.batch_id == batch_id))
+    session.execute(delete(batch_runs.EVENTS).where(batch_runs.EVENTS.c.batch_id == batch_id))
+    session.execute(delete(BATCHES).where(BATCHES.c.id == batch_id))
+    session.commit()
+
+
+def _by_key(session: Session, owner: str, key: str) -> Batch | None:
+    return session.scalars(
+        select(Batch).where(Batch.owner == owner, Batch.idempotency_key == key)
+    ).first()
+
+
+def find_owned(session: Session, user: User, batch_id: uuid.UUID) -> Batch:
+    batch = session.get(Batch, batch_id)
+    if batch is None or (batch.owner != user.username and user.role != Role.ADMIN):
+        raise BatchNotFound()
+    return batch
+
+
+def view(session: Session, batch: Batch) -> dict[str, Any]:
+    """The batch as the API shows it: counts by status, progress and items per second."""
+    by_status = batch_runs.counts(session, batch.id)
+    done = sum(by_status.get(s, 0) for s in FINAL)
+    rate = None
+    if batch.started_at is not None:
+        seconds = ((batch.finished_at or utcnow()) - batch.started_at).total_seconds()
+        rate = round(done / seconds, 1) if seconds > 0 else None
+    return {
+        "id": batch.id,
+        "type": batch.type,
+        "status": batch.status,
+        "priority": batch.priority,
+        "total": batch.total,
+        "varied": batch.varied,
+        "counts": {s.value: by_status.get(s.value, 0) for s in TaskStatus},
+        "progress": round(done / batch.total, 4) if batch.total else 1.0,
+        "items_per_second": rate,
+        "chunk_size": batch.chunk_size,
+        "created_at": batch.created_at,
+        "started_at": batch.started_at,
+        "finished_at": batch.finished_at,
+        "notify": batch.notify,
+    }
+
+
+@dataclass(frozen=True)
+class Page:
+    batches: list[Batch]
+    next_cursor: str | None
+
+
+def page_of_batches(
+    session: Session, user: User, status: str | None, limit: int, cursor: str | None
+) -> Page:
+    """The caller's batches, newest first."""
+    stmt = select(Batch).where(Batch.owner == user.username)
+    if status:
+        stmt = stmt.where(Batch.status == status)
+    if cursor:
+        at, bid = decode_cursor(cursor)
+        stmt = stmt.where(or_(Batch.created_at < at, and_(Batch.created_at == at, Batch.id < bid)))
+    rows = session.scalars(
+        stmt.order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit + 1)
+    ).all()
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return Page(list(rows[:limit]), next_cursor)
+
+
+def page_of_items(
+    session: Session, batch: Batch, status: str | None, limit: int, after: int | None
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Items in index order after `after`, with the next page's `after` (None: the last)."""
+    stmt = select(
+        ITEMS.c.idx,
+        ITEMS.c.params,
+        ITEMS.c.status,
+        ITEMS.c.attempts,
+        ITEMS.c.error,
+        ITEMS.c.result,
+        ITEMS.c.finished_at,
+    ).where(ITEMS.c.batch_id == batch.id)
+    if status:
+        stmt = stmt.where(ITEMS.c.status == status)
+    if after is not None:
+        stmt = stmt.where(ITEMS.c.idx > after)
+    rows = session.execute(stmt.order_by(ITEMS.c.idx).limit(limit + 1)).all()
+    items = [
+        {
+            "index": r.idx,
+            "params": r.params,
+            "status": r.status,
+            "attempts": r.attempts,
+            "error": r.error,
+            "result": r.result,
+            "finished_at": r.finished_at,
+        }
+        for r in rows[:limit]
+    ]
+    return items, (rows[limit - 1].idx if len(rows) > limit else None)
+
+
+def _result_rows(session: Session, batch_id: uuid.UUID) -> Iterator[Any]:
+    """Every item in index order, a page at a time: memory stays flat whatever the size."""
+    after = -1
+    while True:
+        rows = session.execute(
+            select(ITEMS.c.idx, ITEMS.c.params, ITEMS.c.status, ITEMS.c.result, ITEMS.c.error)
+            .where(ITEMS.c.batch_id == batch_id, ITEMS.c.idx > after)
+            .order_by(ITEMS.c.idx)
+            .limit(READ_PAGE)
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1].idx
+
+
+def _flat(row: Any, varied: list[str], scalars_only: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"index": row.idx, "status": row.status}
+    out.update({name: row.params.get(name) for name in varied})
+    for key, value in (row.result or {}).items():
+        if scalars_only and isinstance(value, list | dict):
+            continue
+        out[f"result.{key}" if key in out else key] = value
+    out["error"] = (row.error or {}).get("message")
+    return out
+
+
+def ndjson_results(session: Session, batch: Batch) -> Iterator[bytes]:
+    """One JSON line per item: index, status, varied params, result fields, error."""
+    varied = list(batch.varied)
+    lines: list[str] = []
+    for row in _result_rows(session, batch.id):
+        lines.append(json.dumps(_flat(row, varied, scalars_only=False), default=str))
+        if len(lines) >= READ_PAGE:
+            yield ("\n".join(lines) + "\n").encode()
+            lines = []
+    if lines:
+        yield ("\n".join(lines) + "\n").encode()
+
+
+def csv_results(session: Session, batch: Batch) -> Iterator[bytes]:
+    """A header, then one line per item: index, status, varied params, the result's scalar
+    fields (arrays are left out of CSV), error. The columns are those of the first result."""
+    varied = list(batch.varied)
+    first = session.scalar(
+        select(ITEMS.c.result)
+        .where(ITEMS.c.batch_id == batch.id, ITEMS.c.status == TaskStatus.SUCCESS.value)
+        .order_by(ITEMS.c.idx)
+        .limit(1)
+    )
+    probe = type("Row", (), {"idx": 0, "status": "", "params": {}, "result": first, "error": None})
+    columns = list(_flat(probe, varied, scalars_only=True))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for n, row in enumerate(_result_rows(session, batch.id), 1):
+        writer.writerow(_flat(row, varied, scalars_only=True))
+        if n % READ_PAGE == 0:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()
+
+
+def cancel(session: Session, user: User, batch_id: uuid.UUID) -> Batch:
+    """Pending items are cancelled at once; running chunks stop between items (they read the
+    cancel flag). TaskStateConflict when the batch has ended."""
+    batch = find_owned(session, user, batch_id)
+    if batch.status in FINAL:
+        raise TaskStateConflict(f"Batch is already {batch.status}")
+    try:
+        flags.request_batch_cancel(str(batch_id))
+    except redis.RedisError:
+        raise QueueUnavailable() from None
+    n = session.execute(
+        update(ITEMS)
+        .where(ITEMS.c.batch_id == batch_id, ITEMS.c.status == TaskStatus.PENDING.value)
+        .values(status=TaskStatus.CANCELLED.value, finished_at=utcnow())
+    ).rowcount  # type: ignore[attr-defined]
+    batch_runs.add_event(
+        session, batch_id, "CANCELLING", f"cancel asked: {n} pending items cancelled"
+    )
+    session.commit()
+    publish_batch_change(batch_id, batch.status)
+    batch_runs.end_if_done(session, batch_id)
+    session.refresh(batch)
+    return batch
+
+
+def retry(session: Session, user: User, batch_id: uuid.UUID, settings: Settings) -> Batch:
+    """FAILED and CANCELLED items go back to PENDING (their attempts counted afresh) and the
+    batch runs again; TaskStateConflict while it runs or when no item needs it."""
+    batch = find_owned(session, user, batch_id)
+    if batch.status not in FINAL:
+        raise TaskStateConflict(f"Batch is {batch.status}; only an ended batch can be retried")
+    again = (TaskStatus.FAILED.value, TaskStatus.CANCELLED.value)
+    n = (
+        session.scalar(
+            select(func.count()).where(ITEMS.c.batch_id == batch_id, ITEMS.c.status.in_(again))
+        )
+        or 0
+    )
+    if not n:
+        raise TaskStateConflict("No failed or cancelled items to retry")
+    check_batch_quota(session, batch.owner, n, settings)
+    try:
+        flags.clear_batch_cancel(str(batch_id))
+    except redis.RedisError:
+        raise QueueUnavailable() from None
+    session.execute(
+        update(ITEMS)
+        .where(ITEMS.c.batch_id == batch_id, ITEMS.c.status.in_(again))
+        .values(
+            status=TaskStatus.PENDING.value, attempts=0, error=None, result=None, finished_at=None
+        )
+    )
+    session.execute(
+        update(BATCHES)
+        .where(BATCHES.c.id == batch_id)
+        .values(status=TaskStatus.PENDING.value, finished_at=None, next_chunk=0)
+    )
+    batch_runs.add_event(session, batch_id, TaskStatus.PENDING.value, f"{n} items retried")
+    session.commit()
+    session.refresh(batch)
+    try:
+        sent = batch_runs.pump(session, batch_id, batch.priority, settings.batch_chunks_in_flight)
+    except broker.UNAVAILABLE:
+        session.rollback()
+        sent = 0
+    if not sent:
+        batch_runs.add_event(session, batch_id, "UNQUEUED", "retry could not be queued")
+        session.execute(
+            update(ITEMS)
+            .where(ITEMS.c.batch_id == batch_id, ITEMS.c.status == TaskStatus.PENDING.value)
+            .values(
+                status=TaskStatus.FAILED.value,
+                error={"type": "QueueUnavailable", "message": "the retry could not be queued"},
+            )
+        )
+        session.commit()
+        batch_runs.end_if_done(session, batch_id)
+        raise QueueUnavailable()
+    publish_batch_change(batch_id, TaskStatus.PENDING.value)
+    return batch
+
+
+def delete_batch(session: Session, user: User, batch_id: uuid.UUID) -> None:
+    """Remove an ended batch with its items and history; TaskStateConflict while it runs."""
+    batch = find_owned(session, user, batch_id)
+    if batch.status not in FINAL:
+        raise TaskStateConflict(f"Batch is {batch.status}; cancel it first")
+    _remove(session, batch_id)

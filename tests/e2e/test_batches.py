@@ -1,0 +1,225 @@
+"""Batches through the real stack (nginx, API replicas, Redis, Celery workers): results equal
+single tasks', grids and CSV rows expand in order, bad items are named, a killed pool process
+or a cancel leaves every item ended exactly once, retries, and owners are isolated."""
+
+import csv
+import io
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import LocalStack, start_stack, stop_stack
+from tests.e2e.client import login, submit, wait_final
+from tests.e2e.conftest import new_user
+from tests.e2e.test_faults import children
+from tests.helpers import wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+FINAL = {"SUCCESS", "FAILED", "CANCELLED"}
+
+
+@pytest.fixture(scope="module")
+def batch_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    s = start_stack(
+        tmp_path_factory.mktemp("batches") / "run",
+        "--api-replicas",
+        "2",
+        "--worker-replicas",
+        "2",
+        env={
+            "WORKER_CONCURRENCY": "2",
+            "GUNICORN_WORKERS": "1",
+            "RATE_LIMIT_ENABLED": "false",
+            "DEFAULT_TASK_TIMEOUT": "10",
+        },
+    )
+    yield s
+    stop_stack(s)
+
+
+@pytest.fixture(scope="module")
+def admin(batch_stack: LocalStack) -> httpx.Client:
+    return login(batch_stack.url, *batch_stack.admin)
+
+
+def create(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    resp = client.post("/api/v1/batches", json=body)
+    assert resp.status_code == 202, resp.text
+    out: dict[str, Any] = resp.json()
+    return out
+
+
+def wait_batch(client: httpx.Client, batch_id: str, timeout: float = 120) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        body: dict[str, Any] = client.get(f"/api/v1/batches/{batch_id}").json()
+        return body if body["status"] in FINAL else None
+
+    return wait_until(probe, timeout, 0.1, what=f"batch {batch_id} to end")
+
+
+def results(client: httpx.Client, batch_id: str) -> list[dict[str, Any]]:
+    resp = client.get(f"/api/v1/batches/{batch_id}/results")
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"].startswith("application/x-ndjson")
+    return [json.loads(line) for line in resp.text.splitlines()]
+
+
+def loans(n: int, years: int = 1) -> list[dict[str, Any]]:
+    return [{"principal": 1000 + i, "annual_rate": 0.05, "years": years} for i in range(n)]
+
+
+def test_a_batch_of_1000_loans_gives_the_single_task_results(admin: httpx.Client) -> None:
+    batch = create(admin, {"type": "loan_amortization", "items": loans(1000)})
+    assert batch["total"] == 1000 and batch["varied"] == ["principal", "annual_rate", "years"]
+    done = wait_batch(admin, batch["id"])
+    assert done["status"] == "SUCCESS"
+    assert done["counts"]["SUCCESS"] == 1000 and done["progress"] == 1.0
+    rows = results(admin, batch["id"])
+    assert [r["index"] for r in rows] == list(range(1000))
+    items = admin.get(f"/api/v1/batches/{batch['id']}/items", params={"limit": 1000}).json()
+    for index in (0, 417, 999):
+        single = wait_final(admin, submit(admin, "loan_amortization", loans(1000)[index])["id"])
+        assert single["status"] == "SUCCESS"
+        assert items["items"][index]["result"] == single["result"]
+        assert rows[index]["payment"] == single["result"]["payment"]
+
+
+def test_a_grid_is_expanded_with_the_last_field_varying_fastest(admin: httpx.Client) -> None:
+    rates, years = [0.01, 0.02, 0.03], [1, 2]
+    batch = create(
+        admin,
+        {
+            "type": "loan_amortization",
+            "base": {"principal": 5000},
+            "vary": {"annual_rate": rates, "years": years},
+        },
+    )
+    assert batch["total"] == 6 and batch["varied"] == ["annual_rate", "years"]
+    assert wait_batch(admin, batch["id"])["status"] == "SUCCESS"
+    resp = admin.get(f"/api/v1/batches/{batch['id']}/results", params={"format": "csv"})
+    assert resp.headers["content-type"].startswith("text/csv")
+    table = list(csv.DictReader(io.StringIO(resp.text)))
+    assert [(float(r["annual_rate"]), float(r["years"])) for r in table] == [
+        (r, y) for r in rates for y in years
+    ]
+    assert "schedule" not in table[0] and float(table[0]["payment"]) > 0
+
+
+def test_a_csv_batch_with_one_bad_row_is_refused_naming_its_line(admin: httpx.Client) -> None:
+    text = "principal,annual_rate,years\n1000,0.05,1\n2000,0.04,2\n3000,-7,3\n4000,0.05,4\n"
+    resp = admin.post("/api/v1/batches", json={"type": "loan_amortization", "csv": text})
+    assert resp.status_code == 422, resp.text
+    [problem] = resp.json()["detail"]
+    assert problem["loc"] == ["body", "csv", "line 4", "annual_rate"]
+    before = admin.get("/api/v1/batches").json()["items"]
+    assert all(b["total"] != 4 for b in before)  # nothing recorded
+    ok = create(admin, {"type": "loan_amortization", "csv": text.replace("-7", "0.07")})
+    assert wait_batch(admin, ok["id"])["counts"]["SUCCESS"] == 4
+
+
+def test_a_bad_item_is_named_by_its_index_and_field(admin: httpx.Client) -> None:
+    items = loans(30)
+    items[17]["annual_rate"] = "lots"
+    resp = admin.post("/api/v1/batches", json={"type": "loan_amortization", "items": items})
+    assert resp.status_code == 422
+    assert resp.json()["detail"][0]["loc"] == ["body", "items", 17, "annual_rate"]
+
+
+def test_a_batch_beyond_its_body_limit_is_refused_by_nginx(
+    admin: httpx.Client, batch_stack: LocalStack
+) -> None:
+    big = "x" * (33554432 + 10)
+    resp = admin.post("/api/v1/batches", content=big, headers={"Content-Type": "application/json"})
+    assert resp.status_code == 413
+
+
+def test_a_killed_pool_process_leaves_every_item_succeeded_once(
+    admin: httpx.Client, batch_stack: LocalStack
+) -> None:
+    batch = create(admin, {"type": "loan_amortization", "items": loans(20000)})
+
+    def running() -> bool | None:
+        body = admin.get(f"/api/v1/batches/{batch['id']}").json()
+        return True if body["counts"]["SUCCESS"] > 200 else None
+
+    wait_until(running, 60, 0.05, what="the batch to be under way")
+    victims = children(batch_stack.pid_of("workers:worker-1"))
+    assert victims
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    done = wait_batch(admin, batch["id"], timeout=180)
+    assert done["status"] == "SUCCESS", done
+    assert done["counts"]["SUCCESS"] == 20000
+    rows = results(admin, batch["id"])
+    assert sorted(r["index"] for r in rows) == list(range(20000))
+    assert all(r["status"] == "SUCCESS" for r in rows)
+
+
+def test_cancel_mid_batch_stops_it_within_two_seconds(admin: httpx.Client) -> None:
+    batch = create(admin, {"type": "loan_amortization", "items": loans(20000)})
+    wait_until(
+        lambda: admin.get(f"/api/v1/batches/{batch['id']}").json()["counts"]["SUCCESS"] or None,
+        60,
+        0.05,
+        what="the first items to end",
+    )
+    asked = time.monotonic()
+    resp = admin.post(f"/api/v1/batches/{batch['id']}/cancel")
+    assert resp.status_code == 200
+    done = wait_batch(admin, batch["id"], timeout=10)
+    assert time.monotonic() - asked < 2.0
+    assert done["status"] == "CANCELLED"
+    counts = done["counts"]
+    assert counts["CANCELLED"] > 0 and counts["SUCCESS"] + counts["CANCELLED"] == 20000
+    # The cancelled items run again when retried, and nothing else does.
+    succeeded = counts["SUCCESS"]
+    resp = admin.post(f"/api/v1/batches/{batch['id']}/retry")
+    assert resp.status_code == 202, resp.text
+    again = wait_batch(admin, batch["id"], timeout=180)
+    assert again["status"] == "SUCCESS" and again["counts"]["SUCCESS"] == 20000
+    retried = admin.get(
+        f"/api/v1/batches/{batch['id']}/items", params={"limit": 1000, "after": -1}
+    ).json()["items"]
+    assert retried and succeeded < 20000
+
+
+def test_failed_items_fail_alone_and_run_again_when_retried(admin: httpx.Client) -> None:
+    good = {"cash_flows": [-100, 60, 60], "discount_rate": 0.05}
+    bad = {"cash_flows": [-1] + [1] * 300, "discount_rate": -0.99}  # NPV overflows
+    batch = create(admin, {"type": "cash_flow_analysis", "items": [good, bad, good]})
+    done = wait_batch(admin, batch["id"])
+    assert done["status"] == "FAILED"
+    assert done["counts"]["SUCCESS"] == 2 and done["counts"]["FAILED"] == 1
+    failed = admin.get(f"/api/v1/batches/{batch['id']}/items", params={"status": "FAILED"}).json()[
+        "items"
+    ]
+    assert [i["index"] for i in failed] == [1]
+    assert "overflows" in failed[0]["error"]["message"]
+    assert admin.post(f"/api/v1/batches/{batch['id']}/retry").status_code == 202
+    again = wait_batch(admin, batch["id"])
+    assert again["counts"] == {**done["counts"]}
+    item = admin.get(f"/api/v1/batches/{batch['id']}/items", params={"status": "FAILED"}).json()
+    assert item["items"][0]["attempts"] == 1 and again["finished_at"] != done["finished_at"]
+
+
+def test_another_users_batch_does_not_exist_for_them(
+    admin: httpx.Client, batch_stack: LocalStack
+) -> None:
+    batch = create(admin, {"type": "loan_amortization", "items": loans(3)})
+    name, password = new_user(admin)
+    other = login(batch_stack.url, name, password)
+    for path in ("", "/items", "/results", "/events"):
+        assert other.get(f"/api/v1/batches/{batch['id']}{path}").status_code == 404, path
+    assert other.post(f"/api/v1/batches/{batch['id']}/cancel").status_code == 404
+    assert other.post(f"/api/v1/batches/{batch['id']}/retry").status_code == 404
+    assert other.delete(f"/api/v1/batches/{batch['id']}").status_code == 404
+    assert other.get("/api/v1/batches").json()["items"] == []
+    wait_batch(admin, batch["id"])
+    assert admin.delete(f"/api/v1/batches/{batch['id']}").status_code == 204
+    assert admin.get(f"/api/v1/batches/{batch['id']}").status_code == 404
