@@ -7,14 +7,16 @@ import io
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import LocalStack, start_stack, stop_stack
+from tests.conftest import VENV_BIN, LocalStack, start_stack, stop_stack
 from tests.e2e.client import login, submit, wait_final
 from tests.e2e.conftest import new_user
 from tests.e2e.test_faults import children
@@ -161,6 +163,27 @@ def test_a_killed_pool_process_leaves_every_item_succeeded_once(
     assert all(r["status"] == "SUCCESS" for r in rows)
 
 
+def test_a_killed_whole_worker_leaves_every_item_succeeded_once(
+    admin: httpx.Client, batch_stack: LocalStack
+) -> None:
+    batch = create(admin, {"type": "loan_amortization", "items": loans(20000)})
+    wait_until(
+        lambda: (
+            admin.get(f"/api/v1/batches/{batch['id']}").json()["counts"]["SUCCESS"] > 200 or None
+        ),
+        60,
+        0.05,
+        what="the batch to be under way",
+    )
+    os.killpg(batch_stack.pid_of("workers:worker-2"), signal.SIGKILL)
+    # Its chunks come back after the visibility timeout (30 s with a 10 s task limit).
+    done = wait_batch(admin, batch["id"], timeout=240)
+    assert done["status"] == "SUCCESS", done
+    assert done["counts"]["SUCCESS"] == 20000
+    rows = results(admin, batch["id"])
+    assert [r["index"] for r in rows] == list(range(20000))
+
+
 def test_cancel_mid_batch_stops_it_within_two_seconds(admin: httpx.Client) -> None:
     batch = create(admin, {"type": "loan_amortization", "items": loans(20000)})
     wait_until(
@@ -223,3 +246,47 @@ def test_another_users_batch_does_not_exist_for_them(
     wait_batch(admin, batch["id"])
     assert admin.delete(f"/api/v1/batches/{batch['id']}").status_code == 204
     assert admin.get(f"/api/v1/batches/{batch['id']}").status_code == 404
+
+
+def finq(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FINQ_CONFIG": str(config), "COLUMNS": "100"}
+    env.pop("FINQ_URL", None)
+    env.pop("FINQ_TOKEN", None)
+    return subprocess.run(
+        [str(VENV_BIN / "finq"), *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_the_cli_runs_a_csv_batch_and_a_task_against_the_stack(
+    batch_stack: LocalStack, tmp_path: Path
+) -> None:
+    config = tmp_path / "finq.json"
+    user, password = batch_stack.admin
+    os.environ["FINQ_PASSWORD"] = password
+    try:
+        login = finq(config, "login", "--url", batch_stack.url, "--username", user)
+    finally:
+        del os.environ["FINQ_PASSWORD"]
+    assert login.returncode == 0, login.stderr
+    assert "logged in" in login.stderr and oct(config.stat().st_mode)[-3:] == "600"
+    items = tmp_path / "items.csv"
+    items.write_text("principal,annual_rate\n" + "".join(f"{1000 + i},0.05\n" for i in range(50)))
+    out = tmp_path / "results.csv"
+    ran = finq(config, "batch", "loan_amortization", "--csv", str(items), "--base", "years=1",
+               "--out", str(out))  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert "50 SUCCESS" in ran.stderr and "50/50" in ran.stderr  # the summary, the bar
+    table = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [float(r["principal"]) for r in table] == [1000 + i for i in range(50)]
+    task = finq(config, "submit", "loan_amortization", "--param", "principal=1000",
+                "--param", "annual_rate=0.05", "--param", "years=1", "--wait")  # fmt: skip
+    assert task.returncode == 0, task.stderr
+    assert json.loads(task.stdout)["status"] == "SUCCESS"
+    status = finq(config, "status", json.loads(task.stdout)["id"])
+    assert json.loads(status.stdout)["type"] == "loan_amortization"
+    wrong = finq(config, "submit", "loan_amortization", "--param", "annual_rate=abc")
+    assert wrong.returncode == 1
+    assert "invalid input" in wrong.stderr and "params.annual_rate" in wrong.stderr
+    config.write_text(json.dumps({"url": batch_stack.url, "token": "nope"}))
+    denied = finq(config, "status", json.loads(task.stdout)["id"])
+    assert denied.returncode == 1 and "finq login" in denied.stderr

@@ -1,0 +1,242 @@
+"""Batch figures on a local stack of its own (`make bench-batches`): prints medians and ratios
+against single tasks measured in the same run.
+
+1. baseline: N_SINGLE one-year loans as single tasks, submit to last result, tasks/s;
+2. the same loans x 20 (10,000 by default) as one batch, submit to last result, items/s;
+3. 100,000 one-year loans: the time to accept the POST, the API's peak resident memory while
+   accepting and while streaming the results as CSV (every API process sampled every 20 ms);
+4. fairness: while a 20,000-item batch of one user runs, another user's single tasks (one every
+   0.5 s): the delay from creation to start, p50 and p95.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+LOAN = {"principal": 1000, "annual_rate": 0.05, "years": 1}
+FINAL = {"SUCCESS", "FAILED", "CANCELLED"}
+
+
+def up(run_dir: Path, workers: int, concurrency: int) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "WORKER_CONCURRENCY": str(concurrency),
+        "RATE_LIMIT_ENABLED": "false",
+        "QUOTA_QUEUED_TASKS": "100000",
+        "QUOTA_BATCH_ITEMS": "1000000",
+    }
+    for name in ("REDIS_URL", "DATABASE_URL"):
+        env.pop(name, None)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "localstack.py"),
+            "up",
+            "--run-dir",
+            str(run_dir),
+            "--free-ports",
+            "--api-replicas",
+            "1",
+            "--worker-replicas",
+            str(workers),
+        ],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    info: dict[str, str] = json.loads((run_dir / "stack.json").read_text())
+    return info
+
+
+def down(run_dir: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "localstack.py"),
+            "down",
+            "--run-dir",
+            str(run_dir),
+        ],
+        check=False,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def login(url: str, user: str, password: str) -> httpx.Client:
+    client = httpx.Client(base_url=url, timeout=120)
+    token = client.post("/api/v1/auth/token", data={"username": user, "password": password})
+    token.raise_for_status()
+    client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+    return client
+
+
+def wait(probe: Any, timeout: float = 600) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError("timed out")
+
+
+def at(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def singles(client: httpx.Client, n: int) -> float:
+    started = time.monotonic()
+    ids = []
+    for _ in range(n):
+        resp = client.post("/api/v1/tasks", json={"type": "loan_amortization", "params": LOAN})
+        resp.raise_for_status()
+        ids.append(resp.json()["id"])
+    for tid in ids:
+        wait(lambda t=tid: client.get(f"/api/v1/tasks/{t}").json()["status"] in FINAL)
+    return n / (time.monotonic() - started)
+
+
+def batch(client: httpx.Client, n: int) -> tuple[float, float]:
+    """(seconds to accept, items/s from the POST to the batch's end)."""
+    items = [{**LOAN, "principal": 1000 + i} for i in range(n)]
+    started = time.monotonic()
+    resp = client.post("/api/v1/batches", json={"type": "loan_amortization", "items": items})
+    resp.raise_for_status()
+    accepted = time.monotonic() - started
+    bid = resp.json()["id"]
+    wait(lambda: client.get(f"/api/v1/batches/{bid}").json()["status"] in FINAL)
+    return accepted, n / (time.monotonic() - started)
+
+
+class RssPeak:
+    """The largest resident set of any API process while sampling."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.procs = [psutil.Process(p) for p in pids]
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for proc in self.procs:
+                with contextlib.suppress(psutil.Error):
+                    self.peak = max(self.peak, proc.memory_info().rss)
+            time.sleep(0.02)
+
+    def __enter__(self) -> "RssPeak":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def api_pids(run_dir: Path) -> list[int]:
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "supervisorctl"),
+            "-c",
+            str(run_dir / "supervisor" / "supervisord.conf"),
+            "pid",
+            "api:api-1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    root = psutil.Process(int(out))
+    return [root.pid, *(c.pid for c in root.children(recursive=True))]
+
+
+def fairness(admin: httpx.Client, other: httpx.Client, n_batch: int, n_singles: int) -> list[float]:
+    items = [{**LOAN, "principal": 1000 + i} for i in range(n_batch)]
+    resp = admin.post("/api/v1/batches", json={"type": "loan_amortization", "items": items})
+    resp.raise_for_status()
+    bid = resp.json()["id"]
+    wait(lambda: admin.get(f"/api/v1/batches/{bid}").json()["counts"]["SUCCESS"] > 0)
+    delays = []
+    for _ in range(n_singles):
+        sub = other.post("/api/v1/tasks", json={"type": "loan_amortization", "params": LOAN})
+        sub.raise_for_status()
+        tid = sub.json()["id"]
+        task = wait(
+            lambda t=tid: (b := other.get(f"/api/v1/tasks/{t}").json())["status"] in FINAL and b
+        )
+        delays.append(at(task["started_at"]) - at(task["created_at"]))
+        if admin.get(f"/api/v1/batches/{bid}").json()["status"] in FINAL:
+            break
+        time.sleep(0.5)
+    wait(lambda: admin.get(f"/api/v1/batches/{bid}").json()["status"] in FINAL)
+    return delays
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--singles", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--big", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    run_dir = Path(tempfile.mkdtemp(prefix="finq-bench-batches-"))
+    info = up(run_dir, args.workers, args.concurrency)
+    try:
+        url = f"http://127.0.0.1:{info['HTTP_PORT']}"
+        admin = login(url, info["ADMIN_USERNAME"], info["ADMIN_PASSWORD"])
+        admin.post("/api/v1/users", json={"username": "bench-other", "password": "x" * 16})
+        other = login(url, "bench-other", "x" * 16)
+        single_rates, batch_rates = [], []
+        for _ in range(args.repeat):
+            single_rates.append(singles(admin, args.singles))
+            batch_rates.append(batch(admin, args.batch)[1])
+        s, b = statistics.median(single_rates), statistics.median(batch_rates)
+        print(f"single one-year loans: {s:.0f} tasks/s (median of {args.repeat})")
+        print(f"batch of {args.batch}: {b:.0f} items/s (median), {b / s:.1f}x single tasks")
+        pids = api_pids(run_dir)
+        base_rss = max(psutil.Process(p).memory_info().rss for p in pids)
+        with RssPeak(pids) as accept_rss:
+            accepted, rate = batch(admin, args.big)
+        bid = admin.get("/api/v1/batches", params={"limit": 1}).json()["items"][0]["id"]
+        with RssPeak(pids) as stream_rss:
+            started = time.monotonic()
+            size = 0
+            with admin.stream("GET", f"/api/v1/batches/{bid}/results?format=csv") as resp:
+                for chunk in resp.iter_bytes():
+                    size += len(chunk)
+            streamed = time.monotonic() - started
+        mb = 1024 * 1024
+        print(
+            f"{args.big} items: accepted in {accepted:.1f} s, run at {rate:.0f} items/s; API RSS "
+            f"{base_rss / mb:.0f} MB before, peak {accept_rss.peak / mb:.0f} MB accepting, "
+            f"{stream_rss.peak / mb:.0f} MB streaming {size / mb:.1f} MB of CSV in {streamed:.1f} s"
+        )
+        delays = sorted(fairness(admin, other, 20_000, 40))
+        p95 = delays[min(len(delays) - 1, int(0.95 * len(delays)))]
+        print(
+            f"single task beside a 20,000-item batch: start delay p50 "
+            f"{statistics.median(delays):.2f} s, p95 {p95:.2f} s ({len(delays)} tasks)"
+        )
+    finally:
+        down(run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
