@@ -273,7 +273,28 @@ def submit(session: Session, owner: User, request: BatchRequest, settings: Setti
 def _insert_items(
     session: Session, batch_id: uuid.UUID, size: int, params: Sequence[EncodedJSON]
 ) -> None:
+    """Bulk INSERTs of INSERT_PAGE rows. On SQLite the driver's executemany is given the rows
+    as they are stored (the id bound once, the params already JSON): the statement layer's
+    per-value processing doubled the time to accept 100,000 items."""
     pending = TaskStatus.PENDING.value
+    connection = session.connection()
+    dialect = connection.dialect
+    if dialect.name == "sqlite":
+        columns = ["batch_id", "idx", "chunk", "params", "status", "attempts"]
+        sql = str(insert(ITEMS).compile(dialect=dialect, column_keys=columns))
+        bind = ITEMS.c.batch_id.type.bind_processor(dialect)
+        stored_id = bind(batch_id) if bind else batch_id
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        for start in range(0, len(params), INSERT_PAGE):
+            stop = min(start + INSERT_PAGE, len(params))
+            cursor.executemany(
+                sql,
+                [
+                    (stored_id, i, i // size, params[i].data.decode(), pending, 0)
+                    for i in range(start, stop)
+                ],
+            )
+        return
     for start in range(0, len(params), INSERT_PAGE):
         session.execute(
             insert(ITEMS),

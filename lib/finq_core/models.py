@@ -264,10 +264,7 @@ class BatchItem(Base):
     """One calculation of a batch: its parameters (validated, defaults filled in) and outcome."""
 
     __tablename__ = "batch_items"
-    __table_args__ = (
-        Index("ix_batch_items_status_chunk", "batch_id", "status", "chunk"),
-        Index("ix_batch_items_chunk", "batch_id", "chunk"),
-    )
+    __table_args__ = (Index("ix_batch_items_status_chunk", "batch_id", "status", "chunk"),)
 
     batch_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True

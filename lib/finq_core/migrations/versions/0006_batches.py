@@ -64,7 +64,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("batch_id", "idx"),
     )
     op.create_index("ix_batch_items_status_chunk", "batch_items", ["batch_id", "status", "chunk"])
-    op.create_index("ix_batch_items_chunk", "batch_items", ["batch_id", "chunk"])
     op.create_table(
         "batch_events",
         sa.Column("id", sa.Integer(), nullable=False),
