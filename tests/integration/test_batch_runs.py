@@ -4,9 +4,10 @@ guarded by RUNNING, a redelivery taking over only unfinished items, and the end 
 
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from finq_core import batch_runs, batches
@@ -124,3 +125,19 @@ def test_released_items_run_again_and_the_batch_ends_exactly_once(session: Sessi
         select(BatchEvent.status).where(BatchEvent.batch_id == bid).order_by(BatchEvent.id)
     ).all()
     assert list(ended) == ["RUNNING", "SUCCESS"]  # started, ended: once each
+
+
+def test_ended_batches_past_their_lifetime_are_purged_with_their_items(session: Session) -> None:
+    old, young = new_batch(session, 3, 3), new_batch(session, 3, 3)
+    for bid in (old, young):
+        batch_runs.claim_chunk(session, bid, 0, take_over=False)
+        batch_runs.finish_items(session, bid, succeed([0, 1, 2]), utcnow())
+        batch_runs.end_if_done(session, bid)
+    cutoff = utcnow()
+    session.execute(
+        update(Batch).where(Batch.id == old).values(finished_at=cutoff - timedelta(days=1))
+    )
+    session.commit()
+    assert batch_runs.purge_ended(session, cutoff - timedelta(hours=1), limit=100) == 1
+    assert session.get(Batch, old) is None and batch_runs.counts(session, old) == {}
+    assert batch_runs.counts(session, young) == {"SUCCESS": 3}
