@@ -1,8 +1,10 @@
 """Batch figures on a local stack of its own (`make bench-batches`): prints medians and ratios
 against single tasks measured in the same run.
 
-1. baseline: N_SINGLE one-year loans as single tasks, submit to last result, tasks/s;
-2. the same loans x 20 (10,000 by default) as one batch, submit to last result, items/s;
+1. baseline: the bare Celery no-op ceiling (scripts/bench_noop.py, as `make bench` measures
+   it: Celery's own producer straight into Redis, workers that only INCR a counter), tasks/s;
+2. 10,000 one-year loans as one batch, submit to the last result stored, items/s, and the
+   ratio to the ceiling;
 3. 100,000 one-year loans: the time to accept the POST, the API's peak resident memory while
    accepting and while streaming the results as CSV (every API process sampled every 20 ms);
 4. fairness: while a 20,000-item batch of one user runs, another user's single tasks (one every
@@ -11,7 +13,6 @@ against single tasks measured in the same run.
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import subprocess
@@ -25,55 +26,13 @@ from typing import Any
 
 import httpx
 import psutil
+from bench.batch import measure_noop
+from bench.cpu import CpuMeter
+from bench.stack import BenchStack
 
 ROOT = Path(__file__).resolve().parent.parent
 LOAN = {"principal": 1000, "annual_rate": 0.05, "years": 1}
 FINAL = {"SUCCESS", "FAILED", "CANCELLED"}
-
-
-def up(run_dir: Path, workers: int, concurrency: int) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "WORKER_CONCURRENCY": str(concurrency),
-        "RATE_LIMIT_ENABLED": "false",
-        "QUOTA_QUEUED_TASKS": "100000",
-        "QUOTA_BATCH_ITEMS": "1000000",
-    }
-    for name in ("REDIS_URL", "DATABASE_URL"):
-        env.pop(name, None)
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "localstack.py"),
-            "up",
-            "--run-dir",
-            str(run_dir),
-            "--free-ports",
-            "--api-replicas",
-            "1",
-            "--worker-replicas",
-            str(workers),
-        ],
-        check=True,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    info: dict[str, str] = json.loads((run_dir / "stack.json").read_text())
-    return info
-
-
-def down(run_dir: Path) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "localstack.py"),
-            "down",
-            "--run-dir",
-            str(run_dir),
-        ],
-        check=False,
-        stdout=subprocess.DEVNULL,
-    )
 
 
 def login(url: str, user: str, password: str) -> httpx.Client:
@@ -96,18 +55,6 @@ def wait(probe: Any, timeout: float = 600) -> Any:
 
 def at(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
-
-
-def singles(client: httpx.Client, n: int) -> float:
-    started = time.monotonic()
-    ids = []
-    for _ in range(n):
-        resp = client.post("/api/v1/tasks", json={"type": "loan_amortization", "params": LOAN})
-        resp.raise_for_status()
-        ids.append(resp.json()["id"])
-    for tid in ids:
-        wait(lambda t=tid: client.get(f"/api/v1/tasks/{t}").json()["status"] in FINAL)
-    return n / (time.monotonic() - started)
 
 
 def batch(client: httpx.Client, n: int) -> tuple[float, float]:
@@ -190,25 +137,31 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--singles", type=int, default=500)
+    parser.add_argument("--noop", type=int, default=2000, help="no-op tasks per ceiling run")
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--big", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     run_dir = Path(tempfile.mkdtemp(prefix="finq-bench-batches-"))
-    info = up(run_dir, args.workers, args.concurrency)
+    os.environ.update(
+        WORKER_CONCURRENCY=str(args.concurrency),
+        QUOTA_BATCH_ITEMS="1000000",
+        RATE_LIMIT_ENABLED="false",
+    )
+    stack = BenchStack(run_dir, 1, args.workers)
+    stack.up()
     try:
-        url = f"http://127.0.0.1:{info['HTTP_PORT']}"
-        admin = login(url, info["ADMIN_USERNAME"], info["ADMIN_PASSWORD"])
+        meter = CpuMeter(lambda: [int((run_dir / "supervisor" / "supervisord.pid").read_text())])
+        stack.start_noop_workers(args.workers)
+        ceilings = [measure_noop(stack, meter, args.noop, 300)[0] for _ in range(args.repeat)]
+        stack.stop_noop_workers()
+        admin = login(stack.base, stack.info["ADMIN_USERNAME"], stack.info["ADMIN_PASSWORD"])
         admin.post("/api/v1/users", json={"username": "bench-other", "password": "x" * 16})
-        other = login(url, "bench-other", "x" * 16)
-        single_rates, batch_rates = [], []
-        for _ in range(args.repeat):
-            single_rates.append(singles(admin, args.singles))
-            batch_rates.append(batch(admin, args.batch)[1])
-        s, b = statistics.median(single_rates), statistics.median(batch_rates)
-        print(f"single one-year loans: {s:.0f} tasks/s (median of {args.repeat})")
-        print(f"batch of {args.batch}: {b:.0f} items/s (median), {b / s:.1f}x single tasks")
+        other = login(stack.base, "bench-other", "x" * 16)
+        rates = [batch(admin, args.batch)[1] for _ in range(args.repeat)]
+        c, b = statistics.median(ceilings), statistics.median(rates)
+        print(f"bare Celery no-op ceiling: {c:.0f} tasks/s (median of {args.repeat})")
+        print(f"batch of {args.batch} one-year loans: {b:.0f} items/s (median), {b / c:.2f}x")
         pids = api_pids(run_dir)
         base_rss = max(psutil.Process(p).memory_info().rss for p in pids)
         with RssPeak(pids) as accept_rss:
@@ -234,7 +187,7 @@ def main() -> int:
             f"{statistics.median(delays):.2f} s, p95 {p95:.2f} s ({len(delays)} tasks)"
         )
     finally:
-        down(run_dir)
+        stack.down()
     return 0
 
 

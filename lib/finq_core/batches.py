@@ -262,7 +262,8 @@ def submit(session: Session, owner: User, request: BatchRequest, settings: Setti
     batch_runs.add_event(session, batch.id, TaskStatus.PENDING.value, f"{len(params)} items")
     session.commit()
     _start(session, batch, settings)
-    metrics.tasks_submitted.labels(f"batch:{batch.type}", batch.priority).inc()
+    metrics.batches_submitted.labels(batch.type, batch.priority).inc()
+    metrics.batch_items_submitted.labels(batch.type).inc(batch.total)
     log.info(
         "batch submitted",
         extra={"batch_id": str(batch.id), "type": batch.type, "items": batch.total},

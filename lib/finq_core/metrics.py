@@ -60,6 +60,12 @@ batch_items_finished = Counter(
     "Batch items ended by workers, by outcome",
     ["type", "status"],
 )
+batches_submitted = Counter(
+    "finq_batches_submitted_total", "Batches accepted by the API", ["type", "priority"]
+)
+batch_items_submitted = Counter(
+    "finq_batch_items_submitted_total", "Items of the batches accepted by the API", ["type"]
+)
 batches_finished = Counter(
     "finq_batches_finished_total", "Batches ended, by outcome", ["type", "status"]
 )
