@@ -43,13 +43,13 @@ def login(url: str, user: str, password: str) -> httpx.Client:
     return client
 
 
-def wait(probe: Any, timeout: float = 600) -> Any:
+def wait(probe: Any, timeout: float = 600, every: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = probe()
         if value:
             return value
-        time.sleep(0.05)
+        time.sleep(every)
     raise TimeoutError("timed out")
 
 
@@ -58,15 +58,20 @@ def at(text: str) -> float:
 
 
 def batch(client: httpx.Client, n: int) -> tuple[float, float]:
-    """(seconds to accept, items/s from the POST to the batch's end)."""
+    """(seconds to accept, items/s from the POST to the last result stored)."""
     items = [{**LOAN, "principal": 1000 + i} for i in range(n)]
-    started = time.monotonic()
+    posted, started = time.time(), time.monotonic()
     resp = client.post("/api/v1/batches", json={"type": "loan_amortization", "items": items})
     resp.raise_for_status()
     accepted = time.monotonic() - started
     bid = resp.json()["id"]
-    wait(lambda: client.get(f"/api/v1/batches/{bid}").json()["status"] in FINAL)
-    return accepted, n / (time.monotonic() - started)
+    # Polled every 0.5 s, as `finq batch` does (a batch's view counts its items by status);
+    # the end is the batch's own finished_at, not when the poll saw it.
+    done = wait(
+        lambda: (b := client.get(f"/api/v1/batches/{bid}").json())["status"] in FINAL and b,
+        every=0.5,
+    )
+    return accepted, n / (at(done["finished_at"]) - posted)
 
 
 class RssPeak:

@@ -290,3 +290,27 @@ def test_the_cli_runs_a_csv_batch_and_a_task_against_the_stack(
     config.write_text(json.dumps({"url": batch_stack.url, "token": "nope"}))
     denied = finq(config, "status", json.loads(task.stdout)["id"])
     assert denied.returncode == 1 and "finq login" in denied.stderr
+
+
+def test_an_idempotency_key_returns_the_first_batch(admin: httpx.Client) -> None:
+    body = {"type": "loan_amortization", "items": loans(5)}
+    headers = {"Idempotency-Key": f"batch-{time.time_ns()}"}
+    first = admin.post("/api/v1/batches", json=body, headers=headers)
+    again = admin.post("/api/v1/batches", json=body, headers=headers)
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["Location"].endswith(first.json()["id"])
+
+
+def test_the_events_stream_follows_a_batch_to_its_end(admin: httpx.Client) -> None:
+    batch = create(admin, {"type": "loan_amortization", "items": loans(3000)})
+    frames = []
+    with admin.stream("GET", f"/api/v1/batches/{batch['id']}/events", timeout=120) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        for line in resp.iter_lines():
+            if line.startswith("data:"):
+                frames.append(json.loads(line[5:]))
+    assert frames[-1]["status"] == "SUCCESS" and frames[-1]["counts"]["SUCCESS"] == 3000
+    done = [f["counts"]["SUCCESS"] for f in frames]
+    assert done == sorted(done)  # progress only grows

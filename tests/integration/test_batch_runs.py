@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from finq_core import batch_runs, batches
 from finq_core.config import get_settings
 from finq_core.db import EncodedJSON, make_engine
+from finq_core.errors import QuotaExceeded
 from finq_core.migrate import upgrade
 from finq_core.models import Batch, BatchEvent, TaskStatus
 from finq_core.timeutil import utcnow
@@ -141,3 +142,19 @@ def test_ended_batches_past_their_lifetime_are_purged_with_their_items(session: 
     assert batch_runs.purge_ended(session, cutoff - timedelta(hours=1), limit=100) == 1
     assert session.get(Batch, old) is None and batch_runs.counts(session, old) == {}
     assert batch_runs.counts(session, young) == {"SUCCESS": 3}
+
+
+def test_the_items_of_unfinished_batches_count_against_the_owners_quota(
+    session: Session,
+) -> None:
+    settings = get_settings().model_copy(update={"quota_batch_items": 10})
+    owner = f"quota-{uuid.uuid4().hex[:6]}"
+    bid = new_batch(session, 6, 3)
+    session.execute(update(Batch).where(Batch.id == bid).values(owner=owner))
+    session.commit()
+    batches.check_batch_quota(session, owner, 4, settings)
+    with pytest.raises(QuotaExceeded, match="QUOTA_BATCH_ITEMS"):
+        batches.check_batch_quota(session, owner, 5, settings)
+    session.execute(update(Batch).where(Batch.id == bid).values(status="SUCCESS"))
+    session.commit()
+    batches.check_batch_quota(session, owner, 10, settings)  # an ended batch holds no room
