@@ -117,7 +117,9 @@ def run_chunk(self: CeleryTask, batch_id: str, chunk: int, take_over: bool = Fal
                 tally[o.status] = tally.get(o.status, 0) + 1
                 metrics.batch_items_finished.labels(claim.type, o.status.lower()).inc()
             publish_batch_change(bid, TaskStatus.RUNNING.value, chunk=chunk, **tally)
-            if outcomes or claim.lost or redelivered:
+            # The next chunk takes this one's place on the queue; a chunk sent again for its
+            # leftover items already did, a duplicate delivery (nothing claimed) has no place.
+            if not leftover and (outcomes or claim.lost or redelivered):
                 batch_runs.pump(session, bid, claim.priority, 1)
             batch_runs.end_if_done(session, bid)
     except Retry:

@@ -21,7 +21,7 @@ from finq_api.guard import GuardedRoute, batch_body, body_limit
 from finq_api.hub import HubUnavailableError, hub
 from finq_api.ratelimit import SubmitLimit
 from finq_api.schemas import BatchCreate, BatchItemPage, BatchOut, BatchPage
-from finq_core import batches
+from finq_core import batch_views, batches
 from finq_core.changes import batch_channel
 from finq_core.config import get_settings
 from finq_core.db import get_sessionmaker
@@ -66,7 +66,7 @@ def submit_batch(
         idempotency_key=idempotency_key,
     )
     submitted = batches.submit(session, user, request, settings)
-    view = batches.view(session, submitted.batch)
+    view = batch_views.view(session, submitted.batch)
     location = f"{API_PREFIX}/batches/{submitted.batch.id}"
     if not submitted.created:
         out = BatchOut.model_validate(view).model_dump(mode="json")
@@ -85,9 +85,9 @@ def list_batches(
 ) -> Any:
     """The caller's batches, newest first, with cursor pagination."""
     wanted = status_filter.value if status_filter is not None else None
-    page = batches.page_of_batches(session, user, wanted, limit, cursor)
+    page = batch_views.page_of_batches(session, user, wanted, limit, cursor)
     return {
-        "items": [batches.view(session, b) for b in page.batches],
+        "items": [batch_views.view(session, b) for b in page.batches],
         "next_cursor": page.next_cursor,
     }
 
@@ -95,7 +95,7 @@ def list_batches(
 @router.get("/{batch_id}", response_model=BatchOut, responses={404: {"description": "Not found"}})
 def get_batch(batch_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Any:
     """Counts by status, progress, start and end, items per second so far."""
-    return batches.view(session, batches.find_owned(session, user, batch_id))
+    return batch_views.view(session, batches.find_owned(session, user, batch_id))
 
 
 @router.get("/{batch_id}/items", response_model=BatchItemPage)
@@ -110,7 +110,7 @@ def batch_items(
     """Items in index order: params, status, error, result; `after` pages on."""
     batch = batches.find_owned(session, user, batch_id)
     wanted = status_filter.value if status_filter is not None else None
-    items, next_after = batches.page_of_items(session, batch, wanted, limit, after)
+    items, next_after = batch_views.page_of_items(session, batch, wanted, limit, after)
     return {"items": items, "next_after": next_after}
 
 
@@ -147,7 +147,7 @@ def batch_results(
 
     def body() -> Iterator[bytes]:
         with get_sessionmaker()() as own:
-            rows = batches.csv_results if chosen == "csv" else batches.ndjson_results
+            rows = batch_views.csv_results if chosen == "csv" else batch_views.ndjson_results
             yield from rows(own, batch)
 
     return StreamingResponse(
@@ -165,7 +165,7 @@ def batch_results(
 )
 def cancel_batch(batch_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Any:
     """Pending items cancelled at once; running chunks stop between items."""
-    return batches.view(session, batches.cancel(session, user, batch_id))
+    return batch_views.view(session, batches.cancel(session, user, batch_id))
 
 
 @router.post(
@@ -178,7 +178,7 @@ def retry_batch(
     batch_id: uuid.UUID, user: CurrentUser, session: SessionDep, settings: SettingsDep
 ) -> Any:
     """The FAILED and CANCELLED items run again."""
-    return batches.view(session, batches.retry(session, user, batch_id, settings))
+    return batch_views.view(session, batches.retry(session, user, batch_id, settings))
 
 
 @router.delete(
@@ -200,7 +200,7 @@ FINAL = {s.value for s in TaskStatus if s.is_final}
 
 def _snapshot(batch_id: uuid.UUID, user: User) -> dict[str, Any]:
     with get_sessionmaker()() as session:
-        view = batches.view(session, batches.find_owned(session, user, batch_id))
+        view = batch_views.view(session, batches.find_owned(session, user, batch_id))
     return BatchOut.model_validate(view).model_dump(mode="json")
 
 
