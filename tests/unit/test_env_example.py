@@ -7,6 +7,20 @@ from finq_core.config import SETTINGS_CLASSES, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_PACKAGES = [ROOT / "lib", ROOT / "fastapi-app", ROOT / "celery-worker"]
+# The command-line client runs on a user's machine, not in the services: its FINQ_URL,
+# FINQ_TOKEN, FINQ_CONFIG and FINQ_PASSWORD are documented with it (README, finq --help).
+CLIENT_PACKAGE = ROOT / "lib" / "finq_cli"
+
+
+def service_sources() -> list[Path]:
+    return [
+        path
+        for package in SERVICE_PACKAGES
+        for path in package.rglob("*.py")
+        if CLIENT_PACKAGE not in path.parents
+    ]
+
+
 # prometheus_client reads it itself; finq_core.metrics only asks whether it is set.
 READ_BY_A_LIBRARY = {"PROMETHEUS_MULTIPROC_DIR"}
 
@@ -34,7 +48,7 @@ def infra_keys() -> set[str]:
         ROOT / "deploy" / "finq-service",
         ROOT / "scripts" / "localstack.py",
         *(ROOT / "scripts").glob("_localstack_*.py"),
-        *(path for package in SERVICE_PACKAGES for path in package.rglob("*.py")),
+        *service_sources(),
     ]
     for path in files:
         if path.exists():
@@ -74,8 +88,7 @@ def test_every_setting_is_documented() -> None:
 def test_the_services_read_the_environment_only_through_settings() -> None:
     direct = [
         f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
-        for package in SERVICE_PACKAGES
-        for path in package.rglob("*.py")
+        for path in service_sources()
         for number, line in enumerate(path.read_text().splitlines(), start=1)
         if re.search(r"\bos\.(environ|getenv)\b", line)
         and not any(name in line for name in READ_BY_A_LIBRARY)
