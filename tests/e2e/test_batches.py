@@ -16,7 +16,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import VENV_BIN, LocalStack, start_stack, stop_stack
+from tests.conftest import (
+    ROOT,
+    STACK_ENV_DROP,
+    VENV_BIN,
+    LocalStack,
+    start_stack,
+    stop_stack,
+)
 from tests.e2e.client import login, submit, wait_final
 from tests.e2e.conftest import new_user
 from tests.e2e.test_faults import children
@@ -314,3 +321,22 @@ def test_the_events_stream_follows_a_batch_to_its_end(admin: httpx.Client) -> No
     assert frames[-1]["status"] == "SUCCESS" and frames[-1]["counts"]["SUCCESS"] == 3000
     done = [f["counts"]["SUCCESS"] for f in frames]
     assert done == sorted(done)  # progress only grows
+
+
+def test_the_locust_batch_scenario_runs_batches_to_their_end(
+    batch_stack: LocalStack, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in STACK_ENV_DROP}
+    user, password = batch_stack.admin
+    env.update(FINQ_USERNAME=user, FINQ_PASSWORD=password, LOADTEST_BATCH_ITEMS="200")
+    proc = subprocess.run(
+        [str(VENV_BIN / "locust"), "-f", str(ROOT / "loadtest" / "batchfile.py"), "--headless",
+         "--host", batch_stack.url, "--users", "2", "--spawn-rate", "2", "--run-time", "5s",
+         "--stop-timeout", "90", "--only-summary", "--csv", str(tmp_path / "locust")],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    output = proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = {r["Name"]: r for r in csv.DictReader((tmp_path / "locust_stats.csv").open())}
+    assert int(rows["batch done"]["Request Count"]) >= 1, output
+    assert rows["batch done"]["Failure Count"] == "0", output
+    assert int(rows["items"]["Request Count"]) == 200 * int(rows["batch done"]["Request Count"])
