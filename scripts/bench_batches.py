@@ -13,6 +13,7 @@ against single tasks measured in the same run.
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import subprocess
@@ -33,6 +34,27 @@ from bench.stack import BenchStack
 ROOT = Path(__file__).resolve().parent.parent
 LOAN = {"principal": 1000, "annual_rate": 0.05, "years": 1}
 FINAL = {"SUCCESS", "FAILED", "CANCELLED"}
+
+
+class Stack(BenchStack):
+    """The bench's stack, on `database_url` when given (PostgreSQL) instead of SQLite."""
+
+    def __init__(self, run_dir: Path, workers: int, database_url: str | None) -> None:
+        super().__init__(run_dir, 1, workers)
+        self.database_url = database_url
+
+    def up(self) -> None:
+        if not self.database_url:
+            super().up()
+            return
+        env = {**os.environ, "DATABASE_URL": self.database_url, "RATE_LIMIT_ENABLED": "false"}
+        for k in ("REDIS_URL", "HTTP_PORT", "REDIS_PORT", "FLOWER_PORT"):
+            env.pop(k, None)
+        self._localstack(
+            "up", "--free-ports", "--api-replicas", "1", "--worker-replicas",
+            str(self.max_workers), "--timeout", "180", env=env,
+        )  # fmt: skip
+        self.info = json.loads((self.run_dir / "stack.json").read_text())
 
 
 def login(url: str, user: str, password: str) -> httpx.Client:
@@ -146,6 +168,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--big", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--database-url", help="a PostgreSQL URL (default: SQLite)")
     args = parser.parse_args()
     run_dir = Path(tempfile.mkdtemp(prefix="finq-bench-batches-"))
     os.environ.update(
@@ -153,7 +176,7 @@ def main() -> int:
         QUOTA_BATCH_ITEMS="1000000",
         RATE_LIMIT_ENABLED="false",
     )
-    stack = BenchStack(run_dir, 1, args.workers)
+    stack = Stack(run_dir, args.workers, args.database_url)
     stack.up()
     try:
         meter = CpuMeter(lambda: [int((run_dir / "supervisor" / "supervisord.pid").read_text())])

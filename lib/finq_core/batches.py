@@ -272,9 +272,9 @@ def submit(session: Session, owner: User, request: BatchRequest, settings: Setti
 def _insert_items(
     session: Session, batch_id: uuid.UUID, size: int, params: Sequence[EncodedJSON]
 ) -> None:
-    """Bulk INSERTs of INSERT_PAGE rows. On SQLite the driver's executemany is given the rows
-    as they are stored (the id bound once, the params already JSON): the statement layer's
-    per-value processing doubled the time to accept 100,000 items."""
+    """The rows in bulk, given to the driver as they are stored (the id bound once, the params
+    already JSON): SQLite's executemany in pages of INSERT_PAGE, PostgreSQL's COPY; the
+    statement layer's per-value processing doubled the time to accept 100,000 items."""
     pending = TaskStatus.PENDING.value
     connection = session.connection()
     dialect = connection.dialect
@@ -294,6 +294,9 @@ def _insert_items(
                 ],
             )
         return
+    if dialect.name == "postgresql":
+        _copy_items(connection, batch_id, size, params)
+        return
     for start in range(0, len(params), INSERT_PAGE):
         session.execute(
             insert(ITEMS),
@@ -309,6 +312,18 @@ def _insert_items(
                 for i in range(start, min(start + INSERT_PAGE, len(params)))
             ],
         )
+
+
+def _copy_items(
+    connection: Any, batch_id: uuid.UUID, size: int, params: Sequence[EncodedJSON]
+) -> None:
+    """PostgreSQL: one COPY of every row (psycopg), several times faster than INSERTs."""
+    pending = TaskStatus.PENDING.value
+    cursor = connection.connection.driver_connection.cursor()
+    columns = "batch_id, idx, chunk, params, status, attempts"
+    with cursor.copy(f"COPY batch_items ({columns}) FROM STDIN") as copy:
+        for i, item in enumerate(params):
+            copy.write_row((batch_id, i, i // size, item.data.decode(), pending, 0))
 
 
 def _start(session: Session, batch: Batch, settings: Settings) -> None:
