@@ -8,7 +8,7 @@ WORKER_REPLICAS ?= 3
 export RUN_DIR
 
 .PHONY: help install run stop status logs test test-unit test-integration test-e2e \
-        test-compose lint lint-js format user migrate bench-finance bench dashboard-preview loadtest loadtest-ui \
+        test-compose lint lint-js format user migrate bench-finance bench bench-batches dashboard-preview loadtest loadtest-ui \
         audit lock clean
 
 help: ## list the targets
@@ -90,6 +90,9 @@ bench-finance: install ## time each calculation on one core
 
 bench: install ## benchmark the full stack (see docs/performance.md)
 	@$(PY) scripts/bench_stack.py
+
+bench-batches: install ## batch figures vs the bare Celery no-op ceiling (docs/performance.md)
+	@$(PY) scripts/bench_batches.py
 
 dashboard-preview: install ## draw the Grafana dashboard's panels from a real Prometheus (docs/screenshots/dashboard.png)
 	@$(PY) scripts/dashboard_preview.py

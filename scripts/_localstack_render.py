@@ -86,6 +86,7 @@ def _render_nginx(rd: Path, s: dict[str, str]) -> None:
                 "FLOWER_UPSTREAM": f"127.0.0.1:{s['FLOWER_PORT']}",
                 "ACCESS_LOG": str(rd / "logs" / "nginx-access.log"),
                 "BODY_LIMIT": str(max_body),
+                "BATCH_BODY_LIMIT": s["BATCH_BODY_MAX_BYTES"],
                 "RATE_PER_IP": s["NGINX_RATE_PER_IP"],
             },
         )

@@ -23,7 +23,13 @@ from finq_core.db import reset_engine
 from finq_core.logs import configure_logging
 from finq_core.redis_client import get_redis
 from finq_engine import TASK_TYPES
-from finq_worker import charts, deliveries, heartbeat, tasks  # noqa: F401  (registers tasks)
+from finq_worker import (  # noqa: F401  (registers tasks)
+    batch_tasks,
+    charts,
+    deliveries,
+    heartbeat,
+    tasks,
+)
 
 app = celery_app
 

@@ -80,9 +80,13 @@ class FinqScheduler(Scheduler):  # type: ignore[misc]  # Celery ships no types: 
             if mono - self._last_maintenance >= MAINTENANCE_EVERY:
                 self._last_maintenance = mono
                 stuck = dispatch.mark_stuck(now)
-                purged = dispatch.purge_finished(now)
+                purged = dispatch.purge_finished(now) + dispatch.purge_batches(now)
                 if stuck or purged:
-                    log.info("beat: %d stuck tasks failed, %d old tasks purged", stuck, purged)
+                    log.info(
+                        "beat: %d stuck tasks failed, %d old tasks and batches purged",
+                        stuck,
+                        purged,
+                    )
         except (redis.RedisError, OSError) as exc:
             log.warning("beat tick skipped: %s", exc)
         except Exception:  # a bug in one pass must not stop the beat: log it, tick again

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from finq_core.errors import (
     AccountConflict,
+    BatchNotFound,
     ChartNotFound,
     InvalidInput,
     NotAllowed,
@@ -94,8 +95,11 @@ def install_refusals(app: FastAPI) -> None:
         return error_response(422, validation_detail(p._asdict() for p in exc.problems))
 
     @app.exception_handler(TaskNotFound)
+    @app.exception_handler(BatchNotFound)
     @app.exception_handler(ChartNotFound)
-    async def _not_found(_: Request, exc: TaskNotFound | ChartNotFound) -> JSONResponse:
+    async def _not_found(
+        _: Request, exc: TaskNotFound | BatchNotFound | ChartNotFound
+    ) -> JSONResponse:
         return error_response(404, exc.detail)
 
     _install_stored_results(app)

@@ -43,6 +43,11 @@ def task_body(settings: Settings) -> int:
     return settings.task_body_max_bytes
 
 
+def batch_body(settings: Settings) -> int:
+    """A batch submission: up to BATCH_MAX_ITEMS items (BATCH_BODY_MAX_BYTES)."""
+    return settings.batch_body_max_bytes
+
+
 def upload_body(settings: Settings) -> int:
     """An upload: the file (UPLOAD_MAX_BYTES) and its multipart wrapping."""
     return settings.upload_max_bytes + MULTIPART_SLACK
@@ -50,7 +55,12 @@ def upload_body(settings: Settings) -> int:
 
 def largest_body(settings: Settings) -> int:
     """The largest body any route accepts: the edge's ceiling (and nginx's)."""
-    return max(settings.max_body_bytes, task_body(settings), upload_body(settings))
+    return max(
+        settings.max_body_bytes,
+        task_body(settings),
+        upload_body(settings),
+        batch_body(settings),
+    )
 
 
 def _dependencies(dependant: Dependant) -> Iterator[Any]:

@@ -21,6 +21,7 @@ from finq_api.middleware import EdgeMiddleware
 from finq_api.ratelimit import global_limit
 from finq_api.routes import (
     auth,
+    batches,
     health,
     monitoring,
     schedules,
@@ -116,7 +117,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.include_router(health.router)
-    for module in (auth, users, task_types, stream, tasks, uploads, schedules, monitoring):
+    for module in (
+        auth,
+        users,
+        task_types,
+        stream,
+        tasks,
+        batches,
+        uploads,
+        schedules,
+        monitoring,
+    ):
         app.include_router(module.router, prefix=API_PREFIX, dependencies=[Depends(global_limit)])
     if settings.cors_origins:
         app.add_middleware(

@@ -287,3 +287,71 @@ class StreamTicket(BaseModel):
 
     ticket: str
     expires_in: int = Field(description="Seconds the ticket stays valid if unused")
+
+
+class BatchCreate(BaseModel):
+    """Many items of one task type: `items`, or `base` + `vary` (a grid), or `csv`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(max_length=64, description=f"A task type from GET {API_PREFIX}/task-types.")
+    items: list[dict[str, Any]] | None = Field(
+        default=None, description="One parameter object per item (merged over `base`)."
+    )
+    base: dict[str, Any] = Field(
+        default_factory=dict, description="Parameters every item shares (under `vary`/`csv`)."
+    )
+    vary: dict[str, list[Any]] | None = Field(
+        default=None,
+        description="field -> values: the cartesian grid of every combination over `base`, "
+        "in the order the fields are given, the last varying fastest.",
+    )
+    csv: str | None = Field(
+        default=None,
+        description="CSV text: a header of parameter field names, one item per row "
+        "(numbers, true/false and JSON lists are read as such).",
+    )
+    priority: Priority = Field(default=Priority.NORMAL, description="As for tasks.")
+    max_retries: int | None = Field(
+        default=None, ge=0, le=10, description="Runs of an item lost with its worker allowed."
+    )
+    notify: NotificationTargets | None = Field(
+        default=None, description="Notified once, when the batch ends."
+    )
+
+
+class BatchOut(BaseModel):
+    id: uuid.UUID
+    type: str
+    status: str
+    priority: str
+    total: int
+    varied: list[str]
+    counts: dict[str, int]
+    progress: float
+    items_per_second: float | None
+    chunk_size: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    notify: dict[str, Any] | None = None
+
+
+class BatchPage(BaseModel):
+    items: list[BatchOut]
+    next_cursor: str | None
+
+
+class BatchItemOut(BaseModel):
+    index: int
+    params: dict[str, Any]
+    status: str
+    attempts: int
+    error: dict[str, Any] | None
+    result: dict[str, Any] | None
+    finished_at: datetime | None
+
+
+class BatchItemPage(BaseModel):
+    items: list[BatchItemOut]
+    next_after: int | None = Field(description="Pass as `after` for the next page.")

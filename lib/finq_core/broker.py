@@ -29,6 +29,10 @@ DELIVERY_QUEUE = "notify"
 # more than its calculation and most results are never looked at. Someone is waiting for it, so
 # its queue is polled right after `notify`.
 CHART_TASK = "finq.chart"
+# A chunk of a batch's items (finq_core.batch_runs) goes to the batch's priority queue, beside
+# single tasks; a batch's ending is announced by one `finq.batch_notify` on the notify queue.
+CHUNK_TASK = "finq.batch_chunk"
+BATCH_NOTIFY_TASK = "finq.batch_notify"
 CHART_QUEUE = "charts"
 # One quick retry rides over a pooled connection that Redis closed when it restarted; with
 # Redis down a send still fails within a second.
@@ -130,6 +134,24 @@ def enqueue_deliveries(task_id: str, status: str, targets: dict[str, Any]) -> No
                 retry=True,
                 retry_policy=SEND_RETRY,
             )
+
+
+def enqueue_chunk(batch_id: str, chunk: int, priority: str) -> None:
+    """Put one chunk of a batch on its priority queue; raises when Redis is down."""
+    celery_app.send_task(
+        CHUNK_TASK, args=[batch_id, chunk], queue=priority, retry=True, retry_policy=SEND_RETRY
+    )
+
+
+def enqueue_batch_notification(batch_id: str, status: str) -> None:
+    """Queue the one notification of a batch's end; raises when Redis is down."""
+    celery_app.send_task(
+        BATCH_NOTIFY_TASK,
+        args=[batch_id, status],
+        queue=DELIVERY_QUEUE,
+        retry=True,
+        retry_policy=SEND_RETRY,
+    )
 
 
 def enqueue_chart(task_id: str) -> None:

@@ -1,5 +1,6 @@
 """Live change publications: a task's new status or progress, published on the Redis channel
-`finq:task:<id>` by whoever made the change, read by the live views (SSE) of every replica.
+`finq:task:<id>` (a batch's on `finq:batch:<id>`) by whoever made the change, read by the live
+views (SSE) of every replica.
 Best effort: a lost publication only delays a live view, the record is the truth."""
 
 import contextlib
@@ -16,6 +17,16 @@ from finq_core.redis_client import get_redis
 
 def channel(task_id: str) -> str:
     return f"finq:task:{task_id}"
+
+
+def batch_channel(batch_id: str) -> str:
+    return f"finq:batch:{batch_id}"
+
+
+def publish_batch_change(batch_id: uuid.UUID, status: str, **extra: Any) -> None:
+    """A batch's status changed, or a chunk of its items ended (`extra`: that chunk's counts)."""
+    with contextlib.suppress(redis.RedisError):
+        get_redis().publish(batch_channel(str(batch_id)), _message(batch_id, status, extra))
 
 
 def _message(task_id: uuid.UUID, status: str, extra: dict[str, Any]) -> str:

@@ -165,6 +165,17 @@ class Settings(BaseSettings):
         default=2 * 1024 * 1024 * 1024, ge=1024 * 1024, le=1024 * 1024 * 1024 * 1024
     )
 
+    # Batches (POST /api/v1/batches, finq_core.batches): the most items one batch may hold,
+    # its own body limit, the items waiting in one owner's unfinished batches (429 beyond),
+    # how long a chunk of items should take (its size follows from the type's per-item cost,
+    # finq_core.batch_runs.ITEM_SECONDS), and how many chunks of one batch are on the broker
+    # at once: a single task queued meanwhile waits behind at most that many chunks.
+    batch_max_items: int = Field(default=100_000, ge=1, le=1_000_000)
+    batch_body_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024)
+    quota_batch_items: int = Field(default=200_000, ge=1, le=10_000_000)
+    batch_chunk_seconds: float = Field(default=0.1, ge=0.01, le=5.0)
+    batch_chunks_in_flight: int = Field(default=4, ge=1, le=256)
+
     # Live streams (GET /tasks/{id}/events). Open streams per user, counted across replicas
     # (429 beyond); a stream's lifetime, after which it ends and the browser reconnects; how
     # long a stream ticket (POST /tasks/{id}/events/ticket) stays valid if unused.

@@ -21,7 +21,7 @@ from sqlalchemy import Row, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from finq_core import broker, metrics
+from finq_core import batch_runs, broker, metrics
 from finq_core.changes import publish_change
 from finq_core.checks import check_storage_quota, check_task_quota
 from finq_core.config import Settings, get_settings
@@ -271,3 +271,11 @@ def purge_finished(now: datetime, batch: int = 1000) -> int:
         if ids:
             delete_finished(session, ids)
     return len(ids)
+
+
+def purge_batches(now: datetime, limit: int = 2) -> int:
+    """Delete ended batches older than RESULT_TTL_DAYS, with their items and history; a few
+    per pass (a batch may hold 100,000 items)."""
+    cutoff = now - timedelta(days=get_settings().result_ttl_days)
+    with session_scope() as session:
+        return batch_runs.purge_ended(session, cutoff, limit)

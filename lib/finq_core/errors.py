@@ -28,6 +28,12 @@ class TaskNotFound(LookupError):  # noqa: N818 - reads as an outcome
     detail = "Task not found"
 
 
+class BatchNotFound(LookupError):  # noqa: N818 - reads as an outcome
+    """No such batch, or not the caller's: the same answer, so ids cannot be probed."""
+
+    detail = "Batch not found"
+
+
 class Refusal(Exception):  # noqa: N818 - the base of the refusals below
     """A refusal whose `detail` tells the caller why."""
 

@@ -1,5 +1,5 @@
-"""Per-task flags kept in Redis so every replica sees them: cancel requests, void messages,
-chart requests."""
+"""Per-task flags kept in Redis so every replica sees them: cancel requests (of tasks and of
+batches), void messages, chart requests."""
 
 import contextlib
 
@@ -18,6 +18,22 @@ CHART_REQUEST_TTL_SECONDS = 60
 
 def cancel_key(task_id: str) -> str:
     return f"finq:cancel:{task_id}"
+
+
+def batch_cancel_key(batch_id: str) -> str:
+    return f"finq:cancel:batch:{batch_id}"
+
+
+def request_batch_cancel(batch_id: str) -> None:
+    get_redis().set(batch_cancel_key(batch_id), "1", ex=CANCEL_TTL_SECONDS)
+
+
+def clear_batch_cancel(batch_id: str) -> None:
+    get_redis().delete(batch_cancel_key(batch_id))
+
+
+def batch_cancel_requested(batch_id: str) -> bool:
+    return bool(get_redis().exists(batch_cancel_key(batch_id)))
 
 
 def void_key(task_id: str) -> str:

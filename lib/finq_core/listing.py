@@ -5,7 +5,7 @@ import binascii
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session, load_only
@@ -31,8 +31,17 @@ class Page:
     next_cursor: str | None
 
 
-def encode_cursor(task: Task) -> str:
-    raw = f"{task.created_at.isoformat()}|{task.id}"
+class Keyed(Protocol):
+    """A row listed newest first: a task or a batch."""
+
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def id(self) -> uuid.UUID: ...
+
+
+def encode_cursor(row: Keyed) -> str:
+    raw = f"{row.created_at.isoformat()}|{row.id}"
     return base64.urlsafe_b64encode(raw.encode()).decode()
 
 

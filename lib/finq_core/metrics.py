@@ -55,6 +55,20 @@ tasks_started = Counter(
 tasks_finished = Counter(
     "finq_tasks_finished_total", "Task runs ended, by outcome", ["type", "priority", "status"]
 )
+batch_items_finished = Counter(
+    "finq_batch_items_finished_total",
+    "Batch items ended by workers, by outcome",
+    ["type", "status"],
+)
+batches_submitted = Counter(
+    "finq_batches_submitted_total", "Batches accepted by the API", ["type", "priority"]
+)
+batch_items_submitted = Counter(
+    "finq_batch_items_submitted_total", "Items of the batches accepted by the API", ["type"]
+)
+batches_finished = Counter(
+    "finq_batches_finished_total", "Batches ended, by outcome", ["type", "status"]
+)
 tasks_retried = Counter(
     "finq_tasks_retried_total", "Transient failures sent back to retry", ["type", "priority"]
 )

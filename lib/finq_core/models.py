@@ -1,5 +1,5 @@
 """The task store: users, tasks, their status history, recurring schedules, uploaded price
-tables, charts and notification deliveries (SQLAlchemy 2)."""
+tables, charts, notification deliveries, and batches with their items (SQLAlchemy 2)."""
 
 import uuid
 from datetime import UTC, datetime
@@ -247,3 +247,69 @@ class TaskDelivery(Base):
     http_status: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Batch(Base):
+    """Many calculations of one type submitted at once. Its items run in chunks (several items
+    per broker message); its status changes are kept in `batch_events`, the items keep only
+    their own final status, error and result (no per-item history)."""
+
+    __tablename__ = "batches"
+    __table_args__ = (
+        UniqueConstraint("owner", "idempotency_key", name="uq_batches_owner_idempotency_key"),
+        Index("ix_batches_owner_created", "owner", "created_at", "id"),
+        Index("ix_batches_status", "status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    owner: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.PENDING)
+    priority: Mapped[str] = mapped_column(String(8), default=Priority.NORMAL)
+    # The parameter fields that differ between items: the columns of its results.
+    varied: Mapped[list[str]] = mapped_column(JSONType)
+    total: Mapped[int] = mapped_column(Integer)
+    chunk_size: Mapped[int] = mapped_column(Integer)
+    chunks: Mapped[int] = mapped_column(Integer)
+    # The lowest chunk not yet sent to the broker (chunks are sent a few at a time).
+    next_chunk: Mapped[int] = mapped_column(Integer, default=0)
+    max_retries: Mapped[int] = mapped_column(Integer, default=3)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    notify: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+class BatchItem(Base):
+    """One calculation of a batch: its parameters (validated, defaults filled in) and outcome."""
+
+    __tablename__ = "batch_items"
+    __table_args__ = (Index("ix_batch_items_status_chunk", "batch_id", "status", "chunk"),)
+
+    batch_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True
+    )
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chunk: Mapped[int] = mapped_column(Integer)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class BatchEvent(Base):
+    """One status change of a batch (created, started, cancelled, retried, ended)."""
+
+    __tablename__ = "batch_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("batches.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    message: Mapped[str | None] = mapped_column(Text)

@@ -296,3 +296,30 @@ def test_the_target_is_checked_again_at_send_time(
     assert d["status"] == "refused" and "resolves to 127.0.0.1" in d["error"]
     assert d["target"] == receiver.base_url + path
     assert receiver.at(path) == []
+
+
+def test_a_batch_notifies_once_when_it_ends(
+    notify_stack: LocalStack, admin: httpx.Client, receiver: Receiver
+) -> None:
+    path, later = receiver.new_path(), receiver.new_path()
+    items = [{**QUICK_LOAN, "principal": 1000 + i} for i in range(500)]
+    resp = admin.post(
+        "/api/v1/batches",
+        json={
+            "type": "loan_amortization",
+            "items": items,
+            "notify": {"webhook_url": receiver.base_url + path},
+        },
+    )
+    assert resp.status_code == 202, resp.text
+    batch = resp.json()
+    (hook,) = wait_until(lambda: receiver.at(path), 120, 0.1, what="the batch's notification")
+    assert hook.headers["X-Finq-Event"] == "batch.success"
+    assert verify(notify_stack.info["WEBHOOK_SECRET"], hook.body, hook.headers["X-Finq-Signature"])
+    assert hook.json()["counts"] == {"SUCCESS": 500} and hook.json()["id"] == batch["id"]
+    # A notification sent after the batch's went through the same queue: still one for it.
+    task = submit(
+        admin, "loan_amortization", QUICK_LOAN, notify={"webhook_url": receiver.base_url + later}
+    )
+    settled(admin, task["id"], 1)
+    assert len(receiver.at(path)) == 1

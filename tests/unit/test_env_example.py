@@ -17,6 +17,20 @@ SERVICE_SCRIPTS = [
     ROOT / "deploy" / "finq-service",
     ROOT / "deploy" / "docker" / "finq-healthcheck",
 ]
+# The command-line client runs on a user's machine, not in the services: its FINQ_URL,
+# FINQ_TOKEN, FINQ_CONFIG and FINQ_PASSWORD are documented with it (README, finq --help).
+CLIENT_PACKAGE = ROOT / "lib" / "finq_cli"
+
+
+def service_sources() -> list[Path]:
+    return [
+        path
+        for package in SERVICE_PACKAGES
+        for path in package.rglob("*.py")
+        if CLIENT_PACKAGE not in path.parents
+    ]
+
+
 # prometheus_client reads it itself; finq_core.metrics only asks whether it is set.
 READ_BY_A_LIBRARY = {"PROMETHEUS_MULTIPROC_DIR"}
 # Bash's own and the system's, not finq's.
@@ -70,7 +84,7 @@ def infra_keys() -> set[str]:
         ROOT / "scripts" / "localstack.py",
         ROOT / "scripts" / "create_user.py",
         *(ROOT / "scripts").glob("_localstack_*.py"),
-        *(path for package in SERVICE_PACKAGES for path in package.rglob("*.py")),
+        *service_sources(),
     ]
     for path in files:
         if path.exists():
@@ -123,8 +137,7 @@ def test_the_worker_queue_setting_names_the_brokers_queues() -> None:
 def test_the_services_read_the_environment_only_through_settings() -> None:
     direct = [
         f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
-        for package in SERVICE_PACKAGES
-        for path in package.rglob("*.py")
+        for path in service_sources()
         for number, line in enumerate(path.read_text().splitlines(), start=1)
         if re.search(r"\bos\.(environ|getenv)\b", line)
         and not any(name in line for name in READ_BY_A_LIBRARY)

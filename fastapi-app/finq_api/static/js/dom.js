@@ -1,7 +1,7 @@
 // Page helpers shared by every screen: element lookup and creation, the flash line, which
 // view is shown, and how times are written.
 
-const VIEWS = ["login", "submit", "tasks", "task", "uploads", "schedules", "accounts"];
+const VIEWS = ["login", "submit", "tasks", "task", "batches", "uploads", "schedules", "accounts"];
 
 export const $ = (sel) => document.querySelector(sel);
 

@@ -1,6 +1,15 @@
 // finq's page: plain JavaScript modules, no build step, nothing loaded from elsewhere.
 // This one logs in, routes the URL's hash to a screen, and wires the page's controls.
 import { createAccount, showAccounts } from "./accounts.js";
+import {
+  batchAction,
+  downloadResults,
+  loadItems,
+  readCsvFile,
+  showBatches,
+  stopBatchPolling,
+  submitBatch,
+} from "./batches.js";
 import { $, el, flash, show } from "./dom.js";
 import { clearErrors } from "./form-errors.js";
 import { showSchedules } from "./schedules.js";
@@ -34,6 +43,7 @@ async function route() {
     show("login");
     return;
   }
+  stopBatchPolling();
   const hash = location.hash || "#/tasks";
   const m = hash.match(TASK_ROUTE);
   if (m) {
@@ -44,6 +54,12 @@ async function route() {
   if (hash.startsWith("#/submit")) {
     closeStreams();
     await showSubmit(new URLSearchParams(hash.split("?")[1] || ""));
+    return;
+  }
+  if (hash.startsWith("#/batches")) {
+    closeStreams();
+    show("batches");
+    await showBatches();
     return;
   }
   if (hash.startsWith("#/uploads")) {
@@ -127,6 +143,12 @@ document.addEventListener("DOMContentLoaded", () => {
     if (m && (await deleteTask(m[1]))) location.hash = "#/tasks";
   });
   $("#schedules-all").addEventListener("change", showSchedules);
+  $("#batch-form").addEventListener("submit", submitBatch);
+  $("#batch-file").addEventListener("change", readCsvFile);
+  $("#batch-download").addEventListener("click", downloadResults);
+  $("#batch-cancel").addEventListener("click", () => batchAction("cancel"));
+  $("#batch-retry").addEventListener("click", () => batchAction("retry"));
+  $("#batch-more").addEventListener("click", () => loadItems(false));
   $("#account-form").addEventListener("submit", createAccount);
   $("#upload-form").addEventListener("submit", uploadFile);
   $("#filters").addEventListener("submit", (e) => {

@@ -1,0 +1,1 @@
+"""finq's command-line client (`finq`): see finq_cli.main."""
