@@ -69,3 +69,8 @@ class StorageQuotaExceeded(Refusal):
 
 class ResultNotFound(Refusal):
     """The task has no stored result (not finished, failed, or retried since)."""
+
+
+class DependencyNotReady(Exception):  # noqa: N818 - reads as an outcome
+    """A dependency answered but is not usable yet, e.g. the schema awaits its migration
+    (finq_core.dependencies waits on it at start-up)."""
