@@ -82,7 +82,9 @@ save_logs() {
 teardown() {
   local n
   docker rm -f "${NODES[@]}" "$REGISTRY_CT" >/dev/null 2>&1 || true
-  for n in "${NODES[@]}" "$REGISTRY_CT"; do docker volume rm "$n" >/dev/null 2>&1 || true; done
+  local pids=()
+  for n in "${NODES[@]}" "$REGISTRY_CT"; do docker volume rm "$n" >/dev/null 2>&1 & pids+=($!); done
+  wait "${pids[@]}"
   docker network rm "$NET" >/dev/null 2>&1 || true
   # Every tag pushed through 127.0.0.1 (tests/swarm pushes one more for the rolling update).
   if [ -n "${reg_port:-}" ]; then
@@ -105,7 +107,12 @@ cleanup() {
   set +e
   trap - EXIT INT TERM
   [ -n "${watchdog:-}" ] && kill "$watchdog" 2>/dev/null
+  [ -z "${scenarios_started:-}" ] || phase scenarios
+  if [ -s "$tmp/timings" ]; then
+    while read -r line; do timings+=("  $line"); done <"$tmp/timings"
+  fi
   [ "$status" = 0 ] || save_logs
+  phase_t=$(date +%s)
   if [ "${FINQ_SWARM_KEEP:-0}" = 1 ]; then
     log "FINQ_SWARM_KEEP=1: left running; manager: DOCKER_HOST=tcp://${manager_ip:-?}:2375"
     started_dockerd=""
@@ -128,7 +135,12 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 # Bounded: the whole run stops by itself (the trap still tears down).
-( sleep "$DEADLINE_S"; log "deadline of ${DEADLINE_S}s reached: stopping"; kill -TERM $$ ) &
+(
+  sleep "$DEADLINE_S" & sleeper=$!
+  trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
+  wait "$sleeper" || exit 0
+  log "deadline of ${DEADLINE_S}s reached: stopping"; kill -TERM $$
+) &
 watchdog=$!
 
 # --- 0. packages ------------------------------------------------------------------------------
@@ -259,10 +271,9 @@ export FINQ_SWARM_URL="http://$manager_ip:$HTTP_PORT" \
 # To run the scenarios again on a kept swarm (FINQ_SWARM_KEEP=1): . $tmp/swarm.env
 for v in "${!FINQ_SWARM_@}"; do printf 'export %s=%q\n' "$v" "${!v}"; done >"$tmp/swarm.env"
 read -r -a pytest_extra <<<"${PYTEST_ARGS:-}"
+scenarios_started=1
 left=$(( DEADLINE_S - ($(date +%s) - t0) - 60 ))
 [ "$left" -gt 60 ] || die "no time left for the scenarios"
 timeout "$left" "$py" -m pytest "$repo/tests/swarm" --confcutdir="$repo/tests/swarm" -p no:cacheprovider -v \
   "${pytest_extra[@]}" || die "tests/swarm"
-while read -r line; do timings+=("$line"); done <"$tmp/timings" 2>/dev/null || true
-phase_t=$(date +%s)
 status=0

@@ -23,6 +23,10 @@ HERE = Path(__file__).resolve().parent
 URL = os.environ.get("FINQ_SWARM_URL", "")
 STACK = os.environ.get("FINQ_SWARM_STACK", "finq")
 FINAL = {"SUCCESS", "FAILURE", "CANCELLED", "TIMEOUT"}
+# Above nginx's proxy_read_timeout (60 s) plus a retry: a request nginx had sent to a task on
+# a node that then died gets no answer from it (no reset either); nginx retries it on another
+# replica once its read times out, and the client must still be waiting then.
+CLIENT_TIMEOUT = 90.0
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -72,14 +76,19 @@ class Load:
     pause: float = 0.05
     sent: int = 0
     failures: list[str] = field(default_factory=list)
+    # (monotonic start, seconds taken, problem) of each failure
+    failed: list[tuple[float, float, str]] = field(default_factory=list)
     served_by: set[str] = field(default_factory=set)
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=30.0, headers=self.headers) as c:
+        with httpx.Client(
+            base_url=self.base_url, timeout=CLIENT_TIMEOUT, headers=self.headers
+        ) as c:
             while not self._stop.is_set():
+                began = time.monotonic()
                 try:
                     resp = c.get("/api/v1/tasks", params={"limit": 1})
                     problem = "" if resp.status_code == 200 else f"HTTP {resp.status_code}"
@@ -89,7 +98,11 @@ class Load:
                 with self._lock:
                     self.sent += 1
                     if problem:
-                        self.failures.append(f"{time.strftime('%H:%M:%S')} {problem}")
+                        took = time.monotonic() - began
+                        self.failures.append(
+                            f"{time.strftime('%H:%M:%S')} {problem} ({took:.0f} s)"
+                        )
+                        self.failed.append((began, took, problem))
                     if replica:
                         self.served_by.add(replica)
                 time.sleep(self.pause)
@@ -105,7 +118,7 @@ class Load:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         for t in self._threads:
-            t.join(40)
+            t.join(CLIENT_TIMEOUT + 10)
 
     def recent_replicas(self, seconds: float) -> set[str]:
         """Replicas that answered in the next SECONDS (a fresh sample)."""
@@ -124,7 +137,7 @@ def base_url() -> str:
 
 @pytest.fixture(scope="session")
 def client(base_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, timeout=30.0) as c:
+    with httpx.Client(base_url=base_url, timeout=CLIENT_TIMEOUT) as c:
         yield c
 
 
