@@ -81,7 +81,8 @@ save_logs() {
 
 teardown() {
   local n
-  docker rm -f "${NODES[@]}" "$REGISTRY_CT" >/dev/null 2>&1 || true
+  # -v: the anonymous volume of the image's VOLUME /var/lib/docker (the registry's) goes too.
+  docker rm -f -v "${NODES[@]}" "$REGISTRY_CT" >/dev/null 2>&1 || true
   local pids=()
   for n in "${NODES[@]}" "$REGISTRY_CT"; do docker volume rm "$n" >/dev/null 2>&1 & pids+=($!); done
   wait "${pids[@]}"
