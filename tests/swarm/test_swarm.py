@@ -98,7 +98,8 @@ def test_3_a_worker_node_killed_while_tasks_run_loses_and_repeats_no_task(
 ) -> None:
     started = time.monotonic()
     victim = NODES[1]
-    ids = [submit(client, auth_headers, PRICING) for _ in range(36)]
+    # Enough that many still wait in the queue once all are submitted (12 worker processes).
+    ids = [submit(client, auth_headers, PRICING) for _ in range(96)]
     # Its worker containers' ids are their Celery node names (worker@<container id>).
     on_victim = host_docker(
         "exec",
