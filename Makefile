@@ -8,7 +8,7 @@ WORKER_REPLICAS ?= 3
 export RUN_DIR
 
 .PHONY: help install run stop status logs test test-unit test-integration test-e2e \
-        test-compose lint lint-js format user migrate bench-finance bench bench-batches dashboard-preview loadtest loadtest-ui \
+        test-compose test-swarm lint lint-js format user migrate bench-finance bench bench-batches dashboard-preview loadtest loadtest-ui \
         audit lock clean
 
 help: ## list the targets
@@ -35,7 +35,7 @@ COVERAGE ?= 1
 COV_ARGS := $(if $(filter 1,$(COVERAGE)),--cov --cov-report=)
 
 test: install ## unit, integration and end-to-end tests against real services, with coverage
-	@$(PY) -m pytest tests --ignore=tests/compose -q $(COV_ARGS) $(PYTEST_ARGS)
+	@$(PY) -m pytest tests --ignore=tests/compose --ignore=tests/swarm -q $(COV_ARGS) $(PYTEST_ARGS)
 	@$(if $(COV_ARGS),$(PY) scripts/coverage_summary.py)
 
 test-unit: install ## pure tests only (engine, config)
@@ -49,6 +49,9 @@ test-e2e: install ## tests that drive a real local stack through nginx
 
 test-compose: install ## build the images, run the compose stack, scale it, smoke-test it
 	@scripts/test-compose.sh
+
+test-swarm: install ## a real three-node Docker Swarm here: deploy the stack, scale, kill a node, roll, tear down
+	@scripts/test-swarm.sh
 
 # Each check runs even when an earlier one failed, so one run shows every problem.
 lint: install ## ruff check, ruff format --check, mypy --strict, import contracts, Biome

@@ -1,19 +1,32 @@
 """All settings, read once from the environment (and `.env`).
 
 `Settings` is shared by every service; `ApiServerSettings`, `WorkerMetricsSettings` and
-`FlowerSettings` hold what one process of one service needs. Every variable the services and
-deploy/finq-service read is a field here and a line of `.env.example` (tests/unit/
-test_env_example.py fails when they drift). PROMETHEUS_MULTIPROC_DIR is not a setting:
-prometheus_client reads it itself. With APP_ENV=production every secret is checked at start
-(refuse_weak): placeholders, known defaults, short or repetitive values are refused by name.
+`FlowerSettings` hold what one process of one service needs. Every setting NAME may instead be
+read from a file named by NAME_FILE (Docker secrets, the convention of the official postgres
+and redis images): `FileVariables` below. Every field is in `.env.example` or exempted by name
+in tests/unit/test_env_example.py, which fails when the two drift. PROMETHEUS_MULTIPROC_DIR is
+not a setting: prometheus_client reads it itself. With APP_ENV=production every secret is
+checked at start (refuse_weak): placeholders, known defaults, short or repetitive values are
+refused by name.
 """
 
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import Annotated, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 EXAMPLE_SECRET = "change-me-to-a-long-random-string"  # noqa: S105 - the placeholder we refuse
 # With APP_ENV=production (docs/security.md#secrets): keys that sign (APP_SECRET_KEY,
@@ -58,17 +71,85 @@ def refuse_weak(value: str | None, info: ValidationInfo, min_length: int, what: 
         )
 
 
+FILE_SUFFIX = "_FILE"
+
+
 def _admins() -> list[RoleName]:
     return ["admin"]
+
+
+class FileVariables(PydanticBaseSettingsSource):
+    """NAME_FILE=/run/secrets/name: the setting NAME is that file's content (without trailing
+    line breaks), for every field of the class. The environment's NAME_FILE is read before the
+    `.env` file's NAME (the environment wins, as for plain variables); NAME and NAME_FILE both
+    in the environment is refused, as is a file that cannot be read."""
+
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        environ: Mapping[str, str | None],
+        dotenv: Mapping[str, str | None],
+    ) -> None:
+        super().__init__(settings_cls)
+        self.environ = {key.upper(): value for key, value in environ.items() if value is not None}
+        self.dotenv = {key.upper(): value for key, value in dotenv.items() if value is not None}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ reads every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name in self.settings_cls.model_fields:
+            variable = name.upper()
+            pointer = self.environ.get(variable + FILE_SUFFIX)
+            if pointer is None and variable not in self.environ:
+                pointer = self.dotenv.get(variable + FILE_SUFFIX)
+            if not pointer:
+                continue
+            if variable in self.environ:
+                raise SettingsError(
+                    f"{variable} and {variable}{FILE_SUFFIX} are both set: keep one of them"
+                )
+            values[name] = read_secret_file(variable + FILE_SUFFIX, pointer)
+        return values
+
+
+def read_secret_file(variable: str, path: str) -> str:
+    """The secret in PATH, named by VARIABLE in the error when it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SettingsError(f"{variable}: cannot read {path}: {reason}") from exc
+
+
+class FinqSettings(BaseSettings):
+    """Reads the environment, then NAME_FILE variables, then `.env` (FROM_ENVIRONMENT)."""
+
+    model_config = FROM_ENVIRONMENT
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        environ = env_settings.env_vars if isinstance(env_settings, EnvSettingsSource) else {}
+        dotenv = (
+            dotenv_settings.env_vars if isinstance(dotenv_settings, DotEnvSettingsSource) else {}
+        )
+        files = FileVariables(settings_cls, environ, dotenv)
+        return init_settings, env_settings, files, dotenv_settings, file_secret_settings
 
 
 def _every_queue() -> list[QueueName]:
     return ["notify", "charts", "high", "normal", "low"]
 
 
-class Settings(BaseSettings):
-    model_config = FROM_ENVIRONMENT
-
+class Settings(FinqSettings):
     app_env: AppEnv = "development"
     # Secrets: checked at start with APP_ENV=production (refuse_weak), defaults included.
     app_secret_key: str = Field(default=EXAMPLE_SECRET, validate_default=True)
@@ -81,6 +162,9 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+    # How long a service waits at start for Redis, the database and the migration
+    # (finq_core.dependencies) before it exits for its supervisor to restart it.
+    dependency_wait_seconds: int = Field(default=120, ge=0, le=3600)
 
     # Task execution.
     default_task_timeout: int = Field(default=300, ge=5, le=24 * 3600)
@@ -240,10 +324,8 @@ class Settings(BaseSettings):
         return max(1, self.default_task_timeout - 5)
 
 
-class ApiServerSettings(BaseSettings):
+class ApiServerSettings(FinqSettings):
     """One API replica: its gunicorn server (fastapi-app/gunicorn.conf.py) and its name."""
-
-    model_config = FROM_ENVIRONMENT
 
     api_bind: str = Field(default="0.0.0.0:8000", min_length=1)
     # Gunicorn's process title and X-Served-By; unset or empty: "finq-api" and the host name.
@@ -257,17 +339,15 @@ class ApiServerSettings(BaseSettings):
     forwarded_allow_ips: str = Field(default="127.0.0.1,::1", min_length=1)
 
 
-class WorkerMetricsSettings(BaseSettings):
+class WorkerMetricsSettings(FinqSettings):
     """The Prometheus endpoint a worker replica's main process serves."""
-
-    model_config = FROM_ENVIRONMENT
 
     # 0: no endpoint.
     worker_metrics_port: int = Field(default=9808, ge=0, le=65535)
     worker_metrics_address: str = Field(default="0.0.0.0", min_length=1)
 
 
-class FlowerSettings(BaseSettings):
+class FlowerSettings(FinqSettings):
     """Flower (deploy/finq-service flower): where it listens and its basic-auth accounts."""
 
     model_config = FROM_ENVIRONMENT
@@ -329,6 +409,9 @@ def preflight() -> int:
     for settings_class in SETTINGS_CLASSES:
         try:
             settings_class()
+        except SettingsError as exc:  # an unreadable NAME_FILE, or NAME and NAME_FILE both set
+            failed = True
+            print(f"finq: refusing to start: {exc}", file=sys.stderr)
         except ValidationError as exc:
             failed = True
             for err in exc.errors():

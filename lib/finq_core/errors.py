@@ -90,3 +90,8 @@ class UserNotFound(Refusal):
 
 class AccountConflict(Refusal):
     """The account's state does not allow what was asked (e.g. an admin deleting themselves)."""
+
+
+class DependencyNotReady(Exception):  # noqa: N818 - reads as an outcome
+    """A dependency answered but is not usable yet, e.g. the schema awaits its migration
+    (finq_core.dependencies waits on it at start-up)."""

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Entrypoint of finq/postgres:16-standin (Debian's PostgreSQL 15). Mirrors the official image's
 # behaviour that finq relies on:
+#   - POSTGRES_PASSWORD_FILE, POSTGRES_USER_FILE, POSTGRES_DB_FILE (Docker secrets);
 #   - runs as root only to fix the data directory's ownership, then re-executes as `postgres`;
 #   - on first start (no PG_VERSION in $PGDATA): initdb with POSTGRES_USER as superuser and
 #     POSTGRES_PASSWORD, scram-sha-256 for TCP clients (POSTGRES_HOST_AUTH_METHOD), creates
@@ -8,6 +9,17 @@
 #     (so a TCP pg_isready does not report ready before initialisation is over);
 #   - then execs `postgres` listening on all interfaces, port 5432.
 set -Eeuo pipefail
+
+# POSTGRES_PASSWORD_FILE etc.: the value from a file (Docker secrets), as in the official image.
+file_env() {
+  local name="$1" file_var="${1}_FILE"
+  if [ -n "${!file_var:-}" ]; then
+    if [ -n "${!name:-}" ]; then echo "postgres-standin: both $name and $file_var are set" >&2; exit 1; fi
+    export "$name=$(<"${!file_var}")"
+  fi
+  unset "$file_var"
+}
+for var in POSTGRES_PASSWORD POSTGRES_USER POSTGRES_DB POSTGRES_INITDB_ARGS; do file_env "$var"; done
 
 : "${PGDATA:=/var/lib/postgresql/data}"
 : "${POSTGRES_USER:=postgres}"

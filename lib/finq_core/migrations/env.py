@@ -3,6 +3,7 @@
 from alembic import context
 
 from finq_core.db import make_engine
+from finq_core.migrate import hold_migration_lock
 from finq_core.models import Base
 
 config = context.config
@@ -21,6 +22,8 @@ def run_migrations_online() -> None:
             compare_type=True,
         )
         with context.begin_transaction():
+            # Before alembic reads the current revision: a concurrent runner finds it at head.
+            hold_migration_lock(connection)
             context.run_migrations()
     engine.dispose()
 
