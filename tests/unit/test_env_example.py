@@ -74,12 +74,18 @@ def setting_keys() -> set[str]:
     return {name.upper() for cls in SETTINGS_CLASSES for name in cls.model_fields}
 
 
+def file_form_of_a_setting(name: str) -> bool:
+    """NAME_FILE, which every setting NAME accepts (finq_core.config.FileVariables)."""
+    return name.endswith("_FILE") and name.removesuffix("_FILE") in setting_keys()
+
+
 def infra_keys() -> set[str]:
     """Variables read outside the settings classes: by compose, the service script, the local
     stack, and by libraries (READ_BY_A_LIBRARY)."""
     found: set[str] = set()
     files = [
         ROOT / "docker-compose.yml",
+        ROOT / "deploy" / "swarm" / "stack.yml",
         *SERVICE_SCRIPTS,
         ROOT / "scripts" / "localstack.py",
         ROOT / "scripts" / "create_user.py",
@@ -115,7 +121,7 @@ def test_every_variable_the_service_scripts_read_is_a_setting() -> None:
     problems = []
     for path in SERVICE_SCRIPTS:
         for name, default in shell_reads(path).items():
-            if name in INTERNAL:
+            if name in INTERNAL or file_form_of_a_setting(name):
                 continue
             if name not in setting_keys():
                 problems.append(f"{path.name}: {name} is not a setting")
@@ -152,7 +158,11 @@ def test_every_exemption_is_read() -> None:
 
 
 def test_every_infrastructure_variable_is_documented() -> None:
-    missing = infra_keys() - INTERNAL - example_keys(commented=True)
+    missing = {
+        name
+        for name in infra_keys() - INTERNAL - example_keys(commented=True)
+        if not file_form_of_a_setting(name)
+    }
     assert not missing, (
         f"variables read by compose/scripts but not in .env.example: {sorted(missing)}"
     )
