@@ -159,10 +159,14 @@ def summed_registry() -> CollectorRegistry:
 
 def exposition(with_queues: bool = False) -> bytes:
     """The replica's metrics: every process's samples summed (multiprocess mode)."""
-    registry = summed_registry()
+    text = generate_latest(summed_registry())
     if with_queues:
-        registry.register(QueueCollector())
-    return generate_latest(registry)
+        # A registry of its own: in a single process the summed one is the global REGISTRY,
+        # where a second scrape would register the collector twice.
+        queues = CollectorRegistry()
+        queues.register(QueueCollector())
+        text += generate_latest(queues)
+    return text
 
 
 def serve(port: int, address: str) -> None:

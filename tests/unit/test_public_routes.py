@@ -35,3 +35,8 @@ def test_the_hidden_public_routes_answer_without_a_token() -> None:
     for route in sorted(HIDDEN - {"GET /static/..."}):
         path = route.split(" ", 1)[1]
         assert client.get(path).status_code == 200, route
+
+
+def test_metrics_answer_every_scrape_not_only_the_first() -> None:
+    client = TestClient(create_app())
+    assert [client.get("/metrics").status_code for _ in range(3)] == [200, 200, 200]
