@@ -11,7 +11,8 @@
 #     its own dockerd (no --privileged: the capabilities and options below); the project's
 #     images pushed to the registry (through 127.0.0.1), the nodes pull them from it;
 #  4. swarm init/join, node labels (the manager holds the data and the edge), Docker secrets,
-#     `docker stack deploy` (DEFAULT_TASK_TIMEOUT shortened to 15 s: redelivery after 40 s);
+#     `docker stack deploy` (DEFAULT_TASK_TIMEOUT shortened to 15 s: redelivery after 40 s; one
+#     account fills every worker: QUOTA_RUNNING_TASKS lifted);
 #  5. pytest tests/swarm: convergence, scaling, a node killed, a rolling update, the node back;
 #  6. always (trap): node containers, their volumes, the registry, the network, the pushed
 #     tags removed; the engine stopped if started here; FORWARD policy as found.
@@ -250,7 +251,7 @@ env FINQ_REGISTRY="$REGISTRY" FINQ_IMAGE_TAG="$FINQ_IMAGE_TAG" \
   NGINX_IMAGE="$REGISTRY/finq/nginx:standin" HTTP_PORT="$HTTP_PORT" \
   DEFAULT_TASK_TIMEOUT=15 WORKER_CONCURRENCY=2 GUNICORN_WORKERS=1 WORKER_MAX_PER_NODE=2 \
   RATE_LIMIT_GLOBAL=100000/minute RATE_LIMIT_SUBMIT=10000/minute RATE_LIMIT_LOGIN=1000/minute \
-  NGINX_RATE_PER_IP=2000r/s QUOTA_QUEUED_TASKS=100000 \
+  NGINX_RATE_PER_IP=2000r/s QUOTA_QUEUED_TASKS=100000 QUOTA_RUNNING_TASKS=1000 \
   docker -H "tcp://$manager_ip:2375" stack deploy -c "$repo/deploy/swarm/stack.yml" "$STACK" \
   >"$tmp/deploy.log" 2>&1 || { cat "$tmp/deploy.log" >&2; die "docker stack deploy"; }
 phase deploy
