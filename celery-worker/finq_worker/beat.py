@@ -23,6 +23,8 @@ log = logging.getLogger("finq.beat")
 
 TICK_SECONDS = 1.0
 MAINTENANCE_EVERY = 60.0
+# The stored-results counters recounted from the tasks (finq_core.dispatch.recount_usage).
+RECOUNT_EVERY = 3600.0
 LOCK_KEY = "finq:beat:lock"
 LOCK_TTL = 15
 
@@ -32,6 +34,7 @@ class FinqScheduler(Scheduler):  # type: ignore[misc]  # Celery ships no types: 
         super().__init__(*args, **kwargs)
         self._identity = f"{socket.gethostname()}:{os.getpid()}"
         self._last_maintenance = 0.0
+        self._last_recount = 0.0
         self._warned = False
         self._repairer = repair.Repairer()
 
@@ -87,6 +90,9 @@ class FinqScheduler(Scheduler):  # type: ignore[misc]  # Celery ships no types: 
                         stuck,
                         purged,
                     )
+            if mono - self._last_recount >= RECOUNT_EVERY:
+                self._last_recount = mono
+                dispatch.recount_usage()
         except (redis.RedisError, OSError) as exc:
             log.warning("beat tick skipped: %s", exc)
         except Exception:  # a bug in one pass must not stop the beat: log it, tick again

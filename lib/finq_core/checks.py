@@ -28,9 +28,6 @@ from finq_core.models import (
 )
 from finq_core.notifications import TargetRefused, check_email, check_webhook_url
 from finq_core.scheduling import check_interval, validate_cron
-from finq_core.store import (
-    TASKS,
-)
 from finq_core.uploads import find_upload
 from finq_engine import get_task_type
 
@@ -144,22 +141,20 @@ def check_priority(owner: User, priority: str, settings: Settings) -> None:
         )
 
 
-def queued_count(session: Session, owner: str) -> int:
-    """The owner's tasks waiting to run: PENDING (delayed ones included) or RETRYING."""
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(Task)
-            .where(Task.status.in_(WAITING), Task.owner == owner)
-        )
-        or 0
-    )
+def queued_count(session: Session, owner: str, limit: int | None = None) -> int:
+    """The owner's tasks waiting to run: PENDING (delayed ones included) or RETRYING; counted
+    up to `limit` at most (ix_tasks_owner_status: the cost follows the count, not the history)."""
+    # Only indexed columns: the count reads the index alone.
+    waiting = select(Task.status).where(Task.owner == owner, Task.status.in_(WAITING))
+    if limit is not None:
+        waiting = waiting.limit(limit)
+    return session.scalar(select(func.count()).select_from(waiting.subquery())) or 0
 
 
 def check_task_quota(session: Session, owner: str, settings: Settings) -> None:
     """QuotaExceeded when one more waiting task would pass QUOTA_QUEUED_TASKS. Counted, not
     locked: concurrent submissions may pass it by the number in flight."""
-    queued = queued_count(session, owner)
+    queued = queued_count(session, owner, settings.quota_queued_tasks)
     if queued >= settings.quota_queued_tasks:
         metrics.quota_refusals.labels("queued_tasks").inc()
         raise QuotaExceeded(
@@ -198,11 +193,7 @@ def check_schedule_quota(session: Session, owner: str, settings: Settings) -> No
 def check_storage_quota(session: Session, owner: User, settings: Settings) -> None:
     """StorageQuotaExceeded while the owner's stored results take more than
     QUOTA_RESULT_BYTES: a run that may store more is refused until they delete some."""
-    used = session.scalar(
-        select(func.coalesce(func.sum(TASKS.c.result_bytes), 0)).where(
-            TASKS.c.owner == owner.username
-        )
-    )
+    used = owner.result_bytes
     quota = settings.quota_result_bytes
     if used is not None and used > quota:
         raise StorageQuotaExceeded(

@@ -43,6 +43,7 @@ from finq_core.store import (
     delete_finished,
     insert_task,
     owner_running_now,
+    recount_result_bytes,
     transition,
 )
 
@@ -271,6 +272,13 @@ def purge_finished(now: datetime, batch: int = 1000) -> int:
         if ids:
             delete_finished(session, ids)
     return len(ids)
+
+
+def recount_usage() -> None:
+    """Every user's stored-results counter recounted from the tasks (a repair: the counters
+    are kept as results are stored and deleted, but a concurrent recount may miss one)."""
+    with session_scope() as session:
+        recount_result_bytes(session)
 
 
 def purge_batches(now: datetime, limit: int = 2) -> int:

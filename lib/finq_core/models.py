@@ -105,6 +105,9 @@ class User(Base):
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # A deleted account stays a row: its id and name are never given to anyone else.
     deleted_at: Mapped[datetime | None] = mapped_column()
+    # The sum of the owner's tasks' result_bytes, kept with every stored and deleted result
+    # (finq_core.store) and recounted by the purge: the quota check reads one row, not all.
+    result_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Task(Base):
@@ -113,6 +116,7 @@ class Task(Base):
         UniqueConstraint("owner", "idempotency_key", name="uq_tasks_owner_idempotency_key"),
         Index("ix_tasks_owner_created", "owner", "created_at", "id"),
         Index("ix_tasks_status", "status"),
+        Index("ix_tasks_owner_status", "owner", "status"),
         Index("ix_tasks_dispatch", "status", "enqueued_at"),
     )
 

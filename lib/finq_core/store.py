@@ -47,6 +47,7 @@ from finq_core.models import (
     TaskDelivery,
     TaskEvent,
     TaskStatus,
+    User,
 )
 from finq_core.notifications import TARGET_FIELDS
 from finq_core.timeutil import utcnow
@@ -228,7 +229,32 @@ def _transition_stmt(columns: tuple[str, ...]) -> Update:
         update(TASKS)
         .where(*_BY_ID_AND_STATUS)
         .values({name: bindparam(f"set_{name}") for name in columns})
-        .returning(_C.notify)
+        .returning(_C.notify, _C.owner)
+    )
+
+
+def count_result_bytes(session: Session, owner: str, change: int) -> None:
+    """Add `change` to the owner's stored-results counter (users.result_bytes), in the
+    transaction that stores or deletes the results."""
+    if change:
+        session.execute(
+            update(User)
+            .where(User.username == owner)
+            .values(result_bytes=User.result_bytes + change)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def recount_result_bytes(session: Session) -> None:
+    """Every user's counter set to the sum it counts: repairs any drift (the purge runs it)."""
+    session.execute(
+        update(User)
+        .values(
+            result_bytes=select(func.coalesce(func.sum(_C.result_bytes), 0))
+            .where(_C.owner == User.username)
+            .scalar_subquery()
+        )
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -275,6 +301,7 @@ def transition(
     if row is None:
         return False
     insert_event(session, task_id, to_status.value, message, now)
+    count_result_bytes(session, row.owner, values.get("result_bytes") or 0)
     if to_status.is_final and row.notify:
         session.info.setdefault(PENDING_DELIVERIES, []).append(
             (str(task_id), to_status.value, dict(row.notify))
@@ -448,12 +475,17 @@ def _record_unqueued(task_id: str, status: str, targets: dict[str, Any]) -> None
 def delete_finished(session: Session, ids: Sequence[uuid.UUID]) -> None:
     """Delete these tasks, if finished, with their history, charts and deliveries. The task
     rows go first, so a task retried meanwhile keeps its row and its history alike."""
-    gone = session.scalars(
+    rows = session.execute(
         delete(Task)
         .where(Task.id.in_(ids), Task.status.in_([s.value for s in FINAL_STATUSES]))
-        .returning(Task.id)
+        .returning(Task.id, Task.owner, Task.result_bytes)
     ).all()
-    if gone:
+    freed: dict[str, int] = {}
+    for row in rows:
+        freed[row.owner] = freed.get(row.owner, 0) + (row.result_bytes or 0)
+    for owner, size in sorted(freed.items()):
+        count_result_bytes(session, owner, -size)
+    if gone := [row.id for row in rows]:
         for table in (TaskEvent, TaskChart, TaskDelivery):
             session.execute(delete(table).where(table.task_id.in_(gone)))
 

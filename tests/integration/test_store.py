@@ -432,3 +432,62 @@ def test_migration_0005_keys_existing_usernames_and_refuses_case_clashes(tmp_pat
                 ("bob", "bob", 0, None),
             ]
         eng.dispose()
+
+
+def stored_bytes(session: Session, owner: str) -> int:
+    session.expire_all()
+    return int(session.scalar(select(User.result_bytes).where(User.username == owner)) or 0)
+
+
+def new_user(session: Session) -> str:
+    name = f"counted-{uuid.uuid4().hex[:8]}"
+    session.add(User(username=name, password_hash="x"))
+    session.commit()
+    return name
+
+
+def test_the_owner_counter_follows_results_stored_and_deleted(session: Session) -> None:
+    """users.result_bytes is what the quota check reads: it grows with every stored result,
+    shrinks with every deleted task, and a recount gives the same sum."""
+    owner, other = new_user(session), new_user(session)
+    size = len(encode_json(RESULT).data)
+    first, second = finished(session, owner), finished(session, owner)
+    finished(session, other)
+    assert stored_bytes(session, owner) == 2 * size
+    store.delete_finished(session, [first])
+    session.commit()
+    assert stored_bytes(session, owner) == size
+    session.execute(update(User).where(User.username == owner).values(result_bytes=12345))
+    store.recount_result_bytes(session)
+    session.commit()
+    assert (stored_bytes(session, owner), stored_bytes(session, other)) == (size, size)
+    store.delete_finished(session, [second])
+    session.commit()
+    assert stored_bytes(session, owner) == 0
+
+
+def test_migration_0008_counts_the_results_stored_before_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/counted.db"
+    upgrade(url, "0007")
+    eng = make_engine(url)
+    with eng.begin() as db:
+        db.execute(
+            sa.text(
+                "INSERT INTO users (username, username_key, password_hash, role, created_at) "
+                "VALUES ('old', 'old', 'x', 'user', '2026-01-01 00:00:00')"
+            )
+        )
+        for size in (100, 250, None):
+            db.execute(
+                sa.text(
+                    "INSERT INTO tasks (id, owner, type, params, status, priority, progress,"
+                    " result_bytes, attempts, max_retries, created_at) VALUES (:id, 'old', 'x',"
+                    " '{}', 'SUCCESS', 'normal', 1.0, :size, 1, 3, '2026-01-01 00:00:00')"
+                ),
+                {"id": uuid.uuid4().hex, "size": size},
+            )
+    upgrade(url)
+    with eng.connect() as db:
+        counted = db.execute(sa.text("SELECT result_bytes FROM users")).scalar_one()
+    eng.dispose()
+    assert counted == 350
