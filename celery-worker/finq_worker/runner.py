@@ -24,7 +24,7 @@ from finq_core import flags, metrics
 from finq_core.changes import publish_change
 from finq_core.config import get_settings
 from finq_core.db import encode_json, session_scope
-from finq_core.models import Task, TaskChart, TaskStatus
+from finq_core.models import Task, TaskChart, TaskStatus, UploadKind
 from finq_core.store import (
     claim_running,
     commit_and_queue_deliveries,
@@ -350,4 +350,6 @@ def load_upload(task_type: TaskType, claim_info: Claim) -> PriceTable | None:
     """The table the task's params name, if it exists and belongs to the task's owner."""
     with session_scope() as session:
         upload = find_upload(session, task_type.upload_id(claim_info.params), claim_info.owner)
-        return upload_table(upload) if upload is not None else None
+        if upload is None or upload.kind != UploadKind.PRICES.value:
+            return None
+        return upload_table(upload)

@@ -97,13 +97,18 @@ class TaskOut(BaseModel):
     id: uuid.UUID
     owner: str
     type: str
-    params: dict[str, Any]
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The parameters (omitted by GET of one task when `include` leaves them out).",
+    )
     status: TaskStatus
     priority: Priority
     progress: float
     progress_message: str | None
     result: dict[str, Any] | None = Field(
-        description="The result; when `result_truncated`, only its scalar fields."
+        default=None,
+        description="The result; when `result_truncated`, only its scalar fields (omitted by "
+        "GET of one task when `include` leaves it out).",
     )
     result_truncated: bool = Field(
         default=False,
@@ -128,7 +133,8 @@ class TaskOut(BaseModel):
     notify: dict[str, str] | None = None
     deliveries: list[DeliveryOut] = Field(
         default_factory=list,
-        description="Notification attempts, oldest first (GET of one task only).",
+        description="Notification attempts, oldest first (GET of one task only; omitted "
+        "when `include` leaves them out).",
     )
 
 
@@ -150,11 +156,17 @@ class TaskSummary(BaseModel):
 
 class UploadOut(BaseModel):
     id: uuid.UUID
+    kind: Literal["prices", "items"] = Field(
+        description="prices: a price table (csv_portfolio_analytics); items: batch items."
+    )
     filename: str
-    assets: list[str]
-    rows: int
-    first_date: str
-    last_date: str
+    columns: list[str] | None = Field(
+        default=None, description="items: the header's parameter names; prices: null."
+    )
+    assets: list[str] | None = Field(description="prices: the assets; items: null.")
+    rows: int = Field(description="prices: days; items: items (rows below the header).")
+    first_date: str | None = Field(description="prices: the first day; items: null.")
+    last_date: str | None = Field(description="prices: the last day; items: null.")
     size_bytes: int
     created_at: datetime
 
@@ -290,7 +302,8 @@ class StreamTicket(BaseModel):
 
 
 class BatchCreate(BaseModel):
-    """Many items of one task type: `items`, or `base` + `vary` (a grid), or `csv`."""
+    """Many items of one task type: `items`, or `base` + `vary` (a grid), or `csv`, or
+    `upload_id` (an uploaded CSV)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -299,7 +312,8 @@ class BatchCreate(BaseModel):
         default=None, description="One parameter object per item (merged over `base`)."
     )
     base: dict[str, Any] = Field(
-        default_factory=dict, description="Parameters every item shares (under `vary`/`csv`)."
+        default_factory=dict,
+        description="Parameters every item shares (under `vary`/`csv`/`upload_id`).",
     )
     vary: dict[str, list[Any]] | None = Field(
         default=None,
@@ -310,6 +324,12 @@ class BatchCreate(BaseModel):
         default=None,
         description="CSV text: a header of parameter field names, one item per row "
         "(numbers, true/false and JSON lists are read as such).",
+    )
+    upload_id: uuid.UUID | None = Field(
+        default=None,
+        description="The id of the caller's upload of kind items (POST /api/v1/uploads with "
+        "kind=items): the same CSV as `csv`, sent before; a wrong row is named "
+        "`upload_id`, `line N`.",
     )
     priority: Priority = Field(default=Priority.NORMAL, description="As for tasks.")
     max_retries: int | None = Field(

@@ -2,7 +2,7 @@
 
     finq login [--url URL] [--username NAME]         keep a token in ~/.config/finq/config.json
     finq submit TYPE --param k=v ... [--wait]        one task, a progress bar with --wait
-    finq batch TYPE --csv items.csv [--base k=v ...] --out results.csv
+    finq batch TYPE --csv items.csv [--base k=v ...] --out results.csv  (over 1 MiB: uploaded)
     finq status|cancel|retry ID                      a task's or a batch's
 
 The URL and token come from FINQ_URL and FINQ_TOKEN, else from the config file (FINQ_CONFIG
@@ -11,6 +11,7 @@ names another). Errors say what went wrong: 401 (log in again), 422 (each wrong 
 """
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
@@ -26,6 +27,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 API = "/api/v1"
 FINAL = {"SUCCESS", "FAILED", "CANCELLED"}
 POLL_SECONDS = 0.5
+# A batch's CSV file up to this size goes inline (`csv`); a larger one is uploaded first
+# (kind items) and named by `upload_id`: sent as a file, not escaped into a JSON string.
+INLINE_MAX_BYTES = 1024 * 1024
 err = Console(stderr=True)
 out = Console()
 
@@ -145,25 +149,57 @@ def cmd_submit(api: Api, args: argparse.Namespace) -> None:
         step = progress.add_task(f"task {task['id'][:8]}", total=100)
         while task["status"] not in FINAL:
             time.sleep(POLL_SECONDS)
-            task = api.call("GET", f"/tasks/{task['id']}")
+            # The status alone: params and result can be megabytes.
+            task = api.call("GET", f"/tasks/{task['id']}", params={"include": ""})
             progress.update(step, completed=int(100 * (task.get("progress") or 0)))
+    task = api.call("GET", f"/tasks/{task['id']}", params={"include": "result"})
     out.print_json(data={k: task[k] for k in ("id", "status", "result", "error")})
     if task["status"] != "SUCCESS":
         sys.exit(1)
 
 
-def cmd_batch(api: Api, args: argparse.Namespace) -> None:
+def upload_items(api: Api, path: Path) -> str | None:
+    """The id of `path` uploaded as batch items; None when it is over the server's upload
+    limit (413), so that it goes inline instead (BATCH_BODY_MAX_BYTES is the larger)."""
     try:
-        text = Path(args.csv).read_text()
+        with path.open("rb") as fh:
+            resp = api.http.post(
+                API + "/uploads", data={"kind": "items"}, files={"file": (path.name, fh)}
+            )
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach {api.http.base_url}: {exc}") from None
+    if resp.status_code == 413:
+        return None
+    if resp.status_code != 201:
+        raise CliError(explain(resp))
+    upload_id: str = resp.json()["id"]
+    return upload_id
+
+
+def submit_batch(api: Api, path: Path, body: dict[str, Any]) -> dict[str, Any]:
+    """Submit the items of a CSV file: inline up to INLINE_MAX_BYTES, else uploaded first and
+    named by `upload_id`, the upload deleted once the batch holds its items."""
+    try:
+        upload_id = upload_items(api, path) if path.stat().st_size > INLINE_MAX_BYTES else None
+        if upload_id is None:
+            body = {**body, "csv": path.read_text()}
     except OSError as exc:
-        raise CliError(f"cannot read {args.csv}: {exc}") from None
-    body = {
-        "type": args.type,
-        "csv": text,
-        "base": parse_params(args.base),
-        "priority": args.priority,
-    }
-    batch = api.call("POST", "/batches", json=body)
+        raise CliError(f"cannot read {path}: {exc}") from None
+    if upload_id is None:
+        batch: dict[str, Any] = api.call("POST", "/batches", json=body)
+        return batch
+    err.print(f"uploaded {path.name} as batch items ({upload_id})")
+    try:
+        batch = api.call("POST", "/batches", json={**body, "upload_id": upload_id})
+    finally:
+        with contextlib.suppress(httpx.HTTPError):
+            api.http.delete(f"{API}/uploads/{upload_id}")
+    return batch
+
+
+def cmd_batch(api: Api, args: argparse.Namespace) -> None:
+    body = {"type": args.type, "base": parse_params(args.base), "priority": args.priority}
+    batch = submit_batch(api, Path(args.csv), body)
     started = time.monotonic()
     with bar() as progress:
         step = progress.add_task(f"batch {batch['id'][:8]}", total=batch["total"])

@@ -1,10 +1,7 @@
 """Reading batches as a caller sees them: a batch's view (counts by status, progress, items
 per second), pages of batches and of items, and the whole result set streamed a page at a
-time as NDJSON or CSV (memory stays flat whatever the batch's size)."""
+time as NDJSON or CSV (finq_core.row_streams; memory stays flat whatever the batch's size)."""
 
-import csv
-import io
-import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +13,7 @@ from sqlalchemy.orm import Session
 from finq_core import batch_runs
 from finq_core.listing import decode_cursor, encode_cursor
 from finq_core.models import Batch, TaskStatus, User
+from finq_core.row_streams import csv_stream, ndjson_stream
 from finq_core.timeutil import utcnow
 
 ITEMS = batch_runs.ITEMS
@@ -135,14 +133,8 @@ def _flat(row: Any, varied: list[str], scalars_only: bool) -> dict[str, Any]:
 def ndjson_results(session: Session, batch: Batch) -> Iterator[bytes]:
     """One JSON line per item: index, status, varied params, result fields, error."""
     varied = list(batch.varied)
-    lines: list[str] = []
-    for row in _result_rows(session, batch.id):
-        lines.append(json.dumps(_flat(row, varied, scalars_only=False), default=str))
-        if len(lines) >= READ_PAGE:
-            yield ("\n".join(lines) + "\n").encode()
-            lines = []
-    if lines:
-        yield ("\n".join(lines) + "\n").encode()
+    rows = _result_rows(session, batch.id)
+    return ndjson_stream(_flat(row, varied, scalars_only=False) for row in rows)
 
 
 def csv_results(session: Session, batch: Batch) -> Iterator[bytes]:
@@ -157,13 +149,5 @@ def csv_results(session: Session, batch: Batch) -> Iterator[bytes]:
     )
     probe = type("Row", (), {"idx": 0, "status": "", "params": {}, "result": first, "error": None})
     columns = list(_flat(probe, varied, scalars_only=True))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for n, row in enumerate(_result_rows(session, batch.id), 1):
-        writer.writerow(_flat(row, varied, scalars_only=True))
-        if n % READ_PAGE == 0:
-            yield buffer.getvalue().encode()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue().encode()
+    rows = _result_rows(session, batch.id)
+    return csv_stream(columns, (_flat(row, varied, scalars_only=True) for row in rows))

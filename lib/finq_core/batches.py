@@ -4,10 +4,11 @@ finq_core.batch_views).
 A batch is many items of one task type, given as a list (`items`), as a grid (`base` plus
 `vary`: field -> values, expanded as a cartesian product, the last field varying fastest), or
 as CSV text (`csv`: one item per row, columns named after parameter fields, merged over
-`base`). Every item is validated with the type's own model before anything is written; the
-refusal names the item (`items[17].annual_rate`, `csv line 18: annual_rate`). The items are
-then inserted in pages of bulk INSERTs in the submission's one transaction, and the first
-chunks are sent (finq_core.batch_runs runs them).
+`base`; finq_core.batch_csv), or as the caller's upload of such a CSV (`upload_id`, an upload
+of kind items). Every item is validated with the type's own model before anything is written;
+the refusal names the item (`items[17].annual_rate`, `csv line 18: annual_rate`,
+`upload_id line 18: annual_rate`). The items are then inserted in pages of bulk INSERTs in the
+submission's one transaction, and the first chunks are sent (finq_core.batch_runs runs them).
 
 Quotas: BATCH_MAX_ITEMS per batch; the items of the owner's unfinished batches, this one
 included, within QUOTA_BATCH_ITEMS (a batch counts by its items, not as one task); the
@@ -15,9 +16,7 @@ included, within QUOTA_BATCH_ITEMS (a batch counts by its items, not as one task
 caller's (unless an admin asks) does not exist for the caller.
 """
 
-import csv
 import itertools
-import json
 import logging
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,7 +29,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from finq_core import batch_runs, broker, flags, metrics
+from finq_core import batch_csv, batch_runs, broker, flags, metrics
 from finq_core.changes import publish_batch_change
 from finq_core.checks import check_priority, check_storage_quota, check_targets
 from finq_core.config import Settings
@@ -38,14 +37,16 @@ from finq_core.db import EncodedJSON
 from finq_core.errors import (
     BatchNotFound,
     InvalidInput,
+    Location,
     Problem,
     QueueUnavailable,
     QuotaExceeded,
     TaskStateConflict,
 )
 from finq_core.logs import request_id_var
-from finq_core.models import Batch, Priority, Role, TaskStatus, User
+from finq_core.models import Batch, Priority, Role, TaskStatus, UploadKind, User
 from finq_core.timeutil import utcnow
+from finq_core.uploads import find_upload
 from finq_engine import get_task_type
 
 log = logging.getLogger("finq.batches")
@@ -62,13 +63,15 @@ FINAL = batch_runs.FINAL
 
 @dataclass(frozen=True)
 class BatchRequest:
-    """One of `items`, `vary` or `csv` gives the items; `base` is merged under each."""
+    """One of `items`, `vary`, `csv` or `upload_id` gives the items; `base` is merged under
+    each."""
 
     type: str
     items: list[dict[str, Any]] | None = None
     base: dict[str, Any] = field(default_factory=dict)
     vary: dict[str, list[Any]] | None = None
     csv: str | None = None
+    upload_id: str | None = None
     priority: str = Priority.NORMAL.value
     max_retries: int | None = None
     notify: Mapping[str, str | None] | None = None
@@ -97,37 +100,10 @@ def _grid(base: dict[str, Any], vary: dict[str, list[Any]]) -> Source:
     return Source(count, names, rows)
 
 
-def _cell(text: str) -> Any:
-    """A CSV value as JSON would give it (numbers, booleans, lists), else the text itself."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _csv(base: dict[str, Any], text: str) -> Source:
+def _csv(base: dict[str, Any], text: str, where: Location) -> Source:
     lines = text.splitlines()
-    if not lines or not lines[0].strip():
-        raise InvalidInput([Problem(("body", "csv"), "empty CSV: a header row is needed")])
-    header = [name.strip() for name in next(csv.reader([lines[0]]))]
-    if "" in header or len(set(header)) != len(header):
-        raise InvalidInput(
-            [Problem(("body", "csv", "line 1"), "column names must be non-empty and distinct")]
-        )
-    data = [line for line in lines[1:] if line.strip()]
-
-    def rows() -> Iterator[tuple[tuple[str | int, ...], dict[str, Any]]]:
-        reader = csv.reader(lines[1:])
-        for values in reader:
-            if not any(v.strip() for v in values):
-                continue
-            where: tuple[str | int, ...] = ("body", "csv", f"line {reader.line_num + 1}")
-            if len(values) != len(header):
-                raise _one(where, f"{len(values)} values for {len(header)} columns")
-            cells = {n: _cell(v.strip()) for n, v in zip(header, values, strict=True) if v.strip()}
-            yield where, {**base, **cells}
-
-    return Source(len(data), header, rows())
+    names = batch_csv.header(lines, where)
+    return Source(batch_csv.count_rows(lines), names, batch_csv.rows(lines, names, where, base))
 
 
 def _list(base: dict[str, Any], items: list[dict[str, Any]]) -> Source:
@@ -142,20 +118,48 @@ def _one(loc: tuple[str | int, ...], msg: str) -> InvalidInput:
     return InvalidInput([Problem(loc, msg)])
 
 
-def source(request: BatchRequest) -> Source:
-    given = [n for n in ("items", "vary", "csv") if getattr(request, n) is not None]
+def source(request: BatchRequest, uploaded: str | None = None) -> Source:
+    """The request's items; `uploaded`: the CSV text of its `upload_id` (read_upload)."""
+    given = [n for n in ("items", "vary", "csv", "upload_id") if getattr(request, n) is not None]
     if len(given) != 1:
-        raise _one(("body",), "give exactly one of `items`, `vary` (with `base`) or `csv`")
+        raise _one(
+            ("body",), "give exactly one of `items`, `vary` (with `base`), `csv` or `upload_id`"
+        )
     if request.items is not None:
         return _list(request.base, request.items)
     if request.vary is not None:
         return _grid(request.base, request.vary)
-    return _csv(request.base, request.csv or "")
+    if request.upload_id is not None:
+        return _csv(request.base, uploaded or "", ("body", "upload_id"))
+    return _csv(request.base, request.csv or "", ("body", "csv"))
 
 
-def validated(request: BatchRequest, settings: Settings) -> tuple[list[str], list[EncodedJSON]]:
+def read_upload(session: Session, owner: User, upload_id: str) -> str:
+    """The CSV text of the owner's upload of kind items; InvalidInput on `upload_id` when
+    there is none (another user's answers the same) or it is a price table."""
+    where: Location = ("body", "upload_id")
+    upload = find_upload(session, upload_id, owner.username)
+    if upload is None:
+        raise _one(
+            where,
+            f"upload {upload_id} not found; upload the CSV with POST /api/v1/uploads "
+            "(kind=items) and use its id",
+        )
+    if upload.kind != UploadKind.ITEMS.value or upload.items_csv is None:
+        raise _one(
+            where,
+            f"upload {upload_id} is a price table (kind {upload.kind}); a batch reads an "
+            "upload of kind items",
+        )
+    return upload.items_csv
+
+
+def validated(
+    request: BatchRequest, settings: Settings, uploaded: str | None = None
+) -> tuple[list[str], list[EncodedJSON]]:
     """The varied fields and every item's params checked by the type's model (defaults filled
-    in, encoded once); InvalidInput naming up to MAX_PROBLEMS wrong items."""
+    in, encoded once); InvalidInput naming up to MAX_PROBLEMS wrong items. `uploaded`: the
+    CSV text of the request's `upload_id`."""
     task_type = get_task_type(request.type)
     if task_type is None:
         raise _one(
@@ -163,7 +167,7 @@ def validated(request: BatchRequest, settings: Settings) -> tuple[list[str], lis
         )
     if task_type.upload is not None:
         raise _one(("body", "type"), f"{request.type} reads an upload and cannot run in a batch")
-    src = source(request)
+    src = source(request, uploaded)
     if src.count == 0:
         raise _one(("body",), "the batch has no items")
     if src.count > settings.batch_max_items:
@@ -218,10 +222,16 @@ class Submitted:
 def submit(session: Session, owner: User, request: BatchRequest, settings: Settings) -> Submitted:
     """Check, record and start a batch; commits. Nothing is recorded when an item is wrong,
     a quota is full, or Redis refuses the first chunks (QueueUnavailable)."""
-    varied, params = validated(request, settings)
+    key = request.idempotency_key
+    uploaded = None
+    if request.upload_id is not None:
+        # A replay finds its batch even when the upload was deleted once the batch held it.
+        if key and (existing := _by_key(session, owner.username, key)) is not None:
+            return Submitted(existing, created=False)
+        uploaded = read_upload(session, owner, request.upload_id)
+    varied, params = validated(request, settings, uploaded)
     targets = check_targets(request.notify, settings)
     check_priority(owner, request.priority, settings)
-    key = request.idempotency_key
     if key and (existing := _by_key(session, owner.username, key)) is not None:
         return Submitted(existing, created=False)
     check_batch_quota(session, owner.username, len(params), settings)

@@ -24,6 +24,7 @@ from finq_core.models import (
     Schedule,
     Task,
     TaskStatus,
+    UploadKind,
     User,
 )
 from finq_core.notifications import TargetRefused, check_email, check_webhook_url
@@ -72,6 +73,16 @@ def check_params(
                         ("body", "params", field),
                         f"upload {params.get(field)} not found; "
                         "upload a CSV with POST /api/v1/uploads and use its id",
+                    )
+                ]
+            )
+        if upload.kind != UploadKind.PRICES.value or upload.assets is None:
+            raise InvalidInput(
+                [
+                    Problem(
+                        ("body", "params", field),
+                        f"upload {params.get(field)} holds batch items (kind {upload.kind}); "
+                        f"{type_name} reads a price table (kind prices)",
                     )
                 ]
             )

@@ -24,7 +24,7 @@ Refusals are finq_core.errors exceptions; nothing here knows about HTTP.
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -67,11 +67,13 @@ from finq_core.models import (
 from finq_core.scheduling import next_fire
 from finq_core.store import (
     TASKS,
+    VIEW_PARTS,
     WITHOUT_RESULT,
     commit_and_queue_deliveries,
     delete_finished,
     insert_task,
     transition,
+    view_options,
 )
 from finq_core.timeutil import as_utc, utcnow
 
@@ -307,10 +309,12 @@ def _by_key(session: Session, owner: str, key: str) -> Task | None:
     ).first()
 
 
-def find_owned(session: Session, user: User, task_id: uuid.UUID) -> Task:
-    """The task if the caller may see it; TaskNotFound otherwise, exactly as if it did not
-    exist."""
-    task = session.get(Task, task_id, options=WITHOUT_RESULT)
+def find_owned(
+    session: Session, user: User, task_id: uuid.UUID, parts: Collection[str] = VIEW_PARTS
+) -> Task:
+    """The task if the caller may see it, loaded for a view of `parts` (store.view_parts);
+    TaskNotFound otherwise, exactly as if it did not exist."""
+    task = session.get(Task, task_id, options=view_options(parts))
     if task is None or (task.owner != user.username and user.role != Role.ADMIN):
         raise TaskNotFound()
     return task

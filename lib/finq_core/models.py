@@ -193,23 +193,37 @@ class Schedule(Base):
     last_skip_reason: Mapped[str | None] = mapped_column(String(32))
 
 
+class UploadKind(StrEnum):
+    PRICES = "prices"  # a table of daily prices, for csv_portfolio_analytics
+    ITEMS = "items"  # the items of a batch, one a row (POST /api/v1/batches `upload_id`)
+
+
 class Upload(Base):
-    """A parsed CSV of daily prices. Prices are kept as one little-endian float64 matrix
-    (rows x assets, C order): a 5 MB file is a few MB of bytes instead of tens of MB of JSON,
-    and the worker turns it back into an array without parsing."""
+    """An uploaded CSV, by `kind`. A price table is parsed at once and its prices kept as one
+    little-endian float64 matrix (rows x assets, C order): a 5 MB file is a few MB of bytes
+    instead of tens of MB of JSON, and the worker turns it back into an array without
+    parsing; its columns are null for items. Batch items are kept as the CSV text
+    (`items_csv`, header checked at upload) and read like a batch's inline `csv`."""
 
     __tablename__ = "uploads"
     __table_args__ = (Index("ix_uploads_owner_created", "owner", "created_at"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     owner: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(
+        String(16), default=UploadKind.PRICES.value, server_default=UploadKind.PRICES.value
+    )
     filename: Mapped[str] = mapped_column(String(255))
-    assets: Mapped[list[str]] = mapped_column(JSONType)
-    dates: Mapped[list[str]] = mapped_column(JSONType)
+    # prices: the assets; items: null (`columns` names the header).
+    assets: Mapped[list[str] | None] = mapped_column(JSONType)
+    dates: Mapped[list[str] | None] = mapped_column(JSONType)
+    # prices: days; items: items (non-blank lines below the header).
     rows: Mapped[int] = mapped_column(Integer)
-    first_date: Mapped[str] = mapped_column(String(10))
-    last_date: Mapped[str] = mapped_column(String(10))
-    prices: Mapped[bytes] = mapped_column(LargeBinary)
+    first_date: Mapped[str | None] = mapped_column(String(10))
+    last_date: Mapped[str | None] = mapped_column(String(10))
+    prices: Mapped[bytes | None] = mapped_column(LargeBinary)
+    columns: Mapped[list[str] | None] = mapped_column(JSONType)
+    items_csv: Mapped[str | None] = mapped_column(Text)
     size_bytes: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

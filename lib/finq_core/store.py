@@ -11,7 +11,7 @@ session is refused in tests and logged as an error elsewhere (`_refuse_plain_com
 
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from functools import lru_cache
 from itertools import pairwise
@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session, defer
 from finq_core import broker
 from finq_core.config import get_settings
 from finq_core.db import session_scope
+from finq_core.errors import InvalidInput, Problem
 from finq_core.models import (
     FINAL_STATUSES,
     DeliveryStatus,
@@ -66,32 +67,75 @@ def result_summary(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if not isinstance(v, list | dict)}
 
 
-def result_view(task: Task) -> dict[str, Any]:
+def result_view(task: Task, with_result: bool = True) -> dict[str, Any]:
     """The result as a task view carries it: whole up to RESULT_INLINE_MAX_BYTES; above, only
     its scalar fields, `result_truncated` and the link to the whole (`result_url`). The whole
-    is never read from the database for a view that does not carry it."""
+    is never read from the database for a view that does not carry it; `with_result=False`
+    leaves `result` out (its size and link stay)."""
     size = task.result_bytes
     truncated = size is not None and size > get_settings().result_inline_max_bytes
+    carried: dict[str, Any] = {}
+    if with_result:
+        carried["result"] = task.result_summary if truncated else task.result
     return {
-        "result": task.result_summary if truncated else task.result,
+        **carried,
         "result_truncated": truncated,
         "result_bytes": size,
         "result_url": RESULT_URL.format(task.id) if size is not None else None,
     }
 
 
-def task_view(task: Task) -> dict[str, Any]:
-    """The public JSON shape of a task record (load it with `WITHOUT_RESULT`)."""
+# The parts of a task view that can be megabytes, which GET of one task may leave out
+# (`?include=`): params, the result (its size and link stay), notification attempts.
+VIEW_PARTS = frozenset({"params", "result", "deliveries"})
+
+
+def view_parts(include: str | None) -> frozenset[str]:
+    """The parts a comma-separated `include` names (None: every part); InvalidInput on
+    `include` for a name that is none of them."""
+    if include is None:
+        return VIEW_PARTS
+    names = {name.strip() for name in include.split(",")} - {""}
+    unknown = sorted(names - VIEW_PARTS)
+    if unknown:
+        raise InvalidInput(
+            [
+                Problem(
+                    ("query", "include"),
+                    f"unknown part {', '.join(map(repr, unknown))}; "
+                    f"include names some of {', '.join(sorted(VIEW_PARTS))}",
+                )
+            ]
+        )
+    return frozenset(names)
+
+
+def view_options(parts: Collection[str]) -> tuple[Any, ...]:
+    """Loader options of a task for a view of these parts: what it leaves out is not read."""
+    if "result" in parts and "params" in parts:
+        return WITHOUT_RESULT
+    deferred = [defer(Task.result)]
+    if "result" not in parts:
+        deferred.append(defer(Task.result_summary))
+    if "params" not in parts:
+        deferred.append(defer(Task.params))
+    return tuple(deferred)
+
+
+def task_view(task: Task, parts: Collection[str] = VIEW_PARTS) -> dict[str, Any]:
+    """The public JSON shape of a task record (load it with `view_options(parts)`): params
+    and the result only when `parts` names them."""
+    result = result_view(task, "result" in parts)
     return {
         "id": str(task.id),
         "owner": task.owner,
         "type": task.type,
-        "params": task.params,
+        **({"params": task.params} if "params" in parts else {}),
         "status": task.status,
         "priority": task.priority,
         "progress": task.progress,
         "progress_message": task.progress_message,
-        **result_view(task),
+        **result,
         "error": task.error,
         "attempts": task.attempts,
         "max_retries": task.max_retries,

@@ -264,16 +264,21 @@ def finq(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def finq_login(config: Path, stack: LocalStack) -> subprocess.CompletedProcess[str]:
+    """`finq login` as the stack's admin, the password given by FINQ_PASSWORD."""
+    user, password = stack.admin
+    os.environ["FINQ_PASSWORD"] = password
+    try:
+        return finq(config, "login", "--url", stack.url, "--username", user)
+    finally:
+        del os.environ["FINQ_PASSWORD"]
+
+
 def test_the_cli_runs_a_csv_batch_and_a_task_against_the_stack(
     batch_stack: LocalStack, tmp_path: Path
 ) -> None:
     config = tmp_path / "finq.json"
-    user, password = batch_stack.admin
-    os.environ["FINQ_PASSWORD"] = password
-    try:
-        login = finq(config, "login", "--url", batch_stack.url, "--username", user)
-    finally:
-        del os.environ["FINQ_PASSWORD"]
+    login = finq_login(config, batch_stack)
     assert login.returncode == 0, login.stderr
     assert "logged in" in login.stderr and oct(config.stat().st_mode)[-3:] == "600"
     items = tmp_path / "items.csv"

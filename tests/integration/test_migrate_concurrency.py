@@ -5,30 +5,14 @@ A real PostgreSQL (the `postgres_url` fixture) and real `python -m finq_core.mig
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import sqlalchemy
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from finq_core.migrate import LOCK_KEY, alembic_config
 from tests.helpers import wait_until
-
-
-@pytest.fixture
-def fresh_database(postgres_url: str) -> Iterator[str]:
-    """An empty database of its own on the test cluster, dropped afterwards."""
-    name = f"finq_mig_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield postgres_url.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def start_migrate(url: str, log: Path) -> subprocess.Popen[bytes]:

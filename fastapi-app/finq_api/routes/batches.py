@@ -38,7 +38,10 @@ router = APIRouter(prefix="/batches", tags=["batches"], route_class=GuardedRoute
         200: {"model": BatchOut, "description": "Idempotency-Key seen before: that batch"},
         403: {"description": "`priority: high` without a role allowed it"},
         413: {"description": "Body larger than BATCH_BODY_MAX_BYTES"},
-        422: {"description": "An item is wrong: `loc` names it (items, 17, annual_rate)"},
+        422: {
+            "description": "An item is wrong: `loc` names it (items, 17, annual_rate), or "
+            "`upload_id` is not the caller's upload of kind items"
+        },
         429: {"description": "Over the submit rate limit or QUOTA_BATCH_ITEMS"},
         503: {"description": "Queue unavailable: nothing was recorded"},
     },
@@ -60,6 +63,7 @@ def submit_batch(
         base=body.base,
         vary=body.vary,
         csv=body.csv,
+        upload_id=str(body.upload_id) if body.upload_id is not None else None,
         priority=body.priority.value,
         max_retries=body.max_retries,
         notify=body.notify.model_dump() if body.notify is not None else None,

@@ -1,10 +1,11 @@
 """Task submission, listing, inspection, cancel, retry and delete (`/api/v1/tasks`)."""
 
+import json
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from finq_api import API_PREFIX
@@ -13,9 +14,18 @@ from finq_api.guard import GuardedRoute, body_limit, task_body
 from finq_api.ratelimit import SubmitLimit
 from finq_api.schemas import TaskCreate, TaskEventOut, TaskOut, TaskPage, TaskSummary
 from finq_core import lifecycle, listing
-from finq_core.errors import ResultNotFound
+from finq_core.errors import Location, ResultNotFound
 from finq_core.models import TaskStatus
-from finq_core.store import deliveries, stored_result, summary_view, task_view
+from finq_core.result_rows import result_rows
+from finq_core.row_streams import csv_stream, ndjson_stream
+from finq_core.store import (
+    VIEW_PARTS,
+    deliveries,
+    stored_result,
+    summary_view,
+    task_view,
+    view_parts,
+)
 
 router = APIRouter(prefix="/tasks", tags=["tasks"], route_class=GuardedRoute)
 
@@ -92,38 +102,104 @@ def list_tasks(
     return TaskPage(items=items, next_cursor=page.next_cursor)
 
 
-@router.get("/{task_id}", response_model=TaskOut, responses={404: {"description": "Not found"}})
-def get_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Any:
-    """The record, with its notification attempts (`deliveries`)."""
-    task = lifecycle.find_owned(session, user, task_id)
-    return {**task_view(task), "deliveries": deliveries(session, task.id)}
+@router.get(
+    "/{task_id}",
+    response_model=TaskOut,
+    responses={
+        404: {"description": "Not found"},
+        422: {"description": "`include` names an unknown part"},
+    },
+)
+def get_task(
+    task_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    include: Annotated[
+        str | None,
+        Query(
+            max_length=100,
+            description="Comma-separated parts to carry, of `params`, `result`, `deliveries` "
+            "(absent: all). Parts left out are omitted from the answer, and not read; "
+            "`include=` (empty) is the lean status poll.",
+        ),
+    ] = None,
+) -> Any:
+    """The record, with its notification attempts (`deliveries`); `include` chooses which of
+    the big parts it carries."""
+    parts = view_parts(include)
+    task = lifecycle.find_owned(session, user, task_id, parts)
+    view = task_view(task, parts)
+    if "deliveries" in parts:
+        view["deliveries"] = deliveries(session, task.id)
+    if include is None:
+        return view
+    left_out = set(VIEW_PARTS - parts)
+    return JSONResponse(TaskOut.model_validate(view).model_dump(mode="json", exclude=left_out))
 
 
 # Bytes of a stored result encoded and sent at a time.
 RESULT_CHUNK_CHARS = 1024 * 1024
+ROW_MEDIA = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
+
+
+def _result_format(request: Request, given: str | None) -> tuple[str, Location]:
+    """The format asked for (`format`, else Accept; JSON by default) and where it was asked."""
+    if given:
+        return given, ("query", "format")
+    accept = request.headers.get("accept", "")
+    for name, media in ROW_MEDIA.items():
+        if media in accept:
+            return name, ("header", "accept")
+    return "json", ("query", "format")
 
 
 @router.get(
     "/{task_id}/result",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"application/json": {}}, "description": "The whole stored result"},
+        200: {
+            "content": {"application/json": {}, "text/csv": {}, "application/x-ndjson": {}},
+            "description": "The whole stored result (JSON), or its array fields as rows",
+        },
         404: {"description": "No such task, not yours, or no stored result"},
+        422: {"description": "Rows asked of a result without arrays of one length"},
     },
 )
-def task_result(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
+def task_result(
+    task_id: uuid.UUID,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    fmt: Annotated[
+        Literal["json", "csv", "ndjson"] | None,
+        Query(
+            alias="format",
+            description="json (default), or the result's equal-length array fields as rows: "
+            "csv or ndjson (also chosen by Accept: text/csv or application/x-ndjson).",
+        ),
+    ] = None,
+) -> Response:
     """The whole stored result of a task (what `result_url` names), as the database holds
-    its JSON: sent in chunks, never decoded and encoded again."""
-    lifecycle.find_owned(session, user, task_id)
+    its JSON: sent in chunks, never decoded and encoded again. As CSV or NDJSON, one row per
+    element of its arrays (finq_core.result_rows): the JSON is parsed once, and the rows are
+    encoded a page at a time as they are sent."""
+    lifecycle.find_owned(session, user, task_id, parts=())
+    chosen, where = _result_format(request, fmt)
     text = stored_result(session, task_id)
     if text is None:
         raise ResultNotFound("This task has no stored result")
-    chunks = (
-        text[i : i + RESULT_CHUNK_CHARS].encode() for i in range(0, len(text), RESULT_CHUNK_CHARS)
-    )
-    return StreamingResponse(
-        chunks, media_type="application/json", headers={"Cache-Control": "private, no-cache"}
-    )
+    headers = {"Cache-Control": "private, no-cache"}
+    if chosen == "json":
+        chunks = (
+            text[i : i + RESULT_CHUNK_CHARS].encode()
+            for i in range(0, len(text), RESULT_CHUNK_CHARS)
+        )
+        return StreamingResponse(chunks, media_type="application/json", headers=headers)
+    table = result_rows(json.loads(text), where)
+    del text
+    body = csv_stream(table.columns, table.rows) if chosen == "csv" else ndjson_stream(table.rows)
+    headers["Content-Disposition"] = f'attachment; filename="task-{task_id}.{chosen}"'
+    return StreamingResponse(body, media_type=ROW_MEDIA[chosen], headers=headers)
 
 
 @router.get(

@@ -1,14 +1,19 @@
 // The batches screen: run a CSV of items as one batch, watch its progress bar and counts,
-// page through its items, download its results as CSV; and the caller's batches.
+// page through its items, download its results as CSV; and the caller's batches. A file
+// over UPLOAD_ABOVE bytes is uploaded (kind items) and named by `upload_id` instead of being
+// pasted into the text area and sent inline.
 import { $, actionButton, el, fmtTime } from "./dom.js";
 import { API, api, errorText, state } from "./session.js";
 
 const FINAL = new Set(["SUCCESS", "FAILED", "CANCELLED"]);
 const POLL_MS = 500;
 const PAGE = 50;
+const UPLOAD_ABOVE = 1024 * 1024;
 let timer = null;
 let current = null;
 let after = null;
+// The items upload that stands in for the text area: { id, filename, rows }.
+let itemsUpload = null;
 
 export function stopBatchPolling() {
   if (timer) clearTimeout(timer);
@@ -56,19 +61,57 @@ export async function submitBatch(event) {
     err.hidden = false;
     return;
   }
-  const body = { type: $("#batch-type").value, csv: $("#batch-csv").value, base };
+  const body = { type: $("#batch-type").value, base };
+  if (itemsUpload) body.upload_id = itemsUpload.id;
+  else body.csv = $("#batch-csv").value;
   const resp = await api(`${API}/batches`, { method: "POST", json: body });
   if (resp.status !== 202 && resp.status !== 200) {
     err.textContent = await errorText(resp);
     err.hidden = false;
     return;
   }
+  // The batch holds its items now: the upload has served.
+  await forgetUpload();
   await follow((await resp.json()).id);
+}
+
+// Deletes the items upload the form was using, if any (uploads are limited per user); also
+// when the text area is typed into: the typed CSV is what runs then.
+export async function forgetUpload() {
+  if (!itemsUpload) return;
+  const id = itemsUpload.id;
+  itemsUpload = null;
+  $("#batch-csv").required = true;
+  $("#batch-upload-note").hidden = true;
+  await api(`${API}/uploads/${id}`, { method: "DELETE" });
 }
 
 export async function readCsvFile() {
   const file = $("#batch-file").files[0];
-  if (file) $("#batch-csv").value = await file.text();
+  if (!file) return;
+  await forgetUpload();
+  if (file.size <= UPLOAD_ABOVE) {
+    $("#batch-csv").value = await file.text();
+    return;
+  }
+  const err = $("#batch-error");
+  err.hidden = true;
+  const form = new FormData();
+  form.append("kind", "items");
+  form.append("file", file);
+  const resp = await api(`${API}/uploads`, { method: "POST", body: form });
+  if (resp.status !== 201) {
+    err.textContent = await errorText(resp);
+    err.hidden = false;
+    return;
+  }
+  const u = await resp.json();
+  itemsUpload = { id: u.id, filename: u.filename, rows: u.rows };
+  $("#batch-csv").value = "";
+  $("#batch-csv").required = false;
+  const note = $("#batch-upload-note");
+  note.textContent = `Using ${u.filename}: ${u.rows} items, columns ${u.columns.join(", ")}.`;
+  note.hidden = false;
 }
 
 async function follow(id) {

@@ -42,14 +42,15 @@ export function renderDeliveries(t) {
   $("#task-deliveries-empty").hidden = rows.length > 0;
 }
 
-// Deliveries happen after the final status (and retry with backoff): follow them for a while.
+// Deliveries happen after the final status (and retry with backoff): follow them for a while,
+// reading the task without its params and result (`include=deliveries`).
 export function watchDeliveries(id, t, polls = 60) {
   if (state.deliveryTimer) clearTimeout(state.deliveryTimer);
   if (deliveriesSettled(t) || polls <= 0) return;
   state.deliveryTimer = setTimeout(async () => {
     state.deliveryTimer = null;
     if (location.hash !== `#/tasks/${id}`) return;
-    const r = await api(`${API}/tasks/${id}`);
+    const r = await api(`${API}/tasks/${id}?include=deliveries`);
     if (!r.ok) return;
     const fresh = await r.json();
     renderDeliveries(fresh);

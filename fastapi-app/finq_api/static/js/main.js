@@ -4,6 +4,7 @@ import { createAccount, showAccounts } from "./accounts.js";
 import {
   batchAction,
   downloadResults,
+  forgetUpload,
   loadItems,
   readCsvFile,
   showBatches,
@@ -145,6 +146,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#schedules-all").addEventListener("change", showSchedules);
   $("#batch-form").addEventListener("submit", submitBatch);
   $("#batch-file").addEventListener("change", readCsvFile);
+  $("#batch-csv").addEventListener("input", forgetUpload);
   $("#batch-download").addEventListener("click", downloadResults);
   $("#batch-cancel").addEventListener("click", () => batchAction("cancel"));
   $("#batch-retry").addEventListener("click", () => batchAction("retry"));

@@ -103,7 +103,7 @@ export async function showTask(id) {
   await render(task);
   renderDeliveries(task);
   $("#task-deliveries-refresh").onclick = async () => {
-    const r = await api(`${API}/tasks/${id}`);
+    const r = await api(`${API}/tasks/${id}?include=deliveries`);
     if (r.ok) renderDeliveries(await r.json());
   };
   if (FINAL.has(task.status)) watchDeliveries(id, task);

@@ -10,12 +10,14 @@ export async function loadUploadList() {
 
 export function fillUploadSelect(select, selected) {
   const keep = selected ?? select.value;
-  if (!state.uploads.length) {
+  // Only price tables: an upload of batch items is run from the Batches screen.
+  const prices = state.uploads.filter((u) => u.kind === "prices");
+  if (!prices.length) {
     select.replaceChildren(el("option", { value: "" }, "No uploads yet: add a CSV under Uploads"));
     return;
   }
   select.replaceChildren(
-    ...state.uploads.map((u) =>
+    ...prices.map((u) =>
       el(
         "option",
         { value: u.id },
@@ -23,7 +25,13 @@ export function fillUploadSelect(select, selected) {
       ),
     ),
   );
-  if (keep && state.uploads.some((u) => u.id === keep)) select.value = keep;
+  if (keep && prices.some((u) => u.id === keep)) select.value = keep;
+}
+
+// A price table's assets, or the parameter names of batch items.
+function uploadColumns(u) {
+  const names = u.kind === "prices" ? u.assets : u.columns;
+  return `${names.length}: ${names.slice(0, 6).join(", ")}${names.length > 6 ? ", …" : ""}`;
 }
 
 export async function showUploads() {
@@ -35,13 +43,9 @@ export async function showUploads() {
         "tr",
         { "data-upload": u.id },
         el("td", { class: "wrap" }, u.filename),
-        el(
-          "td",
-          { class: "wrap" },
-          `${u.assets.length}: ${u.assets.slice(0, 6).join(", ")}${u.assets.length > 6 ? ", …" : ""}`,
-        ),
+        el("td", { class: "wrap" }, uploadColumns(u)),
         el("td", { class: "num" }, String(u.rows)),
-        el("td", {}, `${u.first_date} to ${u.last_date}`),
+        el("td", {}, u.kind === "prices" ? `${u.first_date} to ${u.last_date}` : "batch items"),
         el("td", {}, el("code", {}, u.id)),
         el(
           "td",
@@ -49,15 +53,17 @@ export async function showUploads() {
           el(
             "div",
             { class: "actions" },
-            el(
-              "a",
-              {
-                href: `#/submit?type=csv_portfolio_analytics&upload=${u.id}`,
-                class: "button",
-                "data-action": "analyse",
-              },
-              "Analyse",
-            ),
+            u.kind === "prices"
+              ? el(
+                  "a",
+                  {
+                    href: `#/submit?type=csv_portfolio_analytics&upload=${u.id}`,
+                    class: "button",
+                    "data-action": "analyse",
+                  },
+                  "Analyse",
+                )
+              : "",
             deleteButton(`Delete ${u.filename}`, async () => {
               const r = await api(`${API}/uploads/${u.id}`, { method: "DELETE" });
               flash(r.ok ? `Deleted ${u.filename}.` : await errorText(r));
