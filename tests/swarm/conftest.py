@@ -23,10 +23,10 @@ HERE = Path(__file__).resolve().parent
 URL = os.environ.get("FINQ_SWARM_URL", "")
 STACK = os.environ.get("FINQ_SWARM_STACK", "finq")
 FINAL = {"SUCCESS", "FAILED", "CANCELLED"}
-# Above nginx's proxy_read_timeout (60 s) plus a retry: a request nginx had sent to a task on
+# Above nginx's proxy_read_timeout (20 s) plus a retry: a request nginx had sent to a task on
 # a node that then died gets no answer from it (no reset either); nginx retries it on another
 # replica once its read times out, and the client must still be waiting then.
-CLIENT_TIMEOUT = 90.0
+CLIENT_TIMEOUT = 60.0
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -75,6 +75,8 @@ class Load:
     clients: int = 4
     pause: float = 0.05
     sent: int = 0
+    retried: int = 0  # requests sent again after nginx closed their idle connection
+    slow: int = 0  # answers that took over 10 s (nginx waited on a dead replica, then retried)
     failures: list[str] = field(default_factory=list)
     # (monotonic start, seconds taken, problem) of each failure
     failed: list[tuple[float, float, str]] = field(default_factory=list)
@@ -90,13 +92,21 @@ class Load:
             while not self._stop.is_set():
                 began = time.monotonic()
                 try:
-                    resp = c.get("/api/v1/tasks", params={"limit": 1})
+                    try:
+                        resp = c.get("/api/v1/tasks", params={"limit": 1})
+                    except httpx.RemoteProtocolError:
+                        # A kept-alive connection nginx closed (a reload) as the request went
+                        # out: retried once, as HTTP clients do for idempotent requests.
+                        with self._lock:
+                            self.retried += 1
+                        resp = c.get("/api/v1/tasks", params={"limit": 1})
                     problem = "" if resp.status_code == 200 else f"HTTP {resp.status_code}"
                     replica = resp.headers.get("x-served-by", "")
                 except httpx.HTTPError as exc:
                     problem, replica = f"{type(exc).__name__}: {exc}", ""
                 with self._lock:
                     self.sent += 1
+                    self.slow += time.monotonic() - began > 10
                     if problem:
                         took = time.monotonic() - began
                         self.failures.append(

@@ -154,16 +154,12 @@ def test_3_a_worker_node_killed_while_tasks_run_loses_and_repeats_no_task(
     for task_id in ids:
         successes = [e for e in history(client, auth_headers, task_id) if e["status"] == "SUCCESS"]
         assert len(successes) == 1, f"{task_id}: {len(successes)} SUCCESS events"
-    # A request nginx had already sent to the dead node's API replica (or on a kept-alive
-    # connection to it, until the replica is dropped: node Down + PRUNE_DELAY) gets no answer
-    # and no reset: nginx's 60 s read timeout ends it, too late for a retry
-    # (proxy_next_upstream_timeout 10 s): 504. Every other request must succeed.
-    dropped_at = down_at + 5 + 5
-    lost = [f for f in load.failed if f[2] == "HTTP 504" and f[1] >= 55 and f[0] <= dropped_at]
-    record_timing(f"requests-lost-on-the-dead-node={len(lost)}-of-{load.sent}", 0)
-    others = [f for f in load.failed if f not in lost]
-    assert not others, f"{len(others)} of {load.sent} failed: {load.failures[:5]}"
-    assert load.sent > len(load.failed)
+    # A request nginx had already sent to the dead node's API replica (or sends on a kept-alive
+    # connection to it until the replica is dropped) gets no answer and no reset: nginx's 20 s
+    # read timeout ends the wait and the GET goes to another replica. None may fail.
+    record_timing(f"requests-slow={load.slow}-retried={load.retried}-of-{load.sent}", 0)
+    assert not load.failures, f"{len(load.failures)} of {load.sent} failed: {load.failures[:5]}"
+    assert load.sent > 10
 
 
 def test_4_rolling_the_api_to_a_new_image_tag_under_load_fails_no_request(
