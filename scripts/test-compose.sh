@@ -41,9 +41,9 @@ die() { log "FAILED: $*"; exit 1; }
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/finq-compose-test.XXXXXX")"
 project="finqtest$$"
-started_dockerd=""
-forward_before=""
 stack_up=""
+# shellcheck source=scripts/_docker_host.sh
+. "$repo/scripts/_docker_host.sh"
 status=1
 
 # --- teardown -------------------------------------------------------------------------------
@@ -56,20 +56,6 @@ save_logs() {
   } >"$dir/ps.txt" 2>&1
   compose logs --no-color --timestamps >"$dir/logs.txt" 2>&1 || true
   log "stack state and logs saved in ${dir#"$repo"/}/ (ps.txt, logs.txt)"
-}
-
-stop_own_dockerd() {
-  [ -n "$started_dockerd" ] || return 0
-  log "stopping the dockerd started here (pid $started_dockerd)"
-  kill -TERM "$started_dockerd" 2>/dev/null || true
-  for _ in $(seq 1 60); do kill -0 "$started_dockerd" 2>/dev/null || break; sleep 0.5; done
-  if kill -0 "$started_dockerd" 2>/dev/null; then kill -KILL "$started_dockerd" 2>/dev/null || true; fi
-  wait "$started_dockerd" 2>/dev/null || true
-  local now
-  now="$(forward_policy)"
-  if [ -n "$forward_before" ] && [ -n "$now" ] && [ "$now" != "$forward_before" ]; then
-    iptables -P FORWARD "$forward_before" && log "iptables FORWARD policy restored to $forward_before"
-  fi
 }
 
 cleanup() {
@@ -105,35 +91,10 @@ fi
 if [ -z "${COMPOSE:-}" ] && ! docker compose version >/dev/null 2>&1 \
     && ! command -v docker-compose >/dev/null; then need+=(docker-compose); fi
 command -v debootstrap >/dev/null || need+=(debootstrap)
-if [ ${#need[@]} -gt 0 ]; then
-  [ "$(id -u)" = 0 ] || die "missing: ${need[*]} (install them, or run as root to have them installed)"
-  log "installing Debian packages: ${need[*]}"
-  apt-get update -q >"$tmp/apt.log" 2>&1 || { tail -n 20 "$tmp/apt.log" >&2; die "apt-get update failed"; }
-  # Install without starting the distribution's services: dockerd is started below, by hand.
-  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" \
-    >>"$tmp/apt.log" 2>&1 || { rm -f /usr/sbin/policy-rc.d; tail -n 20 "$tmp/apt.log" >&2; die "apt-get install failed"; }
-  rm -f /usr/sbin/policy-rc.d
-fi
+install_packages "${need[@]}"
 
 # --- 1. Docker engine -------------------------------------------------------------------------
-forward_policy() { iptables -S FORWARD 2>/dev/null | awk '$1 == "-P" { print $3; exit }'; }
-
-command -v docker >/dev/null || die "docker CLI not found"
-if ! docker info >/dev/null 2>&1; then
-  [ "$(id -u)" = 0 ] || die "no Docker engine answers, and only root can start one here"
-  command -v dockerd >/dev/null || die "no Docker engine answers and dockerd is not installed"
-  forward_before="$(forward_policy)"
-  log "no Docker engine answers: starting dockerd (log: $tmp/dockerd.log)"
-  dockerd >"$tmp/dockerd.log" 2>&1 &
-  started_dockerd=$!
-  for _ in $(seq 1 120); do
-    docker info >/dev/null 2>&1 && break
-    kill -0 "$started_dockerd" 2>/dev/null || { tail -n 20 "$tmp/dockerd.log" >&2; die "dockerd exited"; }
-    sleep 0.5
-  done
-  docker info >/dev/null 2>&1 || { tail -n 20 "$tmp/dockerd.log" >&2; die "dockerd did not come up within 60 s"; }
-fi
+start_dockerd
 
 if [ -n "${COMPOSE:-}" ]; then
   read -r -a compose_cmd <<<"$COMPOSE"

@@ -48,19 +48,11 @@ phase() {  # phase NAME: closes the previous phase's timing
 }
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/finq-swarm-test.XXXXXX")"
-started_dockerd=""
-forward_before=""
 status=1
 pushed=()
 
-forward_policy() { iptables -S FORWARD 2>/dev/null | awk '$1 == "-P" { print $3; exit }'; }
-restore_forward() {
-  local now
-  now="$(forward_policy)"
-  if [ -n "$forward_before" ] && [ -n "$now" ] && [ "$now" != "$forward_before" ]; then
-    iptables -P FORWARD "$forward_before" && log "iptables FORWARD policy restored to $forward_before"
-  fi
-}
+# shellcheck source=scripts/_docker_host.sh
+. "$repo/scripts/_docker_host.sh"
 
 manager() { docker -H "tcp://$manager_ip:2375" "$@"; }
 
@@ -95,15 +87,6 @@ teardown() {
   fi
 }
 
-stop_own_dockerd() {
-  [ -n "$started_dockerd" ] || return 0
-  log "stopping the dockerd started here (pid $started_dockerd)"
-  kill -TERM "$started_dockerd" 2>/dev/null || true
-  for _ in $(seq 1 60); do kill -0 "$started_dockerd" 2>/dev/null || break; sleep 0.5; done
-  if kill -0 "$started_dockerd" 2>/dev/null; then kill -KILL "$started_dockerd" 2>/dev/null || true; fi
-  wait "$started_dockerd" 2>/dev/null || true
-}
-
 cleanup() {
   local rc=$?
   set +e
@@ -126,7 +109,6 @@ cleanup() {
     [ -z "$left" ] || { log "left behind: $left"; rc=1; status=1; }
   fi
   stop_own_dockerd
-  restore_forward
   [ "${FINQ_SWARM_KEEP:-0}" = 1 ] || rm -rf "$tmp"
   phase teardown
   log "phases: ${timings[*]}"
@@ -150,31 +132,10 @@ need=()
 command -v dockerd >/dev/null || docker info >/dev/null 2>&1 || need+=(docker.io)
 command -v iptables >/dev/null || need+=(iptables)
 command -v debootstrap >/dev/null || need+=(debootstrap)
-if [ ${#need[@]} -gt 0 ]; then
-  [ "$(id -u)" = 0 ] || die "missing: ${need[*]} (install them, or run as root)"
-  log "installing Debian packages: ${need[*]}"
-  apt-get update -q >"$tmp/apt.log" 2>&1 || { tail -n 20 "$tmp/apt.log" >&2; die "apt-get update failed"; }
-  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" \
-    >>"$tmp/apt.log" 2>&1 || { rm -f /usr/sbin/policy-rc.d; tail -n 20 "$tmp/apt.log" >&2; die "apt-get install failed"; }
-  rm -f /usr/sbin/policy-rc.d
-fi
+install_packages "${need[@]}"
 
 # --- 1. engine --------------------------------------------------------------------------------
-forward_before="$(forward_policy)"
-if ! docker info >/dev/null 2>&1; then
-  [ "$(id -u)" = 0 ] || die "no Docker engine answers, and only root can start one here"
-  log "no Docker engine answers: starting dockerd (log: $tmp/dockerd.log)"
-  dockerd >"$tmp/dockerd.log" 2>&1 &
-  started_dockerd=$!
-  for _ in $(seq 1 120); do
-    docker info >/dev/null 2>&1 && break
-    kill -0 "$started_dockerd" 2>/dev/null || { tail -n 20 "$tmp/dockerd.log" >&2; die "dockerd exited"; }
-    sleep 0.5
-  done
-  docker info >/dev/null 2>&1 || die "dockerd did not come up within 60 s"
-  restore_forward  # dockerd sets DROP; the host's own policy stays as it was
-fi
+start_dockerd
 log "engine $(docker version --format '{{.Server.Version}}'); FORWARD policy ${forward_before:-unknown}"
 [ -z "$(docker ps -aq --filter "name=^$PREFIX-")" ] || die "containers named $PREFIX-* exist already (another run?)"
 phase engine
