@@ -5,10 +5,11 @@ import json
 
 import pytest
 
-from finq_core.batch_runs import MAX_CHUNK_ITEMS, chunk_size
+from finq_core.batch_runs import ITEM_SECONDS, MAX_CHUNK_ITEMS, chunk_size
 from finq_core.batches import BatchRequest, validated
 from finq_core.config import Settings
 from finq_core.errors import InvalidInput
+from finq_engine import TASK_TYPES
 
 SETTINGS = Settings(batch_max_items=1000)
 
@@ -76,3 +77,8 @@ def test_chunks_hold_about_the_target_time_of_work() -> None:
     assert chunk_size("monte_carlo_option", 0.1) == 12
     assert chunk_size("loan_amortization", 0.1) == 200
     assert chunk_size("monte_carlo_option", 0.01) == 1
+
+
+def test_every_task_type_has_a_measured_item_cost() -> None:
+    """A type without one would get the default guess, and chunks far from their 0.1 s."""
+    assert set(TASK_TYPES) <= set(ITEM_SECONDS)
