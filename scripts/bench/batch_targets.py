@@ -69,10 +69,13 @@ class MixRun:
     statuses: dict[str, int]
 
 
-def run_mix_batches(client: httpx.Client, mix: MixBatches) -> tuple[float, dict[str, int]]:
+def run_mix_batches(
+    client: httpx.Client, mix: MixBatches
+) -> tuple[dict[str, tuple[float, int]], dict[str, int]]:
     """Every batch of `mix` posted back to back, then followed (every 0.5 s, as `finq batch`
-    does) to its end: (seconds from the first POST to the last `finished_at`, items by
-    status). The batches are deleted afterwards, so that repeats start alike."""
+    does) to its end: (type -> (seconds from the first POST to its batch's `finished_at`, the
+    batch's chunk size), items by status). The batches are deleted afterwards, so that
+    repeats start alike."""
     posted = time.time()
     ids = []
     for _, _, body in mix.bodies:
@@ -90,26 +93,36 @@ def run_mix_batches(client: httpx.Client, mix: MixBatches) -> tuple[float, dict[
         return len(ended) == len(ids)
 
     wait(all_ended, timeout=1800, every=0.5)
-    finished = max(at(v["finished_at"]) for v in ended.values())
+    ends = {v["type"]: (at(v["finished_at"]) - posted, v["chunk_size"]) for v in ended.values()}
     statuses: dict[str, int] = {}
     for view in ended.values():
         for status, k in view["counts"].items():
             statuses[status] = statuses.get(status, 0) + k
     for bid in ids:
         client.delete(f"/api/v1/batches/{bid}").raise_for_status()
-    return finished - posted, {s: k for s, k in statuses.items() if k}
+    return ends, {s: k for s, k in statuses.items() if k}
 
 
 def measure_mix_batches(client: httpx.Client, mix: MixBatches, repeat: int) -> list[MixRun]:
     processes = os.cpu_count() or 1
     runs = []
     for i in range(repeat):
-        stack_s, statuses = run_mix_batches(client, mix)
+        ends, statuses = run_mix_batches(client, mix)
+        stack_s = max(end for end, _ in ends.values())
         pool_s = pool_wall(mix.items, processes)
         runs.append(MixRun(stack_s, pool_s, statuses))
         log(
             f"(5) run {i + 1}: stack {mix.n / stack_s:.2f} items/s {statuses}, engine pool of "
             f"{processes} {mix.n / pool_s:.2f} items/s: {pool_s / stack_s:.2f}x"
+        )
+        # Which batches end last, with their chunk sizes: a chunk's items run one after the
+        # other in one process, so a batch of few big chunks may leave cores idle at the end.
+        log(
+            "(5)   batches ended at "
+            + ", ".join(
+                f"{t} {e:.1f} s (chunks of {c})"
+                for t, (e, c) in sorted(ends.items(), key=lambda kv: kv[1][0])
+            )
         )
     return runs
 
