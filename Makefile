@@ -94,7 +94,7 @@ bench-finance: install ## time each calculation on one core
 bench: install ## benchmark the full stack (see docs/performance.md)
 	@$(PY) scripts/bench_stack.py
 
-bench-batches: install ## batch figures vs the bare Celery no-op ceiling (docs/performance.md)
+bench-batches: install ## batch figures vs the bare Celery no-op ceiling and the engine run directly (docs/performance.md)
 	@$(PY) scripts/bench_batches.py
 
 dashboard-preview: install ## draw the Grafana dashboard's panels from a real Prometheus (docs/screenshots/dashboard.png)

@@ -108,16 +108,22 @@ def measure_noop(
     return n / wall, m["cpu"]
 
 
-def mix_bodies(rows: list[dict[str, Any]], n: int, seed: int = 7) -> tuple[list[bytes], float]:
-    """n submissions in the mix's proportions (largest remainder), shuffled; and the sum of
-    their CPU times measured alone (seconds)."""
+def mix_counts(rows: list[dict[str, Any]], n: int) -> list[tuple[dict[str, Any], int]]:
+    """How many of n submissions each calibrated row gets: the mix's proportions, rounded by
+    largest remainder (rows without a CPU time left out)."""
     usable = [r for r in rows if r["cpu_ms"] is not None]
     total_w = sum(r["weight"] for r in usable)
     exact = [n * r["weight"] / total_w for r in usable]
     counts = [math.floor(x) for x in exact]
     for i in sorted(range(len(usable)), key=lambda i: counts[i] - exact[i])[: n - sum(counts)]:
         counts[i] += 1
-    chosen = [r for r, c in zip(usable, counts, strict=True) for _ in range(c)]
+    return list(zip(usable, counts, strict=True))
+
+
+def mix_bodies(rows: list[dict[str, Any]], n: int, seed: int = 7) -> tuple[list[bytes], float]:
+    """n submissions in the mix's proportions (largest remainder), shuffled; and the sum of
+    their CPU times measured alone (seconds)."""
+    chosen = [r for r, c in mix_counts(rows, n) for _ in range(c)]
     random.Random(seed).shuffle(chosen)
     bodies = [json.dumps({"type": r["type"], "params": r["params"]}).encode() for r in chosen]
     return bodies, sum(r["cpu_ms"] for r in chosen) / 1000.0
