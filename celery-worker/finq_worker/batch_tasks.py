@@ -46,7 +46,7 @@ CANCEL_CHECK_SECONDS = 0.05
 def chunk_budget(settings: Settings) -> float:
     """The longest a chunk runs (when items cost more than the type's table says): 20 times
     BATCH_CHUNK_SECONDS, at least 1 s, within half the soft time limit. The items it did not
-    reach go back to PENDING and the chunk is sent again, behind what is queued."""
+    reach go back to PENDING as two chunks, sent again behind what is queued."""
     return min(max(1.0, 20 * settings.batch_chunk_seconds), settings.soft_time_limit / 2)
 
 
@@ -109,9 +109,9 @@ def run_chunk(self: CeleryTask, batch_id: str, chunk: int, take_over: bool = Fal
         outcomes, leftover = run_items(claim, batch_id, settings.result_max_bytes, deadline)
         with session_scope() as session:
             batch_runs.finish_items(session, bid, outcomes, utcnow())
-            if leftover:  # this chunk took too long: the rest goes back, in a new message
-                batch_runs.release(session, bid, leftover)
-                broker.enqueue_chunk(batch_id, chunk, claim.priority)
+            if leftover:  # this chunk took too long: the rest goes back, split in two
+                for again in batch_runs.split_release(session, bid, chunk, leftover):
+                    broker.enqueue_chunk(batch_id, again, claim.priority)
             tally: dict[str, int] = {}
             for o in outcomes:
                 tally[o.status] = tally.get(o.status, 0) + 1

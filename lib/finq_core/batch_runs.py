@@ -215,6 +215,38 @@ def finish_items(
     session.commit()
 
 
+def split_release(
+    session: Session, batch_id: uuid.UUID, chunk: int, idxs: Sequence[int]
+) -> list[int]:
+    """A chunk that ran out of time: its items not run go back to PENDING, the second half of
+    them as a new chunk of the batch, so that two processes take them on (items that cost far
+    more than their type's table says spread out instead of running one after the other).
+    Returns the chunks to send again; commits."""
+    rest = sorted(idxs)
+    moved = rest[len(rest) // 2 :] if len(rest) > 1 else []
+    chunks = [chunk]
+    if moved:
+        new = session.scalar(
+            update(BATCHES)
+            .where(BATCHES.c.id == batch_id)
+            .values(chunks=BATCHES.c.chunks + 1)
+            .returning(BATCHES.c.chunks - 1)
+        )
+        if new is not None:
+            session.execute(
+                update(ITEMS)
+                .where(
+                    ITEMS.c.batch_id == batch_id,
+                    ITEMS.c.idx.in_(moved),
+                    ITEMS.c.status == TaskStatus.RUNNING.value,
+                )
+                .values(chunk=new)
+            )
+            chunks.append(int(new))
+    release(session, batch_id, rest)
+    return chunks
+
+
 def release(session: Session, batch_id: uuid.UUID, idxs: Sequence[int]) -> None:
     """Put claimed items not run back to PENDING (their claim not counted as an attempt)."""
     session.execute(

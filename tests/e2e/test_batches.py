@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -97,6 +98,37 @@ def test_a_batch_of_1000_loans_gives_the_single_task_results(admin: httpx.Client
         assert single["status"] == "SUCCESS"
         assert items["items"][index]["result"] == single["result"]
         assert rows[index]["payment"] == single["result"]["payment"]
+
+
+def test_a_chunk_of_costly_items_is_split_and_every_item_runs_once(
+    admin: httpx.Client, batch_stack: LocalStack
+) -> None:
+    """Eight pricings of about a second fall in one chunk (the type's table expects 8 ms
+    an item): the chunk runs out of its 2 s budget, and what it did not reach goes back as two
+    chunks. Every item ends SUCCESS on its first attempt (a release is not an attempt)."""
+    base = {
+        "spot": 100,
+        "strike": 105,
+        "maturity": 1,
+        "rate": 0.03,
+        "volatility": 0.2,
+        "option_type": "call",
+        "style": "asian_arithmetic",
+        "steps": 252,
+    }
+    vary = {"paths": [300000 + 2 * i for i in range(8)]}
+    batch = create(admin, {"type": "monte_carlo_option", "base": base, "vary": vary})
+    assert batch["chunk_size"] >= 8
+    done = wait_batch(admin, batch["id"])
+    assert done["status"] == "SUCCESS" and done["counts"]["SUCCESS"] == 8
+    items = admin.get(f"/api/v1/batches/{batch['id']}/items").json()["items"]
+    assert [(i["status"], i["attempts"]) for i in items] == [("SUCCESS", 1)] * 8
+    with sqlite3.connect(batch_stack.info["DATABASE_URL"].split("///", 1)[1]) as db:
+        (chunks,) = db.execute(
+            "SELECT count(DISTINCT chunk) FROM batch_items WHERE batch_id = ?",
+            (batch["id"].replace("-", ""),),
+        ).fetchone()
+    assert chunks >= 2, "the chunk ran within its budget: nothing was split"
 
 
 def test_a_grid_is_expanded_with_the_last_field_varying_fastest(admin: httpx.Client) -> None:

@@ -158,3 +158,20 @@ def test_the_items_of_unfinished_batches_count_against_the_owners_quota(
     session.execute(update(Batch).where(Batch.id == bid).values(status="SUCCESS"))
     session.commit()
     batches.check_batch_quota(session, owner, 10, settings)  # an ended batch holds no room
+
+
+def test_a_chunk_out_of_time_goes_back_as_two_chunks_that_each_run_once(session: Session) -> None:
+    bid = new_batch(session, 10, 10)
+    claim = batch_runs.claim_chunk(session, bid, 0, take_over=False)
+    assert claim is not None and len(claim.items) == 10
+    batch_runs.finish_items(session, bid, succeed([0, 1, 2]), utcnow())
+    again = batch_runs.split_release(session, bid, 0, [3, 4, 5, 6, 7, 8, 9])
+    assert again == [0, 1]  # the batch had one chunk: the new one is chunk 1
+    first = batch_runs.claim_chunk(session, bid, 0, take_over=False)
+    second = batch_runs.claim_chunk(session, bid, 1, take_over=False)
+    assert first is not None and [r.idx for r in first.items] == [3, 4, 5]
+    assert second is not None and [r.idx for r in second.items] == [6, 7, 8, 9]
+    assert session.scalar(select(Batch.chunks).where(Batch.id == bid)) == 2
+    batch_runs.finish_items(session, bid, succeed([3, 4, 5, 6, 7, 8, 9]), utcnow())
+    assert batch_runs.end_if_done(session, bid) == "SUCCESS"
+    assert batch_runs.counts(session, bid) == {"SUCCESS": 10}
