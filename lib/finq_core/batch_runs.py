@@ -68,11 +68,14 @@ def add_event(session: Session, batch_id: uuid.UUID, status: str, message: str) 
 
 def pump(session: Session, batch_id: uuid.UUID, priority: str, count: int) -> int:
     """Send up to `count` more chunks of the batch that still have PENDING items, lowest
-    first; commits. Returns how many were sent. Each send is followed by a compare-and-set of
-    `next_chunk`: two pumps racing may send one chunk twice, and the second delivery then
-    finds nothing to claim (a duplicate is harmless, a lost chunk would stall the batch)."""
-    sent = 0
-    for _ in range(count):
+    first; commits. Returns how many moved the frontier. Each send is followed by a
+    compare-and-set of `next_chunk`: two pumps racing may send one chunk twice, and the second
+    delivery then finds nothing to claim (a duplicate is harmless, a lost chunk would stall the
+    batch). The pump that lost the race sends the next chunk too: otherwise every race would
+    take one chunk off the batch's flight for good (the duplicate sends none)."""
+    sent = tries = 0
+    while sent < count and tries < 2 * count:
+        tries += 1
         start = session.scalar(select(BATCHES.c.next_chunk).where(BATCHES.c.id == batch_id))
         if start is None:
             break
@@ -86,13 +89,13 @@ def pump(session: Session, batch_id: uuid.UUID, priority: str, count: int) -> in
         if chunk is None:
             break
         broker.enqueue_chunk(str(batch_id), int(chunk), priority)
-        session.execute(
+        moved = session.execute(
             update(BATCHES)
             .where(BATCHES.c.id == batch_id, BATCHES.c.next_chunk == start)
             .values(next_chunk=chunk + 1)
-        )
+        ).rowcount  # type: ignore[attr-defined]
         session.commit()
-        sent += 1
+        sent += 1 if moved else 0
     return sent
 
 
