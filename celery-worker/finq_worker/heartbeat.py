@@ -17,19 +17,24 @@ import redis
 from celery.worker import state
 
 from finq_core import presence
-from finq_core.broker import RUN_TASK
+from finq_core.broker import CHUNK_TASK, RUN_TASK, chunk_key
 from finq_core.redis_client import get_redis
 
 log = logging.getLogger(__name__)
 
 
-def running() -> tuple[int, list[str]]:
-    """Requests this worker's pool is executing, and the finq task ids among them."""
+def running() -> tuple[int, list[str], list[str]]:
+    """Requests this worker's pool is executing, the finq task ids and the batch chunks
+    (`broker.chunk_key`) among them."""
     # `active_requests` is a WeakSet the event loop changes; copying its underlying set of
     # references is a single C call under the GIL, iterating the WeakSet itself is not.
     requests = [ref() for ref in list(state.active_requests.data)]
     live = [r for r in requests if r is not None]
-    return len(live), [str(r.args[0]) for r in live if r.name == RUN_TASK and r.args]
+    tasks = [str(r.args[0]) for r in live if r.name == RUN_TASK and r.args]
+    chunks = [
+        chunk_key(r.args[0], r.args[1]) for r in live if r.name == CHUNK_TASK and len(r.args) > 1
+    ]
+    return len(live), tasks, chunks
 
 
 class Heartbeat(threading.Thread):
@@ -40,11 +45,12 @@ class Heartbeat(threading.Thread):
         self.stopping = threading.Event()
 
     def announcement(self) -> dict[str, Any]:
-        active, tasks = running()
+        active, tasks, chunks = running()
         return {
             "slots": self.slots,
             "active": active,
             "tasks": tasks,
+            "chunks": chunks,
             "pid": os.getpid(),
             "host": socket.gethostname(),
         }

@@ -11,7 +11,9 @@ statements, the batch ended exactly once.
   every outcome in one executemany UPDATE guarded by `status = RUNNING`: items committed
   before a crash stay finished, only the others run again.
 - An item whose runs were lost with their worker more than `max_retries` times fails alone
-  ("worker lost"), so an item that kills its process every time cannot loop forever.
+  ("worker lost"), so an item that kills its process every time cannot loop forever. The
+  beat's repair (finq_core.repair) applies the same rule to a chunk whose worker and message
+  Redis both lost (`give_back`), and sends again the chunks whose message it lost.
 - The batch ends when no item is PENDING or RUNNING, by a conditional UPDATE: once.
 """
 
@@ -72,11 +74,14 @@ def add_event(session: Session, batch_id: uuid.UUID, status: str, message: str) 
 
 def pump(session: Session, batch_id: uuid.UUID, priority: str, count: int) -> int:
     """Send up to `count` more chunks of the batch that still have PENDING items, lowest
-    first; commits. Returns how many were sent. Each send is followed by a compare-and-set of
-    `next_chunk`: two pumps racing may send one chunk twice, and the second delivery then
-    finds nothing to claim (a duplicate is harmless, a lost chunk would stall the batch)."""
-    sent = 0
-    for _ in range(count):
+    first; commits. Returns how many moved the frontier. Each send is followed by a
+    compare-and-set of `next_chunk`: two pumps racing may send one chunk twice, and the second
+    delivery then finds nothing to claim (a duplicate is harmless, a lost chunk would stall the
+    batch). The pump that lost the race sends the next chunk too: otherwise every race would
+    take one chunk off the batch's flight for good (the duplicate sends none)."""
+    sent = tries = 0
+    while sent < count and tries < 2 * count:
+        tries += 1
         start = session.scalar(select(BATCHES.c.next_chunk).where(BATCHES.c.id == batch_id))
         if start is None:
             break
@@ -90,13 +95,13 @@ def pump(session: Session, batch_id: uuid.UUID, priority: str, count: int) -> in
         if chunk is None:
             break
         broker.enqueue_chunk(str(batch_id), int(chunk), priority)
-        session.execute(
+        moved = session.execute(
             update(BATCHES)
             .where(BATCHES.c.id == batch_id, BATCHES.c.next_chunk == start)
             .values(next_chunk=chunk + 1)
-        )
+        ).rowcount  # type: ignore[attr-defined]
         session.commit()
-        sent += 1
+        sent += 1 if moved else 0
     return sent
 
 
@@ -126,27 +131,9 @@ def claim_chunk(
     ).first()
     if batch is None or batch.status not in ACTIVE:
         return None
-    lost = 0
     now = utcnow()
     in_chunk = (ITEMS.c.batch_id == batch_id, ITEMS.c.chunk == chunk)
-    if take_over:
-        # This item's run was lost with its worker once more: give up when out of attempts.
-        lost = session.execute(
-            update(ITEMS)
-            .where(
-                *in_chunk,
-                ITEMS.c.status == TaskStatus.RUNNING.value,
-                ITEMS.c.attempts > batch.max_retries,
-            )
-            .values(
-                status=TaskStatus.FAILED.value,
-                finished_at=now,
-                error={
-                    "type": "WorkerLost",
-                    "message": "the worker running this item was lost on every attempt",
-                },
-            )
-        ).rowcount  # type: ignore[attr-defined]
+    lost = _fail_lost(session, batch_id, chunk, batch.max_retries, now) if take_over else 0
     statuses = ACTIVE if take_over else (TaskStatus.PENDING.value,)
     items = session.execute(
         update(ITEMS)
@@ -167,6 +154,52 @@ def claim_chunk(
     if started:
         publish_batch_change(batch_id, TaskStatus.RUNNING.value)
     return ChunkClaim(batch_id, batch.type, batch.owner, batch.priority, items, lost)
+
+
+def _fail_lost(
+    session: Session, batch_id: uuid.UUID, chunk: int, max_retries: int, now: datetime
+) -> int:
+    """The chunk's RUNNING items whose run was lost once more: FAILED ("worker lost") when
+    out of attempts. Returns how many."""
+    return int(
+        session.execute(
+            update(ITEMS)
+            .where(
+                ITEMS.c.batch_id == batch_id,
+                ITEMS.c.chunk == chunk,
+                ITEMS.c.status == TaskStatus.RUNNING.value,
+                ITEMS.c.attempts > max_retries,
+            )
+            .values(
+                status=TaskStatus.FAILED.value,
+                finished_at=now,
+                error={
+                    "type": "WorkerLost",
+                    "message": "the worker running this item was lost on every attempt",
+                },
+            )
+        ).rowcount  # type: ignore[attr-defined]
+    )
+
+
+def give_back(session: Session, batch_id: uuid.UUID, chunk: int) -> tuple[int, int]:
+    """A chunk whose RUNNING items' worker and message are both gone (finq_core.repair): the
+    items out of attempts fail as a redelivery's take-over fails them, the others go back to
+    PENDING (the next claim counts a new attempt). Returns (back, failed); does not commit."""
+    max_retries = session.scalar(select(BATCHES.c.max_retries).where(BATCHES.c.id == batch_id))
+    if max_retries is None:
+        return 0, 0
+    failed = _fail_lost(session, batch_id, chunk, max_retries, utcnow())
+    back = session.execute(
+        update(ITEMS)
+        .where(
+            ITEMS.c.batch_id == batch_id,
+            ITEMS.c.chunk == chunk,
+            ITEMS.c.status == TaskStatus.RUNNING.value,
+        )
+        .values(status=TaskStatus.PENDING.value)
+    ).rowcount  # type: ignore[attr-defined]
+    return int(back), failed
 
 
 @dataclass(frozen=True)

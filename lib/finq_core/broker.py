@@ -143,6 +143,11 @@ def enqueue_chunk(batch_id: str, chunk: int, priority: str) -> None:
     )
 
 
+def chunk_key(batch_id: object, chunk: object) -> str:
+    """How the repair and the workers' heartbeats name one chunk's message."""
+    return f"{batch_id}:{chunk}"
+
+
 def enqueue_batch_notification(batch_id: str, status: str) -> None:
     """Queue the one notification of a batch's end; raises when Redis is down."""
     celery_app.send_task(

@@ -89,7 +89,7 @@ worker_slots = Gauge("finq_worker_pool_slots", "Pool processes alive", multiproc
 REPAIR_REASONS = ("broker_emptied", "message_missing", "worker_lost")
 messages_repaired = Counter(
     "finq_messages_repaired_total",
-    "Tasks queued again because the broker lost their message",
+    "Tasks and batch chunks queued again because the broker lost their message",
     ["reason"],
 )
 repair_sweeps = Counter(

@@ -1,7 +1,10 @@
-"""Redis loses what it holds, the database does not: every task still ends exactly once.
+"""Redis loses what it holds, the database does not: every task, and every item of a batch,
+still ends exactly once.
 
 One stack of its own (these tests flush, kill and reconfigure its Redis), with the repair's
-grace period cut to GRACE seconds and a sweep starting every second."""
+grace period cut to GRACE seconds and a sweep starting every second; batches in small chunks
+(CHUNK_ITEMS loans), more of them on the queue than the workers run and prefetch, so that
+chunk messages wait in the list to be lost."""
 
 import os
 import secrets
@@ -9,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -18,7 +22,9 @@ from typing import Any, cast
 import httpx
 import pytest
 import redis
+import sqlalchemy as sa
 
+from finq_core.models import BatchEvent
 from tests.conftest import ROOT, VENV_BIN, LocalStack, start_stack, stop_stack
 from tests.e2e.client import login, submit, wait_final
 from tests.e2e.tasks import ONE_SECOND_MC, QUICK_LOAN
@@ -29,6 +35,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 GRACE = 3
 LOST = "queued again: broker lost its message"
+CHUNK_ITEMS = 20  # BATCH_CHUNK_SECONDS 0.01 / 0.0005 s a loan (finq_core.batch_runs)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +54,9 @@ def lossy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
             "BROKER_REPAIR_GRACE_SECONDS": str(GRACE),
             "BROKER_REPAIR_INTERVAL_SECONDS": "1",
             "QUOTA_QUEUED_TASKS": "10000",  # 2000 queued at once
+            "BATCH_CHUNK_SECONDS": "0.01",
+            # 4 worker slots, each with a message prefetched: 8 chunks wait in the list.
+            "BATCH_CHUNKS_IN_FLIGHT": "16",
         },
     )
     yield s
@@ -215,3 +225,109 @@ def test_an_evicting_policy_is_reported_and_refused_in_production(
     finally:
         broker.config_set("maxmemory-policy", "noeviction")
     assert httpx.get(lossy.url + "/health/ready").json()["checks"]["redis_durability"] == "ok"
+
+
+def submit_batch(client: httpx.Client, n: int) -> str:
+    resp = client.post(
+        "/api/v1/batches",
+        json={
+            "type": "loan_amortization",
+            "base": QUICK_LOAN,
+            "vary": {"principal": [1000 + i for i in range(n)]},
+        },
+    )
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["chunk_size"] == CHUNK_ITEMS
+    return str(resp.json()["id"])
+
+
+def batch(client: httpx.Client, batch_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = client.get(f"/api/v1/batches/{batch_id}").json()
+    return body
+
+
+def wait_batch_final(client: httpx.Client, batch_id: str, timeout: float) -> dict[str, Any]:
+    def final() -> dict[str, Any] | None:
+        body = batch(client, batch_id)
+        return body if body["status"] in ("SUCCESS", "FAILED", "CANCELLED") else None
+
+    return wait_until(final, timeout, 0.2, what=f"batch {batch_id} to end")
+
+
+def assert_every_item_succeeded_once(client: httpx.Client, batch_id: str, n: int) -> None:
+    """Every item SUCCESS with its result, claimed once: no run lost, none repeated."""
+    items: list[dict[str, Any]] = []
+    after = -1
+    while after is not None:
+        page = client.get(
+            f"/api/v1/batches/{batch_id}/items", params={"limit": 1000, "after": after}
+        ).json()
+        items += page["items"]
+        after = page["next_after"]
+    assert [i["index"] for i in items] == list(range(n))
+    wrong = [i for i in items if i["status"] != "SUCCESS" or i["attempts"] != 1 or not i["result"]]
+    assert wrong == [], wrong[:3]
+
+
+def batch_history(lossy: LocalStack, batch_id: str) -> list[tuple[datetime, str]]:
+    """The batch's events, read from the database (the API shows none)."""
+    engine = sa.create_engine(lossy.info["DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(BatchEvent.at, BatchEvent.message)
+                .where(BatchEvent.batch_id == uuid.UUID(batch_id))
+                .order_by(BatchEvent.id)
+            ).all()
+    finally:
+        engine.dispose()
+    return [(at, str(message)) for at, message in rows]
+
+
+def test_a_batch_of_thousands_flushed_mid_run_ends_with_every_item_once(
+    lossy: LocalStack, client: httpx.Client, broker: redis.Redis
+) -> None:
+    """Without the repair the chunks lost from the list would keep their items PENDING for
+    ever: the running chunks go on sending the next ones, and the batch never ends."""
+    n = 5000  # 250 chunks
+    batch_id = submit_batch(client, n)
+    wait_until(
+        lambda: batch(client, batch_id)["counts"]["SUCCESS"] >= n // 5,
+        60,
+        0.05,
+        what="a fifth of the batch done",
+    )
+    waiting = [m for m in cast(list[str], broker.lrange("normal", 0, -1)) if batch_id in m]
+    broker.flushall()
+    started = time.monotonic()
+    body = wait_batch_final(client, batch_id, 120)
+    print(
+        f"\n{n} items: {len(waiting)} chunks lost from the list at FLUSHALL, batch ended "
+        f"{time.monotonic() - started:.1f} s later"
+    )
+    assert body["status"] == "SUCCESS" and body["counts"]["SUCCESS"] == n
+    assert_every_item_succeeded_once(client, batch_id, n)
+    assert waiting, "chunks were waiting in the list when it was flushed"
+    repairs = [m for _, m in batch_history(lossy, batch_id) if m.startswith(LOST)]
+    assert any("Redis came back empty: chunks" in m for m in repairs), repairs
+
+
+def test_a_chunk_removed_from_its_list_is_sent_again_after_the_grace_period(
+    lossy: LocalStack, client: httpx.Client, broker: redis.Redis
+) -> None:
+    n = 5 * CHUNK_ITEMS
+    with workers_stopped(lossy):
+        batch_id = submit_batch(client, n)
+        chunks = [m for m in cast(list[str], broker.lrange("normal", 0, -1)) if batch_id in m]
+        assert len(chunks) == 5
+        raw = next(m for m in chunks if f"'{batch_id}', 2]" in m)
+        assert broker.lrem("normal", 1, raw) == 1
+    assert wait_batch_final(client, batch_id, 60)["status"] == "SUCCESS"
+    assert_every_item_succeeded_once(client, batch_id, n)
+    history = batch_history(lossy, batch_id)
+    repairs = [(at, m) for at, m in history if m.startswith(LOST)]
+    assert [m for _, m in repairs] == [
+        f"{LOST} (chunk 2 found in no queue nor in any worker's hands)"
+    ]
+    gap = (repairs[0][0] - history[0][0]).total_seconds()
+    assert gap >= GRACE, "sent again only after the grace period"

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from finq_core import batch_runs, batches
+from finq_core import batch_runs, batches, broker
 from finq_core.config import get_settings
 from finq_core.db import EncodedJSON, make_engine
 from finq_core.errors import QuotaExceeded
@@ -126,6 +126,25 @@ def test_released_items_run_again_and_the_batch_ends_exactly_once(session: Sessi
         select(BatchEvent.status).where(BatchEvent.batch_id == bid).order_by(BatchEvent.id)
     ).all()
     assert list(ended) == ["RUNNING", "SUCCESS"]  # started, ended: once each
+
+
+def test_a_pump_that_loses_the_race_for_the_frontier_sends_the_next_chunk_too(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two chunks end at once and both pumps pick chunk 1: the one whose compare-and-set
+    fails sends chunk 2, so the batch keeps its chunks in flight."""
+    bid = new_batch(session, 12, 3)
+    sent: list[int] = []
+
+    def racing_send(batch_id: str, chunk: int, priority: str) -> None:
+        sent.append(chunk)
+        if len(sent) == 1:  # the other pump sends chunk 1 and moves the frontier first
+            session.execute(update(Batch).where(Batch.id == bid).values(next_chunk=chunk + 1))
+
+    monkeypatch.setattr(broker, "enqueue_chunk", racing_send)
+    assert batch_runs.pump(session, bid, "normal", 1) == 1
+    assert sent == [0, 1]
+    assert session.scalar(select(Batch.next_chunk).where(Batch.id == bid)) == 2
 
 
 def test_ended_batches_past_their_lifetime_are_purged_with_their_items(session: Session) -> None:

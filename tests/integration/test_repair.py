@@ -18,11 +18,11 @@ import redis
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
-from finq_core import broker, broker_check, presence, repair
+from finq_core import batch_runs, batches, broker, broker_check, presence, repair
 from finq_core.config import get_settings
 from finq_core.db import reset_engine, session_scope
 from finq_core.migrate import upgrade
-from finq_core.models import Task, TaskEvent, TaskStatus
+from finq_core.models import Batch, BatchEvent, Task, TaskEvent, TaskStatus
 from finq_core.redis_client import get_redis
 from finq_core.store import add_event
 from finq_core.timeutil import utcnow
@@ -385,3 +385,177 @@ def test_production_refuses_to_start_with_an_evicting_policy(own: redis.Redis) -
     )
     assert warned.returncode == 0
     assert "warning: maxmemory-policy allkeys-lru evicts keys" in warned.stderr
+
+
+# Batches: chunk messages lost with Redis, or on their own.
+
+
+def chunked_batch(chunks: int, age: float, sent: int, max_retries: int = 3) -> uuid.UUID:
+    """An unfinished batch of `chunks` chunks of 3 loans created `age` seconds ago, its first
+    `sent` chunks sent as the submission sends them (batch_runs.pump)."""
+    request = batches.BatchRequest(
+        type="loan_amortization",
+        base=QUICK_LOAN,
+        vary={"principal": [1000 + i for i in range(3 * chunks)]},
+    )
+    varied, params = batches.validated(request, get_settings())
+    bid = uuid.uuid4()
+    with session_scope() as s:
+        s.add(
+            Batch(
+                id=bid,
+                owner="tester",
+                type="loan_amortization",
+                status=TaskStatus.PENDING.value,
+                priority="normal",
+                varied=varied,
+                total=len(params),
+                chunk_size=3,
+                chunks=chunks,
+                next_chunk=0,
+                max_retries=max_retries,
+                created_at=utcnow() - timedelta(seconds=age),
+            )
+        )
+        s.flush()
+        batches._insert_items(s, bid, 3, params)
+        s.commit()
+        assert batch_runs.pump(s, bid, "normal", sent) == sent
+    return bid
+
+
+def chunk_messages(r: redis.Redis, queue: str = "normal") -> list[str | None]:
+    return [repair.message_chunk(raw) for raw in cast(list[str], r.lrange(queue, 0, -1))]
+
+
+def claimed(bid: uuid.UUID, chunk: int) -> None:
+    """A worker took the chunk's message off the list and claimed its items."""
+    with session_scope() as s:
+        assert batch_runs.claim_chunk(s, bid, chunk, take_over=False) is not None
+
+
+def batch_events(bid: uuid.UUID) -> list[str | None]:
+    with session_scope() as s:
+        rows = s.scalars(
+            select(BatchEvent.message).where(BatchEvent.batch_id == bid).order_by(BatchEvent.id)
+        )
+        return list(rows)
+
+
+def item_counts(bid: uuid.UUID) -> dict[str, int]:
+    with session_scope() as s:
+        return batch_runs.counts(s, bid)
+
+
+def test_a_chunk_removed_from_its_list_is_sent_again_and_the_others_are_not(
+    own: redis.Redis,
+) -> None:
+    repairer = settled(own)
+    bid = chunked_batch(chunks=6, age=2 * GRACE, sent=4)
+    key = broker.chunk_key
+    raw = next(m for m in cast(list[str], own.lrange("normal", 0, -1)) if "', 1]" in m)
+    assert own.lrem("normal", 1, raw) == 1
+    before = repaired("message_missing")
+    assert until_swept(repairer, utcnow()) == 1
+    found = chunk_messages(own)
+    assert sorted(c for c in found if c) == sorted(key(bid, c) for c in range(4))
+    assert repaired("message_missing") == before + 1
+    assert batch_events(bid)[-1] == (
+        "queued again: broker lost its message (chunk 1 found in no queue nor in any worker's "
+        "hands)"
+    )
+
+
+def test_a_young_batch_is_not_a_suspect(own: redis.Redis) -> None:
+    repairer = settled(own)
+    bid = chunked_batch(chunks=2, age=0, sent=1)
+    own.delete("normal")
+    assert until_swept(repairer, utcnow()) == 0
+    assert chunk_messages(own) == [] and item_counts(bid) == {"PENDING": 6}
+
+
+def test_after_redis_came_back_empty_a_batchs_pending_chunks_are_sent_again_at_once(
+    own: redis.Redis,
+) -> None:
+    """And the chunk a dead worker ran (its message went with the rest) once the heartbeats
+    say no live worker runs it: back to PENDING, its next claim counting a new attempt."""
+    repairer = settled(own)
+    bid = chunked_batch(chunks=4, age=1, sent=3)  # well within the grace period
+    own.rpop("normal")
+    claimed(bid, 0)
+    own.flushall()
+    assert repairer.run_pass(utcnow()) == 2
+    assert chunk_messages(own) == [broker.chunk_key(bid, 2), broker.chunk_key(bid, 1)]
+    assert batch_events(bid)[-1] == (
+        "queued again: broker lost its message (Redis came back empty: chunks 1, 2 sent again)"
+    )
+    repairer.presence_trusted_at = 0  # as if the live workers had beaten again since
+    before = repaired("worker_lost")
+    assert until_swept(repairer, utcnow()) == 1
+    assert chunk_messages(own)[0] == broker.chunk_key(bid, 0)
+    assert item_counts(bid) == {"PENDING": 12}
+    assert repaired("worker_lost") == before + 1
+    assert batch_events(bid)[-1] == (
+        "queued again: broker lost its message (chunk 0: its worker is gone; 3 items back to "
+        "PENDING, 0 failed (worker lost))"
+    )
+    with session_scope() as s:
+        claim = batch_runs.claim_chunk(s, bid, 0, take_over=False)
+        assert claim is not None and len(claim.items) == 3
+        attempts = s.scalars(
+            select(batch_runs.ITEMS.c.attempts).where(
+                batch_runs.ITEMS.c.batch_id == bid, batch_runs.ITEMS.c.chunk == 0
+            )
+        ).all()
+    assert attempts == [2, 2, 2], "the claim counts a new attempt"
+
+
+def test_items_whose_worker_was_lost_on_every_attempt_fail_and_the_next_chunk_runs(
+    own: redis.Redis,
+) -> None:
+    repairer = settled(own)
+    bid = chunked_batch(chunks=2, age=2 * GRACE, sent=1, max_retries=0)
+    own.rpop("normal")
+    claimed(bid, 0)  # attempt 1 of 1, lost with its worker and its message
+    assert until_swept(repairer, utcnow()) == 1
+    assert item_counts(bid) == {"FAILED": 3, "PENDING": 3}
+    assert chunk_messages(own) == [broker.chunk_key(bid, 1)]
+    with session_scope() as s:
+        errors = s.scalars(
+            select(batch_runs.ITEMS.c.error).where(batch_runs.ITEMS.c.status == "FAILED")
+        ).all()
+    assert {e["type"] for e in errors} == {"WorkerLost"}
+
+
+def test_a_running_chunk_announced_by_its_worker_or_waiting_unacked_is_left_alone(
+    own: redis.Redis,
+) -> None:
+    repairer = settled(own)
+    announced = chunked_batch(chunks=1, age=2 * GRACE, sent=1)
+    own.rpop("normal")
+    claimed(announced, 0)
+    presence.beat(own, "busy@host", {"slots": 1, "chunks": [broker.chunk_key(announced, 0)]})
+    unacked = chunked_batch(chunks=1, age=2 * GRACE, sent=1)
+    raw = cast(str | None, own.rpop("normal"))
+    assert raw is not None
+    own.hset(broker.UNACKED_KEY, "tag-1", json.dumps([json.loads(raw), "", "normal"]))
+    claimed(unacked, 0)
+    assert until_swept(repairer, utcnow()) == 0
+    assert item_counts(announced) == item_counts(unacked) == {"RUNNING": 3}
+
+
+def test_a_batch_with_nothing_in_flight_gets_its_next_chunks(own: redis.Redis) -> None:
+    """Every chunk sent has run, but the message sending the next one was lost."""
+    repairer = settled(own)
+    bid = chunked_batch(chunks=6, age=2 * GRACE, sent=1)
+    own.rpop("normal")
+    claimed(bid, 0)
+    with session_scope() as s:
+        outcomes = [batch_runs.Outcome(i, TaskStatus.SUCCESS.value) for i in range(3)]
+        batch_runs.finish_items(s, bid, outcomes, utcnow())
+    in_flight = get_settings().batch_chunks_in_flight
+    assert until_swept(repairer, utcnow()) == in_flight
+    assert chunk_messages(own) == [broker.chunk_key(bid, c) for c in range(in_flight, 0, -1)]
+    assert batch_events(bid)[-1] == (
+        "queued again: broker lost its message (nothing in flight: the next chunks sent)"
+    )
