@@ -35,7 +35,7 @@ COVERAGE ?= 1
 COV_ARGS := $(if $(filter 1,$(COVERAGE)),--cov --cov-report=)
 
 test: install ## unit, integration and end-to-end tests against real services, with coverage
-	@$(PY) -m pytest tests --ignore=tests/compose --ignore=tests/swarm -q $(COV_ARGS) $(PYTEST_ARGS)
+	@$(PY) -m pytest tests --ignore=tests/compose --ignore=tests/swarm -q --durations=15 $(COV_ARGS) $(PYTEST_ARGS)
 	@$(if $(COV_ARGS),$(PY) scripts/coverage_summary.py)
 
 test-unit: install ## pure tests only (engine, config)
