@@ -321,7 +321,15 @@ def end_if_done(session: Session, batch_id: uuid.UUID) -> str | None:
         final = TaskStatus.SUCCESS.value
     row = session.execute(
         update(BATCHES)
-        .where(BATCHES.c.id == batch_id, BATCHES.c.status.in_(ACTIVE))
+        .where(
+            BATCHES.c.id == batch_id,
+            BATCHES.c.status.in_(ACTIVE),
+            # Checked again in the statement: a retry committed since the counts were read
+            # has items PENDING again, and this decision is then stale.
+            ~select(ITEMS.c.idx)
+            .where(ITEMS.c.batch_id == batch_id, ITEMS.c.status.in_(ACTIVE))
+            .exists(),
+        )
         .values(status=final, finished_at=utcnow())
         .returning(BATCHES.c.notify, BATCHES.c.type)
     ).first()
