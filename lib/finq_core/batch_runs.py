@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import Row, Table, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from finq_core import broker, metrics
@@ -257,7 +257,7 @@ def split_release(
     Returns the chunks to send again; commits."""
     rest = sorted(idxs)
     moved = rest[len(rest) // 2 :] if len(rest) > 1 else []
-    chunks = [chunk]
+    new = None
     if moved:
         new = session.scalar(
             update(BATCHES)
@@ -265,23 +265,22 @@ def split_release(
             .values(chunks=BATCHES.c.chunks + 1)
             .returning(BATCHES.c.chunks - 1)
         )
-        if new is not None:
-            session.execute(
-                update(ITEMS)
-                .where(
-                    ITEMS.c.batch_id == batch_id,
-                    ITEMS.c.idx.in_(moved),
-                    ITEMS.c.status == TaskStatus.RUNNING.value,
-                )
-                .values(chunk=new)
-            )
-            chunks.append(int(new))
-    release(session, batch_id, rest)
-    return chunks
+    release(session, batch_id, rest, moved if new is not None else (), new)
+    return [chunk] if new is None else [chunk, int(new)]
 
 
-def release(session: Session, batch_id: uuid.UUID, idxs: Sequence[int]) -> None:
-    """Put claimed items not run back to PENDING (their claim not counted as an attempt)."""
+def release(
+    session: Session,
+    batch_id: uuid.UUID,
+    idxs: Sequence[int],
+    moved: Sequence[int] = (),
+    to_chunk: int | None = None,
+) -> None:
+    """Put claimed items not run back to PENDING (their claim not counted as an attempt); the
+    `moved` ones into chunk `to_chunk`. Commits."""
+    values: dict[str, Any] = {"status": TaskStatus.PENDING.value, "attempts": ITEMS.c.attempts - 1}
+    if moved and to_chunk is not None:
+        values["chunk"] = case((ITEMS.c.idx.in_(moved), to_chunk), else_=ITEMS.c.chunk)
     session.execute(
         update(ITEMS)
         .where(
@@ -289,7 +288,7 @@ def release(session: Session, batch_id: uuid.UUID, idxs: Sequence[int]) -> None:
             ITEMS.c.idx.in_(idxs),
             ITEMS.c.status == TaskStatus.RUNNING.value,
         )
-        .values(status=TaskStatus.PENDING.value, attempts=ITEMS.c.attempts - 1)
+        .values(values)
     )
     session.commit()
 
