@@ -290,7 +290,7 @@ def count_result_bytes(session: Session, owner: str, change: int) -> None:
 
 
 def recount_result_bytes(session: Session) -> None:
-    """Every user's counter set to the sum it counts: repairs any drift (the purge runs it)."""
+    """Every user's counter set to the sum it counts: repairs any drift (the beat, hourly)."""
     session.execute(
         update(User)
         .values(
