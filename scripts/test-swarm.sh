@@ -98,7 +98,9 @@ cleanup() {
   fi
   [ "$status" = 0 ] || save_logs
   phase_t=$(date +%s)
-  if [ "${FINQ_SWARM_KEEP:-0}" = 1 ]; then
+  if [ -z "${claimed:-}" ]; then
+    :  # the names may belong to another run: nothing of this run's to tear down
+  elif [ "${FINQ_SWARM_KEEP:-0}" = 1 ]; then
     log "FINQ_SWARM_KEEP=1: left running; manager: DOCKER_HOST=tcp://${manager_ip:-?}:2375"
     started_dockerd=""
   else
@@ -137,7 +139,13 @@ install_packages "${need[@]}"
 # --- 1. engine --------------------------------------------------------------------------------
 start_dockerd
 log "engine $(docker version --format '{{.Server.Version}}'); FORWARD policy ${forward_before:-unknown}"
-[ -z "$(docker ps -aq --filter "name=^$PREFIX-")" ] || die "containers named $PREFIX-* exist already (another run?)"
+if [ -n "$(docker ps -aq --filter "name=^$PREFIX-")" ]; then
+  # An engine started here serves no other run: these are a killed run's, never torn down.
+  [ -n "$started_dockerd" ] || die "containers named $PREFIX-* exist already (another run?)"
+  log "removing a killed run's leftovers: $(docker ps -a --format '{{.Names}}' --filter "name=^$PREFIX-" | tr '\n' ' ')"
+  teardown
+fi
+claimed=1  # from here on, the cleanup tears down everything named $PREFIX-*
 phase engine
 
 # --- 2. images --------------------------------------------------------------------------------
