@@ -219,17 +219,23 @@ def _black_scholes(
         return
     x_name = varying[0]
     x = np.asarray(params[x_name], dtype=float)
+    # A grid's result is row-major with the first axis slowest: every `step`-th option is the
+    # first axis' curve with the other axes at their first values.
+    step = math.prod(len(params[f]) for f in varying[1:]) if params.get("grid") else 1
     idx = thin(x.size, MAX_POINTS)
     order = idx[np.argsort(x[idx], kind="stable")]
     axes = fig.subplots(2, 3).ravel()
     for ax, name in zip(axes, _GREEKS, strict=True):
-        y = np.asarray(result[name], dtype=float).ravel()
+        y = np.asarray(result[name], dtype=float).ravel()[::step]
         ax.plot(x[order], y[order], color=BLUE, lw=1.5, marker="." if order.size < 60 else None)
         ax.set_title(name)
         ax.tick_params(labelsize=8)
     for ax in axes[3:]:
         ax.set_xlabel(x_name)
     also = f" (also varying: {', '.join(varying[1:])})" if len(varying) > 1 else ""
+    if params.get("grid") and len(varying) > 1:
+        firsts = ", ".join(f"{f} {float(params[f][0]):g}" for f in varying[1:])
+        also = f" (grid, at {firsts})"
     fig.suptitle(f"Black-Scholes {params.get('option_type')} vs {x_name}{also}")
 
 

@@ -4,9 +4,9 @@
    one batch per type, in the mix's proportions, all submitted back to back; items/s from the
    first POST to the last batch's `finished_at`, over items/s of the same items run by the
    engine in a pool of `os.cpu_count()` processes.
-6. One task pricing a grid of options (black_scholes, spots x strikes as two equal-length
-   lists): submit to SUCCESS (`finished_at`) and to its result downloaded, over the engine
-   computing the same grid in one process.
+6. One task pricing a grid of options (black_scholes in its grid form: a list of spots and a
+   list of strikes, every pair priced): submit to SUCCESS (`finished_at`) and to its result
+   downloaded, over the engine computing the same grid in one process.
 """
 
 from __future__ import annotations
@@ -146,16 +146,15 @@ def report_mix_batches(mix: MixBatches, runs: list[MixRun]) -> str:
 
 def grid_params(n: int) -> dict[str, Any]:
     """Calls priced on a grid of n / GRID_STRIKES spots x GRID_STRIKES strikes (at least one
-    spot), flattened into two equal-length lists."""
-    spots = max(1, n // GRID_STRIKES)
+    spot), sent in the grid form: the two lists, which the engine expands to every pair."""
 
     def ladder(k: int) -> list[float]:
         return [round(50 + 100 * i / max(1, k - 1), 4) for i in range(k)]
 
-    strikes = ladder(GRID_STRIKES)
     return {
-        "spot": [s for s in ladder(spots) for _ in strikes],
-        "strike": strikes * spots,
+        "grid": True,
+        "spot": ladder(max(1, n // GRID_STRIKES)),
+        "strike": ladder(GRID_STRIKES),
         "maturity": 0.5,
         "rate": 0.03,
         "volatility": 0.22,
@@ -224,7 +223,8 @@ def run_grid(client: httpx.Client, body: bytes) -> GridRun:
 def measure_grid(client: httpx.Client, n: int, repeat: int) -> str:
     """Figure 6: the stack's runs, then the engine's in this process; the report's line."""
     params = grid_params(n)
-    n = len(params["strike"])
+    spots, strikes = len(params["spot"]), len(params["strike"])
+    n = spots * strikes
     body = json.dumps({"type": "black_scholes", "params": params}).encode()
     runs = []
     for i in range(repeat):
@@ -242,8 +242,8 @@ def measure_grid(client: httpx.Client, n: int, repeat: int) -> str:
     csv_total = med(r.stored + r.csv_s for r in runs)
     mb = 1024 * 1024
     return (
-        f"{n:,} options (black_scholes, {n // GRID_STRIKES} spots x {GRID_STRIKES} strikes, "
-        f"{len(body) / mb:.1f} MB of params) as one task, medians of {repeat}: accepted in "
+        f"{n:,} options (black_scholes, a grid of {spots} spots x {strikes} strikes, "
+        f"{len(body) / 1024:.1f} KB of params) as one task, medians of {repeat}: accepted in "
         f"{med(r.accepted for r in runs):.3f} s, started at {med(r.started for r in runs):.3f} "
         f"s, stored at {stored:.3f} s, the JSON result ({med(r.json_bytes for r in runs) / mb:.1f}"
         f" MB) downloaded at {downloaded:.3f} s, as CSV ({med(r.csv_bytes for r in runs) / mb:.1f}"

@@ -156,6 +156,20 @@ BOND = {"settlement": "2025-03-15", "maturity": "2035-08-15", "coupon_rate": 0.0
             "equal length",
         ),
         (
+            "black_scholes",
+            {
+                "grid": True,
+                "spot": [100.0] * 2000,
+                "strike": [90.0] * 1000,
+                "maturity": 1,
+                "rate": 0.0,
+                "volatility": 0.2,
+                "option_type": "call",
+            },
+            "strike",
+            "grid has 2,000,000 combinations (spot 2000 x strike 1000)",
+        ),
+        (
             "american_option",
             {
                 "spot": 100,

@@ -1,6 +1,6 @@
 """What figures 5 and 6 of the batch benchmark submit (scripts/bench/batch_targets.py): the
 mix as one batch per type in its proportions, the same items for the engine's pool; and a
-grid that holds every spot x strike pair once."""
+grid, sent in the grid form, that prices every spot x strike pair once."""
 
 import json
 from collections import Counter
@@ -8,6 +8,8 @@ from collections import Counter
 import pytest
 from bench.batch_targets import grid_params, mix_batches
 from bench.calibration import Calibration
+
+from finq_engine import TASK_TYPES, NullContext
 
 
 def calibration() -> Calibration:
@@ -31,7 +33,11 @@ def test_the_mix_goes_as_one_batch_per_type_in_its_proportions() -> None:
 
 def test_a_grid_prices_every_spot_strike_pair_once() -> None:
     params = grid_params(100_000)
-    pairs = list(zip(params["spot"], params["strike"], strict=True))
-    assert len(pairs) == len(set(pairs)) == 100_000
-    assert len(set(params["spot"])) == 200 and len(set(params["strike"])) == 500
+    assert params["grid"] is True
+    assert len(set(params["spot"])) == len(params["spot"]) == 200
+    assert len(set(params["strike"])) == len(params["strike"]) == 500
     assert min(params["strike"]) == 50.0 and max(params["spot"]) == 150.0
+    result = TASK_TYPES["black_scholes"].execute(params, NullContext())
+    pairs = list(zip(result["spot"], result["strike"], strict=True))
+    assert len(pairs) == len(set(pairs)) == len(result["price"]) == 100_000
+    assert len(json.dumps(params)) < 8 * 1024

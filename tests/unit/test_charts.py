@@ -75,6 +75,18 @@ def test_each_example_renders_a_png(name: str) -> None:
             },
         ),  # large and two varying inputs
         (
+            "black_scholes",
+            {
+                "grid": True,
+                "spot": np.linspace(50, 150, 400).tolist(),
+                "strike": [90, 100, 110],
+                "maturity": 0.5,
+                "rate": 0.01,
+                "volatility": [0.2, 0.3],
+                "option_type": "call",
+            },
+        ),  # a grid: the spot axis at the first strike and volatility
+        (
             "portfolio_var",
             {
                 "weights": [0.5, 0.5],
@@ -171,3 +183,22 @@ def test_asset_names_render_literally() -> None:
     )
     png = render_chart("csv_portfolio_analytics", stored, result, data)
     assert png is not None and png.startswith(PNG_MAGIC)
+
+
+def test_a_grid_is_drawn_along_its_first_axis_at_the_other_axes_first_values() -> None:
+    from matplotlib.figure import Figure
+
+    spots = [80.0, 90.0, 100.0, 110.0]
+    market = {"maturity": 0.5, "rate": 0.01, "option_type": "put"}
+    stored, result = run(
+        "black_scholes",
+        {**market, "grid": True, "spot": spots, "strike": [95, 105, 115], "volatility": [0.2, 0.3]},
+    )
+    _, line = run("black_scholes", {**market, "spot": spots, "strike": 95, "volatility": 0.2})
+    fig = Figure()
+    DRAWERS["black_scholes"](fig, stored, result, None)
+    price = fig.axes[0].lines[0]
+    x, y = np.asarray(price.get_xdata(), float), np.asarray(price.get_ydata(), float)
+    np.testing.assert_allclose(x, np.asarray(spots))
+    np.testing.assert_allclose(y, np.asarray(line["price"]), rtol=1e-12)
+    assert "at strike 95, volatility 0.2" in fig.get_suptitle()

@@ -1,5 +1,6 @@
 """Black-Scholes against textbook values, an independent SciPy formula, parity and bumps."""
 
+import itertools
 import math
 from typing import Any
 
@@ -191,6 +192,106 @@ def test_too_many_elements() -> None:
 
 def test_unknown_field_rejected() -> None:
     assert error_fields({**VALID, "vol": 0.2}) == {"vol"}
+
+
+# --- the grid form: every combination of the lists ----------------------------------------
+
+GREEKS = ("price", "delta", "gamma", "vega", "theta", "rho")
+SURFACE = {
+    "grid": True,
+    "spot": [80.0, 95.0, 100.0, 120.0],
+    "strike": [70.0, 90.0, 100.0, 110.0, 140.0],
+    "maturity": [0.25, 1.5],
+    "rate": 0.03,
+    "volatility": [0.15, 0.4, 0.9],
+    "dividend_yield": [0.01],
+}
+
+
+def expanded(params: dict[str, Any]) -> dict[str, Any]:
+    """The grid's combinations written out as equal-length lists, spot varying slowest."""
+    fields = ("spot", "strike", "maturity", "rate", "volatility", "dividend_yield")
+    axes = [f for f in fields if isinstance(params.get(f), list) and len(params[f]) > 1]
+    rows = list(itertools.product(*(params[f] for f in axes)))
+    flat = {f: [row[i] for row in rows] for i, f in enumerate(axes)}
+    return {**{k: v for k, v in params.items() if k != "grid"}, **flat}
+
+
+@pytest.mark.parametrize("kind", ["call", "put"])
+def test_a_grid_prices_what_its_combinations_written_out_price(kind: str) -> None:
+    grid = run(**SURFACE, option_type=kind)
+    flat = run(**expanded(SURFACE), option_type=kind)
+    assert len(grid["price"]) == 4 * 5 * 2 * 3
+    for name in GREEKS:
+        np.testing.assert_allclose(grid[name], flat[name], rtol=1e-12, atol=0)
+
+
+def test_a_grid_is_row_major_with_spot_varying_slowest() -> None:
+    market = {"maturity": 0.5, "rate": 0.02, "volatility": 0.25, "option_type": "call"}
+    out = run(**market, grid=True, spot=[90, 110], strike=[80, 100, 120])
+    by_hand = [
+        run(**market, spot=s, strike=k)["price"]
+        for s, k in [(90, 80), (90, 100), (90, 120), (110, 80), (110, 100), (110, 120)]
+    ]
+    np.testing.assert_allclose(out["price"], by_hand, rtol=1e-12)
+
+
+def test_a_grid_result_carries_each_list_fields_value_per_option_first() -> None:
+    out = run(**SURFACE, option_type="call")
+    assert list(out) == ["spot", "strike", "maturity", "volatility", *GREEKS]
+    flat = expanded(SURFACE)
+    for name in ("spot", "strike", "maturity", "volatility"):
+        assert out[name].tolist() == flat[name]
+    assert all(v.shape == (120,) for v in out.values())
+
+
+def test_a_grid_of_numbers_only_gives_floats_as_without_grid() -> None:
+    assert run(**HULL, grid=True, option_type="call") == run(**HULL, option_type="call")
+
+
+def test_a_grid_of_one_list_is_the_list_form_with_its_coordinates() -> None:
+    strikes = [90.0, 100.0, 110.0, 120.0]
+    params = {**HULL, "strike": strikes, "option_type": "put"}
+    grid, flat = run(**params, grid=True), run(**params)
+    assert grid["strike"].tolist() == strikes
+    assert {k: v.tolist() for k, v in grid.items() if k != "strike"} == {
+        k: v.tolist() for k, v in flat.items()
+    }
+
+
+def test_put_call_parity_holds_on_a_grid() -> None:
+    call = run(**SURFACE, option_type="call")
+    put = run(**SURFACE, option_type="put")
+    s, k, t, v = call["spot"], call["strike"], call["maturity"], call["volatility"]
+    assert v.size == call["price"].size  # volatility is an axis, parity does not involve it
+    forward_gap = s * np.exp(-0.01 * t) - k * np.exp(-0.03 * t)
+    np.testing.assert_allclose(call["price"] - put["price"], forward_gap, rtol=1e-10)
+
+
+def test_unequal_list_lengths_are_a_grid_but_refused_without_one() -> None:
+    params = {**VALID, "spot": [40, 42, 44], "volatility": [0.2, 0.3]}
+    assert len(run(**params, grid=True)["price"]) == 6
+    with pytest.raises(ValidationError) as info:
+        BlackScholesParams(**params)
+    (problem,) = info.value.errors()
+    assert problem["loc"] == ("volatility",)
+    assert "has 2 elements but spot has 3; lists must have equal length or length 1" in str(
+        problem["msg"]
+    )
+
+
+def test_a_grid_over_the_element_bound_is_refused_naming_its_counts() -> None:
+    params = {**VALID, "grid": True, "spot": [42.0] * 2000, "strike": [40.0] * 1000}
+    with pytest.raises(ValidationError) as info:
+        BlackScholesParams(**params)
+    (problem,) = info.value.errors()
+    assert problem["loc"] == ("strike",)
+    assert (
+        "grid has 2,000,000 combinations (spot 2000 x strike 1000), at most 1,000,000"
+        in problem["msg"]
+    )
+    # 2000 x 500 is the bound itself; a one-element list is a constant, not an axis.
+    assert BlackScholesParams(**{**params, "strike": [40.0] * 500, "volatility": [0.2]}).grid
 
 
 # --- properties --------------------------------------------------------------------------------
