@@ -102,6 +102,31 @@ def mailbox() -> Iterator[Mailbox]:
         yield box
 
 
+@pytest.fixture(scope="session")
+def fragile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The stack that the fault and batch tests break (workers killed, Redis restarted), shared
+    by both modules: each test waits for what it broke to be whole again.
+
+    A 10 s hard limit makes the broker's visibility timeout 30 s: a message whose whole worker
+    died comes back within that, instead of minutes."""
+    s = start_stack(
+        tmp_path_factory.mktemp("fragile") / "run",
+        "--api-replicas",
+        "2",
+        "--worker-replicas",
+        "2",
+        env={
+            "WORKER_CONCURRENCY": "2",
+            "GUNICORN_WORKERS": "1",
+            "RATE_LIMIT_ENABLED": "false",
+            "DEFAULT_TASK_TIMEOUT": "10",
+            "QUOTA_QUEUED_TASKS": "1000",  # 500 queued at once
+        },
+    )
+    yield s
+    stop_stack(s)
+
+
 @pytest.fixture(scope="module")
 def notify_stack(
     mailbox: Mailbox, tmp_path_factory: pytest.TempPathFactory

@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,6 @@ from tests.conftest import (
     STACK_ENV_DROP,
     VENV_BIN,
     LocalStack,
-    start_stack,
-    stop_stack,
 )
 from tests.e2e.client import login, submit, wait_final
 from tests.e2e.conftest import new_user
@@ -35,22 +32,9 @@ FINAL = {"SUCCESS", "FAILED", "CANCELLED"}
 
 
 @pytest.fixture(scope="module")
-def batch_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    s = start_stack(
-        tmp_path_factory.mktemp("batches") / "run",
-        "--api-replicas",
-        "2",
-        "--worker-replicas",
-        "2",
-        env={
-            "WORKER_CONCURRENCY": "2",
-            "GUNICORN_WORKERS": "1",
-            "RATE_LIMIT_ENABLED": "false",
-            "DEFAULT_TASK_TIMEOUT": "10",
-        },
-    )
-    yield s
-    stop_stack(s)
+def batch_stack(fragile: LocalStack) -> LocalStack:
+    """The fault tests' stack (tests/e2e/conftest.py): these tests kill workers too."""
+    return fragile
 
 
 @pytest.fixture(scope="module")

@@ -1,44 +1,21 @@
 """Nothing is lost: processes killed mid-task, Redis restarted with work queued, cancels and
-retries under load. Each test runs on a stack of its own making, since it breaks things."""
+retries under load, on the `fragile` stack (tests/e2e/conftest.py) that these tests break."""
 
 import os
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import LocalStack, start_stack, stop_stack
+from tests.conftest import LocalStack
 from tests.e2e.client import FINAL, login, submit, wait_final
 from tests.e2e.tasks import ONE_SECOND_MC, QUICK_LOAN
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def fragile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    # A 10 s hard limit makes the broker's visibility timeout 30 s: a message whose whole
-    # worker died comes back within that, instead of minutes.
-    s = start_stack(
-        tmp_path_factory.mktemp("faults") / "run",
-        "--api-replicas",
-        "2",
-        "--worker-replicas",
-        "2",
-        env={
-            "WORKER_CONCURRENCY": "2",
-            "GUNICORN_WORKERS": "1",
-            "RATE_LIMIT_ENABLED": "false",
-            "DEFAULT_TASK_TIMEOUT": "10",
-            "QUOTA_QUEUED_TASKS": "1000",  # 500 queued at once
-        },
-    )
-    yield s
-    stop_stack(s)
 
 
 @pytest.fixture(scope="module")
