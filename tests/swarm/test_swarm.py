@@ -143,6 +143,12 @@ def test_3_a_worker_node_killed_while_tasks_run_loses_and_repeats_no_task(
         down_at = time.monotonic()
         record_timing("node-down-detected", down_at - killed_at)
         tasks = wait_final(client, auth_headers, ids, 240)
+        # The load goes on until it counts: its first requests may each wait out nginx's 20 s
+        # read timeout on the dead node's replica, and the tasks may end before that.
+        load_deadline = time.monotonic() + 90
+        while load.sent < 20:
+            assert time.monotonic() < load_deadline, f"{load.sent} requests in 90 s"
+            time.sleep(0.5)
     record_timing("node-death", time.monotonic() - started)
     assert {t["status"] for t in tasks.values()} == {"SUCCESS"}, {
         i: t["status"] for i, t in tasks.items() if t["status"] != "SUCCESS"
@@ -155,7 +161,6 @@ def test_3_a_worker_node_killed_while_tasks_run_loses_and_repeats_no_task(
     # read timeout ends the wait and the GET goes to another replica. None may fail.
     record_timing(f"requests-slow={load.slow}-retried={load.retried}-of-{load.sent}", 0)
     assert not load.failures, f"{len(load.failures)} of {load.sent} failed: {load.failures[:5]}"
-    assert load.sent > 10
 
 
 def test_4_rolling_the_api_to_a_new_image_tag_under_load_fails_no_request(
