@@ -4,6 +4,8 @@
 #
 #  1. a Docker engine: the running one, or a dockerd started here (stopped again at the end);
 #     the iptables FORWARD policy is saved first and put back (at once, and at the end);
+#     finq-swarm-* containers already there are refused on a running engine (another run's?)
+#     and torn down on one started here (a killed run's);
 #  2. images: the Debian stand-ins and the app images (scripts/build-images.sh, tag
 #     FINQ_IMAGE_TAG, default swarm-test) and finq/swarm-node (deploy/swarm/node): nothing pulled;
 #  3. a bridge network finq-swarm-net; on it a registry (Debian's docker-registry, in the node
