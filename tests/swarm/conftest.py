@@ -94,9 +94,10 @@ class Load:
                 try:
                     try:
                         resp = c.get("/api/v1/tasks", params={"limit": 1})
-                    except httpx.RemoteProtocolError:
+                    except (httpx.RemoteProtocolError, httpx.ReadError):
                         # A kept-alive connection nginx closed (a reload) as the request went
-                        # out: retried once, as HTTP clients do for idempotent requests.
+                        # out, seen as a close or, with the request unread, a reset: retried
+                        # once, as HTTP clients may for idempotent requests (RFC 9112 9.3.1).
                         with self._lock:
                             self.retried += 1
                         resp = c.get("/api/v1/tasks", params={"limit": 1})
