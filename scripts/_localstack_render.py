@@ -137,6 +137,11 @@ def _render_supervisor(rd: Path, s: dict[str, str]) -> None:
             f'{k}="{v.replace("%", "%%").replace(chr(34), "")}"' for k, v in merged.items()
         )
 
+    def metrics_dir(name: str) -> dict[str, str]:
+        # Prometheus' multiprocess files in the run dir, not finq-service's /tmp default:
+        # they go with the stack's data instead of piling up in /tmp run after run.
+        return {"PROMETHEUS_MULTIPROC_DIR": str(rd / "metrics" / name)}
+
     def program(
         name: str, command: str, extra: dict[str, str], stopwait: int = 20, priority: int = 100
     ) -> str:
@@ -187,7 +192,13 @@ def _render_supervisor(rd: Path, s: dict[str, str]) -> None:
         name = f"api-{i}"
         api_names.append(name)
         blocks.append(
-            program(name, f"{svc} api", {"API_BIND": f"127.0.0.1:{port}", "API_NAME": name}, 25, 50)
+            program(
+                name,
+                f"{svc} api",
+                {"API_BIND": f"127.0.0.1:{port}", "API_NAME": name, **metrics_dir(name)},
+                25,
+                50,
+            )
         )
     for i, mport in enumerate(s["WORKER_METRICS_PORTS"].split(","), start=1):
         name = f"worker-{i}"
@@ -200,6 +211,7 @@ def _render_supervisor(rd: Path, s: dict[str, str]) -> None:
                     "WORKER_NAME": f"worker{i}@%h",
                     "WORKER_METRICS_PORT": mport,
                     "WORKER_METRICS_ADDRESS": "127.0.0.1",
+                    **metrics_dir(name),
                 },
                 90,
                 60,
@@ -208,6 +220,7 @@ def _render_supervisor(rd: Path, s: dict[str, str]) -> None:
     beat_metrics = {
         "WORKER_METRICS_PORT": s["BEAT_METRICS_PORT"],
         "WORKER_METRICS_ADDRESS": "127.0.0.1",
+        **metrics_dir("beat"),
     }
     blocks.append(program("beat", f"{svc} beat", beat_metrics, 10, 70))
     blocks.append(

@@ -27,6 +27,7 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -257,6 +258,7 @@ def main() -> int:
     )
     stack = Stack(run_dir, args.workers, args.database_url)
     stack.up()
+    measured = False
     try:
         admin = login(stack.base, stack.info["ADMIN_USERNAME"], stack.info["ADMIN_PASSWORD"])
         if figures & {1, 2}:
@@ -270,8 +272,13 @@ def main() -> int:
             print(report_mix_batches(mix, measure_mix_batches(admin, mix, n.repeat)))
         if 6 in figures:
             print(measure_grid(admin, n.grid, n.repeat))
+        measured = True
     finally:
         stack.down()
+        if measured:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            print(f"the stack's logs are kept in {run_dir / 'logs'}", file=sys.stderr)
     return 0
 
 
