@@ -251,7 +251,7 @@ def execute(task_id: uuid.UUID, claim_info: Claim) -> None:
     )
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
-        result = task_type.execute(claim_info.params, ctx, table)
+        result = task_type.execute(claim_info.params, ctx, table, keep_arrays=True)
     except Cancelled:
         finish(task_id, TaskStatus.CANCELLED, "cancelled while running", claim_info)
         return

@@ -17,6 +17,7 @@ from functools import lru_cache
 from itertools import pairwise
 from typing import Any
 
+import numpy as np
 from sqlalchemy import (
     Row,
     Table,
@@ -64,7 +65,7 @@ RESULT_URL = "/api/v1/tasks/{}/result"
 
 def result_summary(result: dict[str, Any]) -> dict[str, Any]:
     """The scalar fields of a result: what a view carries of one too big to inline."""
-    return {k: v for k, v in result.items() if not isinstance(v, list | dict)}
+    return {k: v for k, v in result.items() if not isinstance(v, list | dict | np.ndarray)}
 
 
 def result_view(task: Task, with_result: bool = True) -> dict[str, Any]:

@@ -65,9 +65,15 @@ class TaskType:
         return str(value) if value is not None else None
 
     def execute(
-        self, params: Mapping[str, Any], ctx: RunContext, table: PriceTable | None = None
+        self,
+        params: Mapping[str, Any],
+        ctx: RunContext,
+        table: PriceTable | None = None,
+        keep_arrays: bool = False,
     ) -> dict[str, Any]:
-        """Validate again (the worker trusts nothing it did not check) and compute."""
+        """Validate again (the worker trusts nothing it did not check) and compute; the result
+        as plain lists, or with its float arrays left as NumPy arrays (`keep_arrays`, see
+        `to_json`) for an encoder that writes them directly."""
         parsed = self.parse(params)
         if self.upload is None:
             raw = self.run(parsed, ctx)
@@ -75,7 +81,7 @@ class TaskType:
             if table is None:
                 raise CalculationError(f"{self.name} needs the data of its upload")
             raw = self.run(parsed, ctx, table)
-        result: dict[str, Any] = to_json(dict(raw))
+        result: dict[str, Any] = to_json(dict(raw), keep_arrays)
         return result
 
     def json_schema(self) -> dict[str, Any]:

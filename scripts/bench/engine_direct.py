@@ -14,14 +14,15 @@ from typing import Any
 Item = tuple[str, dict[str, Any]]  # (task type, params)
 
 
-def result_of(item: Item) -> dict[str, Any]:
-    """Run one item as a worker would (imported here: the caller caps threads first)."""
+def result_of(item: Item, keep_arrays: bool = False) -> dict[str, Any]:
+    """Run one item (imported here: the caller caps threads first): its result as lists, or
+    with its float arrays kept for the encoder, as the worker runs a single task."""
     from finq_engine import NullContext, get_task_type
 
     task_type = get_task_type(item[0])
     if task_type is None:
         raise ValueError(f"unknown task type {item[0]!r}")
-    return task_type.execute(item[1], NullContext())
+    return task_type.execute(item[1], NullContext(), keep_arrays=keep_arrays)
 
 
 def execute(item: Item) -> None:
@@ -45,22 +46,23 @@ def pool_wall(items: list[Item], processes: int) -> float:
         return time.perf_counter() - started
 
 
-def in_process_seconds(item: Item, repeats: int) -> float:
+def in_process_seconds(item: Item, repeats: int, keep_arrays: bool = False) -> float:
     """Median wall seconds of running `item` in this process, after one warm-up run."""
-    execute(item)
+    result_of(item, keep_arrays)
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        execute(item)
+        result_of(item, keep_arrays)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
 
 def encoded_result(item: Item) -> tuple[int, float]:
-    """(bytes, seconds) of the item's result encoded as the worker encodes it to store it."""
+    """(bytes, seconds) of the item's result encoded as the worker encodes a single task's
+    result to store it (its float arrays written straight from NumPy)."""
     from finq_core.db import encode_json
 
-    result = result_of(item)
+    result = result_of(item, keep_arrays=True)
     started = time.perf_counter()
     size = len(encode_json(result).data)
     return size, time.perf_counter() - started
