@@ -78,6 +78,7 @@ SERVICE_ENV = (
     "BATCH_BODY_MAX_BYTES",
     "WORKER_CONCURRENCY",
     "WORKER_NICE",
+    "WORKER_SCHED_IDLE",
     "GUNICORN_WORKERS",
     "WEBHOOK_SECRET",
     *PASSED_THROUGH_ENV,
@@ -165,6 +166,7 @@ def resolve(run_dir: Path, args: argparse.Namespace) -> dict[str, str]:
         "NGINX_RATE_PER_IP": env.get("NGINX_RATE_PER_IP", "300r/s"),
         "WORKER_CONCURRENCY": env.get("WORKER_CONCURRENCY", "4"),
         "WORKER_NICE": env.get("WORKER_NICE", "10"),
+        "WORKER_SCHED_IDLE": env.get("WORKER_SCHED_IDLE", "true"),
         "GUNICORN_WORKERS": env.get("GUNICORN_WORKERS", "1"),
         # Signs webhook notifications; generated once per runtime folder like the others.
         "WEBHOOK_SECRET": env.get("WEBHOOK_SECRET") or _secret(rd, "webhook_secret", 48),

@@ -25,7 +25,6 @@ cap_threads()
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
@@ -46,35 +45,15 @@ from bench.batch_targets import (  # noqa: E402
     mix_batches,
     report_mix_batches,
 )
-from bench.calibration import calibrate_mix  # noqa: E402
+from bench.calibration import Calibration, calibrate_mix  # noqa: E402
 from bench.config import FINAL  # noqa: E402
 from bench.cpu import CpuMeter  # noqa: E402
+from bench.database import add_database_options, database  # noqa: E402
 from bench.rest import at, login, wait  # noqa: E402
 from bench.stack import BenchStack  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LOAN = {"principal": 1000, "annual_rate": 0.05, "years": 1}
-
-
-class Stack(BenchStack):
-    """The bench's stack, on `database_url` when given (PostgreSQL) instead of SQLite."""
-
-    def __init__(self, run_dir: Path, workers: int, database_url: str | None) -> None:
-        super().__init__(run_dir, 1, workers)
-        self.database_url = database_url
-
-    def up(self) -> None:
-        if not self.database_url:
-            super().up()
-            return
-        env = {**os.environ, "DATABASE_URL": self.database_url, "RATE_LIMIT_ENABLED": "false"}
-        for k in ("REDIS_URL", "HTTP_PORT", "REDIS_PORT", "FLOWER_PORT"):
-            env.pop(k, None)
-        self._localstack(
-            "up", "--free-ports", "--api-replicas", "1", "--worker-replicas",
-            str(self.max_workers), "--timeout", "180", env=env,
-        )  # fmt: skip
-        self.info = json.loads((self.run_dir / "stack.json").read_text())
 
 
 def batch(client: httpx.Client, n: int) -> tuple[float, float]:
@@ -180,7 +159,7 @@ def sizes(args: argparse.Namespace) -> Sizes:
     return replace(base, **{k: v for k, v in given.items() if v is not None})
 
 
-def ceiling_and_batch(stack: Stack, run_dir: Path, admin: httpx.Client, n: Sizes) -> None:
+def ceiling_and_batch(stack: BenchStack, run_dir: Path, admin: httpx.Client, n: Sizes) -> None:
     """Figures 1 and 2 (2 is given as a ratio to 1)."""
     meter = CpuMeter(lambda: [int((run_dir / "supervisor" / "supervisord.pid").read_text())])
     stack.start_noop_workers(stack.max_workers)
@@ -214,7 +193,7 @@ def big_batch(run_dir: Path, admin: httpx.Client, n: int) -> None:
     )
 
 
-def fair_start(stack: Stack, admin: httpx.Client, n: int) -> None:
+def fair_start(stack: BenchStack, admin: httpx.Client, n: int) -> None:
     """Figure 4: another user's single tasks beside a big batch."""
     admin.post("/api/v1/users", json={"username": "bench-other", "password": "x" * 16})
     other = login(stack.base, "bench-other", "x" * 16)
@@ -245,7 +224,7 @@ def main() -> int:
     parser.add_argument(
         "--quick", action="store_true", help=f"a trial run's sizes: {QUICK} (unless given)"
     )
-    parser.add_argument("--database-url", help="a PostgreSQL URL (default: SQLite)")
+    add_database_options(parser)
     args = parser.parse_args()
     figures = {int(f) for f in args.figures.split(",") if f.strip()}
     n = sizes(args)
@@ -256,30 +235,39 @@ def main() -> int:
         QUOTA_BATCH_ITEMS="1000000",
         RATE_LIMIT_ENABLED="false",
     )
-    stack = Stack(run_dir, args.workers, args.database_url)
-    stack.up()
     measured = False
     try:
-        admin = login(stack.base, stack.info["ADMIN_USERNAME"], stack.info["ADMIN_PASSWORD"])
-        if figures & {1, 2}:
-            ceiling_and_batch(stack, run_dir, admin, n)
-        if 3 in figures:
-            big_batch(run_dir, admin, n.big)
-        if 4 in figures:
-            fair_start(stack, admin, n.fair)
-        if calibration is not None:
-            mix = mix_batches(calibration, n.mix)
-            print(report_mix_batches(mix, measure_mix_batches(admin, mix, n.repeat)))
-        if 6 in figures:
-            print(measure_grid(admin, n.grid, n.repeat))
-        measured = True
+        with contextlib.ExitStack() as resources:
+            url = resources.enter_context(database(args.database_url, args.postgres))
+            stack = BenchStack(run_dir, 1, args.workers, url)
+            resources.callback(stack.down)
+            stack.up()
+            measure(stack, run_dir, figures, calibration, n)
+            measured = True
     finally:
-        stack.down()
         if measured:
             shutil.rmtree(run_dir, ignore_errors=True)
         else:
             print(f"the stack's logs are kept in {run_dir / 'logs'}", file=sys.stderr)
     return 0
+
+
+def measure(
+    stack: BenchStack, run_dir: Path, figures: set[int], calibration: Calibration | None, n: Sizes
+) -> None:
+    """Every figure asked for, printed."""
+    admin = login(stack.base, stack.info["ADMIN_USERNAME"], stack.info["ADMIN_PASSWORD"])
+    if figures & {1, 2}:
+        ceiling_and_batch(stack, run_dir, admin, n)
+    if 3 in figures:
+        big_batch(run_dir, admin, n.big)
+    if 4 in figures:
+        fair_start(stack, admin, n.fair)
+    if calibration is not None:
+        mix = mix_batches(calibration, n.mix)
+        print(report_mix_batches(mix, measure_mix_batches(admin, mix, n.repeat)))
+    if 6 in figures:
+        print(measure_grid(admin, n.grid, n.repeat))
 
 
 if __name__ == "__main__":

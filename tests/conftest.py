@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from throwaway_postgres import PostgresNotFoundError, throwaway_postgres
 
 from tests.helpers import free_port, wait_until
 
@@ -91,100 +92,17 @@ def migrated_db() -> str:
     return os.environ["DATABASE_URL"]
 
 
-def _postgres_bin() -> Path | None:
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return candidates[-1].parent if candidates else None
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """TEST_DATABASE_URL, or a throwaway cluster started from the installed binaries."""
     if os.environ.get("TEST_DATABASE_URL"):
         yield os.environ["TEST_DATABASE_URL"]
         return
-    bindir = _postgres_bin()
-    if bindir is None:
-        pytest.fail(
-            "PostgreSQL binaries not found: run `make install` (installs postgresql) "
-            "or set TEST_DATABASE_URL"
-        )
-    port = free_port()
-    data = _SESSION_DIR / "pgdata"
-    run_as: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses root: run the cluster as an unprivileged user
-        user = "postgres" if shutil.which("runuser") and _user_exists("postgres") else "nobody"
-        run_as = ["runuser", "-u", user, "--"]
-        data.mkdir(mode=0o700)
-        shutil.chown(data, user)
-        os.chmod(_SESSION_DIR, 0o755)
-    subprocess.run(
-        [
-            *run_as,
-            str(bindir / "initdb"),
-            "-D",
-            str(data),
-            "-A",
-            "trust",
-            "-U",
-            "finq",
-            "--no-sync",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    proc = subprocess.Popen(
-        [
-            *run_as,
-            str(bindir / "postgres"),
-            "-D",
-            str(data),
-            "-p",
-            str(port),
-            "-k",
-            str(data),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"postgresql+psycopg://finq@127.0.0.1:{port}/postgres"
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(url)
-
-    def _ready() -> bool:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT 1"))
-        return True
-
-    wait_until(_ready, 30, 0.2, what="throwaway PostgreSQL")
-    engine.dispose()
-    yield url
-    # pg_ctl stops the server itself: a signal to `runuser` does not always reach postgres.
-    subprocess.run(
-        [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "stop", "-m", "fast"],
-        check=False,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=60,
-    )
     try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-def _user_exists(name: str) -> bool:
-    import pwd
-
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
+        with throwaway_postgres(_SESSION_DIR) as url:
+            yield url
+    except PostgresNotFoundError as e:
+        pytest.fail(f"{e}, or set TEST_DATABASE_URL")
 
 
 @pytest.fixture(scope="session")

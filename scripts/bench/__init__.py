@@ -12,8 +12,8 @@ and always stops it. All figures come from the same run:
      (MIX_SCALE, default auto): completed tasks/s and efficiency = (sum of each task's CPU
      time measured alone on one core) / (wall time x cores);
   4. submit latency through nginx at a fixed offered rate (open loop), with GET and readiness
-     probes beside it: workers busy (pool at nice 0, the baseline, and at WORKER_NICE) and
-     stopped (scripts/bench/latency.py);
+     probes beside it: workers busy (pool at nice 0, the baseline, at WORKER_NICE and under
+     SCHED_IDLE) and stopped (scripts/bench/latency.py);
   5. scaling: the mix with 1, 2, 3, 4 worker replicas (chart: docs/scaling.png).
 
 Throughput is a batch: N tasks submitted as fast as the stack accepts them (a fixed number of
@@ -24,6 +24,7 @@ profiled. Prints the table and writes it, with its method, to docs/performance.m
 (section "Full stack (make bench)") and docs/scaling.png.
 
 Options: --quick (small batches, for a smoke run), --repeats N, --no-docs, --latency-only
-(figure 4 alone, printed only); the stack's environment passes through (GUNICORN_WORKERS,
-WORKER_CONCURRENCY, WORKER_NICE, API_REPLICAS, LOG_LEVEL...).
+(figure 4 alone, printed only), --postgres (a throwaway PostgreSQL cluster instead of SQLite)
+or --database-url; the stack's environment passes through (GUNICORN_WORKERS,
+WORKER_CONCURRENCY, WORKER_NICE, WORKER_SCHED_IDLE, API_REPLICAS, LOG_LEVEL...).
 """

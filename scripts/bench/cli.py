@@ -11,6 +11,7 @@ from .calibration import calibrate_mix
 from .client import login
 from .config import BENCH_DIR, log
 from .cpu import CpuMeter
+from .database import database
 from .options import Options, parse_options
 from .phases import Results, Run, measure_all
 from .profiling import find_py_spy
@@ -38,7 +39,8 @@ def start(stack: BenchStack, opts: Options) -> str:
     stack.up()
     stack.set_workers(opts.workers)
     token = login(stack.base, stack.info["ADMIN_USERNAME"], stack.info["ADMIN_PASSWORD"])
-    log(f"stack up on {stack.base} in {stack.info.get('STARTUP_SECONDS', '?')} s")
+    db = "SQLite" if stack.info["DATABASE_URL"].startswith("sqlite") else "PostgreSQL"
+    log(f"stack up on {stack.base} ({db}) in {stack.info.get('STARTUP_SECONDS', '?')} s")
     return token
 
 
@@ -55,18 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     log_versions(ver, load0)
     cal = calibrate_mix()
 
-    stack = BenchStack(BENCH_DIR / "stack", opts.api_replicas, opts.max_workers)
-    meter = CpuMeter(stack.roots)
     py_spy = None if opts.no_profile else find_py_spy()
     profiles: dict[str, dict[str, Any]] = {}
     signal.signal(signal.SIGTERM, on_term)
-    try:
-        token = start(stack, opts)
-        run = Run(opts, stack, meter, token, py_spy, profiles)
-        results: Results = measure_all(run, cal)
-    finally:
-        log("stopping the stack")
-        stack.down()
+    with database(opts.database_url, opts.postgres) as url:
+        stack = BenchStack(BENCH_DIR / "stack", opts.api_replicas, opts.max_workers, url)
+        meter = CpuMeter(stack.roots)
+        try:
+            token = start(stack, opts)
+            run = Run(opts, stack, meter, token, py_spy, profiles)
+            results: Results = measure_all(run, cal)
+        finally:
+            log("stopping the stack")
+            stack.down()
 
     publish(opts, build_report(opts, ver, load0, started, cal, results, profiles), cal, results)
     return 0

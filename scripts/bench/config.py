@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from finq_core.threads import THREAD_CAPS
@@ -31,6 +32,14 @@ TARGETS = {
 }
 # Submit p99 (ms) by offered rate (req/s) with the workers busy; GET and readiness alike.
 LATENCY_TARGETS = {100.0: 20.0, 200.0: 50.0}
+
+
+def pool_priority(env: Mapping[str, str]) -> str:
+    """The priority a stack with these settings gives its pool processes: "idle" (SCHED_IDLE,
+    WORKER_SCHED_IDLE, the default) or "nice N" (WORKER_NICE)."""
+    if env.get("WORKER_SCHED_IDLE", "true").lower() not in ("0", "false", "no"):
+        return "idle"
+    return f"nice {env.get('WORKER_NICE', '10')}"
 
 
 def log(msg: str) -> None:

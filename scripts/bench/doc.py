@@ -43,9 +43,10 @@ stops it. Everything below comes from one run; throughputs are medians of repeat
   an answer later than 5 s counts as unanswered. Workers busy: a backlog of the mix's CPU-bound
   rows (Monte Carlo option and VaR, priority `high`) is topped up before every step so that
   every pool process has a task throughout (the "backlog left" in the log stays above zero;
-  the light submits wait on `normal` behind it), and each step runs twice, the pool reniced to
-  0 (the baseline: the pool at the API's priority) and at the stack's `WORKER_NICE`, in
-  alternating order, so their ratio compares moments of the same run. Then the workers
+  the light submits wait on `normal` behind it), and each step runs once per pool priority:
+  nice 0 (the baseline: the pool at the API's priority), the stack's `WORKER_NICE`, and
+  `SCHED_IDLE` when the stack sets `WORKER_SCHED_IDLE` (the default), each going first in
+  turn, so their ratios compare moments of the same run. Then the workers
   stopped (the submit path alone). Each step notes the 1-minute load average when it began:
   on a shared machine that says how far to trust it. `--latency-only` runs just this figure.
 - (5) the mix with 1..4 worker replicas (`supervisorctl start/stop worker-N`).

@@ -3,9 +3,10 @@
 Light submits at a fixed offered rate, and beside them GETs of one task and readiness probes at
 a tenth of it, each latency counted from its scheduled time. Workers busy: a backlog of
 CPU-bound tasks on the `high` queue (topped up before every step, so that every pool process
-has work throughout; the light submits wait on `normal` behind it) and the pool run once at
-nice 0 (the baseline) and once at the stack's WORKER_NICE, alternating, so that their ratio
-compares moments of the same run. Then the workers stopped: the submit path alone.
+has work throughout; the light submits wait on `normal` behind it) and the pool run at nice 0
+(the baseline), at the stack's WORKER_NICE and, when the stack sets WORKER_SCHED_IDLE, under
+SCHED_IDLE, in rotation, so that their ratios compare moments of the same run. Then the
+workers stopped: the submit path alone.
 """
 
 from __future__ import annotations
@@ -32,15 +33,16 @@ HEAVY_MS = 50.0  # rows of the mix at least this costly make the busy backlog
 TIMEOUT_S = 5.0  # an answer later than this counts as unanswered
 WARMUP_S = 1.0  # sent but not counted at the start of every step
 STREAMS = ("submit", "get", "ready")
+BASELINE = "nice 0"  # the pool's priority the others are compared with
 LABELS = {"submit": "POST /api/v1/tasks", "get": "GET /api/v1/tasks/{id}", "ready": "/health/ready"}
 
 
 @dataclass(frozen=True)
 class Step:
-    """One open-loop run: which workers, at what niceness, what offered rate, what it saw."""
+    """One open-loop run: which workers, at what priority, what offered rate, what it saw."""
 
     workers: str  # "busy" or "stopped"
-    nice: int | None  # the pool's niceness (None: stopped)
+    pool: str | None  # the pool's priority: "nice N" or "idle" (None: stopped)
     rate: float  # submits/s offered
     outcome: Outcome
     load1: float  # 1-minute load average when the step began
@@ -49,8 +51,8 @@ class Step:
     seconds: float  # counted, after a second of warm-up
 
     @property
-    def key(self) -> tuple[str, int | None, float]:
-        return (self.workers, self.nice, self.rate)
+    def key(self) -> tuple[str, str | None, float]:
+        return (self.workers, self.pool, self.rate)
 
     @property
     def api_ms(self) -> float:
@@ -97,7 +99,7 @@ def top_up(run: Run, cal: Calibration, seconds: float) -> int:
     return run.stack.queue_depth("high")
 
 
-def step(run: Run, workers: str, nice: int | None, rate: float, task_id: str) -> Step:
+def step(run: Run, workers: str, pool: str | None, rate: float, task_id: str) -> Step:
     stack, opts = run.stack, run.opts
     stack.wait_quiet()
     load1 = os.getloadavg()[0]
@@ -113,7 +115,7 @@ def step(run: Run, workers: str, nice: int | None, rate: float, task_id: str) ->
             )
         )
     left = stack.queue_depth("high") if workers == "busy" else None
-    s = Step(workers, nice, rate, outcome, load1, m["cpu"], left, opts.latency_s)
+    s = Step(workers, pool, rate, outcome, load1, m["cpu"], left, opts.latency_s)
     log(f"(4) {describe(s)}  [{s.cpu.shares()}]")
     return s
 
@@ -125,7 +127,7 @@ def describe(s: Step) -> str:
         for name, d in s.outcome.summaries.items()
         if name != "submit"
     )
-    where = f"workers {s.workers}" + (f" at nice {s.nice}" if s.nice is not None else "")
+    where = f"workers {s.workers}" + (f", pool {s.pool}" if s.pool is not None else "")
     backlog = f", backlog left {s.backlog_left}" if s.backlog_left is not None else ""
     return (
         f"{s.rate:.0f} req/s, {where}: submit p50 {sub.p50:.1f} ms, p95 {sub.p95:.1f}, p99 "
@@ -137,11 +139,12 @@ def describe(s: Step) -> str:
 
 
 def measure_latency(run: Run, cal: Calibration) -> list[Step]:
-    """(4) busy (baseline nice 0 and WORKER_NICE alternating), then stopped; each `repeats`
-    times at half the target rate and at the target rate."""
+    """(4) busy (the baseline nice 0, WORKER_NICE and the stack's own priority in rotation),
+    then stopped; each `repeats` times at half the target rate and at the target rate."""
     stack, opts = run.stack, run.opts
     rates = sorted({opts.rate / 2, opts.rate})
-    nice = stack.worker_nice
+    own = stack.pool_priority
+    arms = list(dict.fromkeys([BASELINE, f"nice {stack.worker_nice}", own]))
     stack.set_workers(opts.workers)
     stack.wait_idle()
     task_id = asyncio.run(submit_one(stack.port, run.token, LIGHT_BODY))
@@ -149,13 +152,13 @@ def measure_latency(run: Run, cal: Calibration) -> list[Step]:
     steps: list[Step] = []
     for i in range(opts.repeats):
         for rate in rates:
-            order = (0, nice) if i % 2 == 0 else (nice, 0)
-            for n in order:
-                levels = set(stack.renice_workers(n))
+            shift = i % len(arms)  # each arm goes first in turn
+            for pool in arms[shift:] + arms[:shift]:
+                seen = set(stack.set_pool_priority(pool))
                 depth = top_up(run, cal, window)
-                log(f"(4) workers at nice {sorted(levels)}, {depth} CPU-bound tasks queued")
-                steps.append(step(run, "busy", n, rate, task_id))
-    stack.renice_workers(nice)
+                log(f"(4) pool processes at {sorted(seen)}, {depth} CPU-bound tasks queued")
+                steps.append(step(run, "busy", pool, rate, task_id))
+    stack.set_pool_priority(own)
     stack.set_workers(0)
     if run.py_spy:
         from .phases import profile_submits
@@ -170,8 +173,8 @@ def measure_latency(run: Run, cal: Calibration) -> list[Step]:
 # The report: a table of medians over repeats, with the baseline and the targets.
 
 
-def groups(steps: list[Step]) -> dict[tuple[str, int | None, float], list[Step]]:
-    out: dict[tuple[str, int | None, float], list[Step]] = {}
+def groups(steps: list[Step]) -> dict[tuple[str, str | None, float], list[Step]]:
+    out: dict[tuple[str, str | None, float], list[Step]] = {}
     for s in steps:
         out.setdefault(s.key, []).append(s)
     return out
@@ -196,51 +199,52 @@ def target_met(rate: float, group: list[Step]) -> str:
 
 
 def latency_table(steps: list[Step]) -> str:
-    """One row per (workers, niceness, rate): medians over the runs; the p99 of each run and
-    the load average when it began; the ratio of p99 to the baseline (nice 0) and to the
+    """One row per (workers, pool priority, rate): medians over the runs; the p99 of each run
+    and the load average when it began; the ratio of p99 to the baseline (nice 0) and to the
     workers stopped at the same rate."""
     g = groups(steps)
     rows = [
-        "| workers | pool nice | offered | POST /api/v1/tasks p50 / p95 / p99 / max (ms) | "
+        "| workers | pool | offered | POST /api/v1/tasks p50 / p95 / p99 / max (ms) | "
         "GET /api/v1/tasks/{id} p50 / p99 | /health/ready p50 / p99 | unanswered / errors | "
         "submit p99 of each run (load) | p99 vs nice 0 | p99 vs stopped | target |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    order = sorted(g, key=lambda k: (k[0] != "busy", k[2], -(k[1] or 0)))
+    order = sorted(g, key=lambda k: (k[0] != "busy", k[2], k[1] == BASELINE, k[1] or ""))
     for key in order:
-        workers, nice, rate = key
+        workers, pool, rate = key
         group = g[key]
         p99 = med(group, "submit", "p99")
-        base = g.get(("busy", 0, rate))
+        base = g.get(("busy", BASELINE, rate))
         stopped = g.get(("stopped", None, rate))
-        vs_base = f"{p99 / med(base, 'submit', 'p99'):.2f}" if base and nice else ""
+        compared = pool is not None and pool != BASELINE
+        vs_base = f"{p99 / med(base, 'submit', 'p99'):.2f}" if base and compared else ""
         vs_stopped = (
-            f"{p99 / med(stopped, 'submit', 'p99'):.2f}" if stopped and nice is not None else ""
+            f"{p99 / med(stopped, 'submit', 'p99'):.2f}" if stopped and pool is not None else ""
         )
         unanswered = sum(s.outcome.summaries[n].unanswered for s in group for n in STREAMS)
         errors = sum(s.outcome.summaries[n].errors for s in group for n in STREAMS)
         runs = ", ".join(f"{s.outcome.summaries['submit'].p99:.1f} ({s.load1:.1f})" for s in group)
-        label = "baseline: busy" if nice == 0 else workers
+        label = "baseline: busy" if pool == BASELINE else workers
         rows.append(
-            f"| {label} | {'' if nice is None else nice} | {rate:.0f}/s | "
+            f"| {label} | {pool or ''} | {rate:.0f}/s | "
             f"{med(group, 'submit', 'p50'):.1f} / {med(group, 'submit', 'p95'):.1f} / "
             f"**{p99:.1f}** / {med(group, 'submit', 'max'):.0f} | "
             f"{med(group, 'get', 'p50'):.1f} / {med(group, 'get', 'p99'):.1f} | "
             f"{med(group, 'ready', 'p50'):.1f} / {med(group, 'ready', 'p99'):.1f} | "
             f"{unanswered} / {errors} | {runs} | {vs_base} | {vs_stopped} | "
-            f"{target_met(rate, group) if workers == 'busy' and nice else ''} |"
+            f"{target_met(rate, group) if workers == 'busy' and compared else ''} |"
         )
     return "\n".join(rows)
 
 
-def latency_rows(steps: list[Step], nice: int) -> list[tuple[str, str, str, str]]:
-    """Figure 4's rows in the benchmark's table: the workers busy at the stack's niceness."""
+def latency_rows(steps: list[Step], own: str) -> list[tuple[str, str, str, str]]:
+    """Figure 4's rows in the benchmark's table: the workers busy at the stack's own priority."""
     g = groups(steps)
     rows = []
-    for (workers, n, rate), group in sorted(g.items(), key=lambda kv: kv[0][2]):
-        if workers != "busy" or n != nice:
+    for (workers, pool, rate), group in sorted(g.items(), key=lambda kv: kv[0][2]):
+        if workers != "busy" or pool != own:
             continue
-        base = g.get(("busy", 0, rate))
+        base = g.get(("busy", BASELINE, rate))
         ratio = (
             f"; x{med(group, 'submit', 'p99') / med(base, 'submit', 'p99'):.2f} the baseline's "
             "p99 (nice 0)"
@@ -250,7 +254,7 @@ def latency_rows(steps: list[Step], nice: int) -> list[tuple[str, str, str, str]
         rows.append(
             (
                 "4",
-                f"submit latency, {rate:.0f} req/s offered (open loop), workers busy at nice {n}",
+                f"submit latency, {rate:.0f} req/s offered (open loop), workers busy, pool {pool}",
                 f"p50 {med(group, 'submit', 'p50'):.1f} ms, p99 {med(group, 'submit', 'p99'):.1f}"
                 f" ms; GET p99 {med(group, 'get', 'p99'):.1f} ms, ready p99 "
                 f"{med(group, 'ready', 'p99'):.1f} ms{ratio} (table below)",
@@ -263,8 +267,8 @@ def latency_rows(steps: list[Step], nice: int) -> list[tuple[str, str, str, str]
 def cpu_line(steps: list[Step]) -> str:
     """What the cores did during the median-p99 run of each group."""
     parts = []
-    for (workers, nice, rate), group in groups(steps).items():
+    for (workers, pool, rate), group in groups(steps).items():
         mid = sorted(group, key=lambda s: s.outcome.summaries["submit"].p99)[len(group) // 2]
-        where = workers + (f" at nice {nice}" if nice is not None else "")
+        where = workers + (f", pool {pool}" if pool is not None else "")
         parts.append(f"{rate:.0f} req/s, {where}: {mid.cpu.shares()}")
     return "- (4) CPU during the latency steps: " + "; ".join(parts) + "."

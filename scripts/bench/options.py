@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from . import __doc__ as about
 from .config import TARGETS
+from .database import add_database_options
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class Options:
     no_profile: bool
     skip_scaling: bool
     latency_only: bool
+    database_url: str | None = None
+    postgres: bool = False
 
     @property
     def n_noop(self) -> int:
@@ -36,6 +39,10 @@ class Options:
     def latency_s(self) -> float:
         """Seconds each latency step is counted (after a second of warm-up)."""
         return 3.0 if self.quick else 10.0
+
+    @property
+    def database(self) -> str:
+        return "PostgreSQL" if self.postgres or self.database_url else "SQLite"
 
     @property
     def max_workers(self) -> int:
@@ -72,6 +79,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         action="store_true",
         help="only figure 4, submit latency (printed, not written to the doc)",
     )
+    add_database_options(parser)
     args = parser.parse_args(argv)
     return Options(
         quick=args.quick,
@@ -84,4 +92,6 @@ def parse_options(argv: list[str] | None = None) -> Options:
         no_profile=args.no_profile,
         skip_scaling=args.skip_scaling,
         latency_only=args.latency_only,
+        database_url=args.database_url,
+        postgres=args.postgres,
     )

@@ -11,7 +11,7 @@ from typing import Any
 from .batch import Batch
 from .calibration import Calibration
 from .chart import draw_chart
-from .config import CHART, DOC, LIGHT_TYPE, ROOT, SECTION, TARGETS, cores, log
+from .config import CHART, DOC, LIGHT_TYPE, ROOT, SECTION, TARGETS, cores, log, pool_priority
 from .doc import write_doc
 from .latency import cpu_line, latency_rows, latency_table
 from .options import Options
@@ -111,9 +111,9 @@ def throughput_rows(opts: Options, cal: Calibration, res: Results) -> list[Row]:
     ]
 
 
-def latency_and_scaling_rows(nice: int, res: Results) -> list[Row]:
-    """Figures 4 and 5 of the table."""
-    rows: list[Row] = latency_rows(res.latency, nice)
+def latency_and_scaling_rows(own: str, res: Results) -> list[Row]:
+    """Figures 4 and 5 of the table; `own`: the stack's pool priority."""
+    rows: list[Row] = latency_rows(res.latency, own)
     if res.scaling:
         rows.append(
             (
@@ -147,7 +147,8 @@ def config_line(opts: Options, load0: tuple[float, float, float], started: float
         f"{os.environ.get('GUNICORN_WORKERS', '1')}, {opts.workers} worker replicas "
         f"x WORKER_CONCURRENCY={os.environ.get('WORKER_CONCURRENCY', '4')}, "
         f"WORKER_NICE={os.environ.get('WORKER_NICE', '10')}, "
-        f"LOG_LEVEL={os.environ.get('LOG_LEVEL', 'INFO')}, SQLite; load average "
+        f"WORKER_SCHED_IDLE={os.environ.get('WORKER_SCHED_IDLE', 'true')}, "
+        f"LOG_LEVEL={os.environ.get('LOG_LEVEL', 'INFO')}, {opts.database}; load average "
         f"{load0[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
         f"{time.monotonic() - started:.0f} s in all"
     )
@@ -191,9 +192,8 @@ def build_report(
     res: Results,
     profiles: dict[str, dict[str, Any]],
 ) -> Report:
-    nice = int(os.environ.get("WORKER_NICE", "10"))
     rows = (throughput_rows(opts, cal, res) if res.light else []) + latency_and_scaling_rows(
-        nice, res
+        pool_priority(os.environ), res
     )
     return Report(
         env_line=env_line(ver),

@@ -9,7 +9,6 @@ import re
 import shlex
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,9 +18,13 @@ from typing import Any
 
 import psutil
 import redis
+import sqlalchemy
+from sqlalchemy.pool import NullPool
 
-from .config import BLAS_ENV, FINAL, ROOT, SCRIPTS, VENV_BIN
+from .config import BLAS_ENV, FINAL, ROOT, SCRIPTS, VENV_BIN, pool_priority
 from .cpu import process_role
+
+_FINAL_SQL = "(" + ", ".join(f"'{status}'" for status in FINAL) + ")"
 
 
 def worker_flags(env: dict[str, str]) -> list[str]:
@@ -53,14 +56,16 @@ def queue_names(app: Any) -> list[str]:
 
 
 class BenchStack:
-    def __init__(self, run_dir: Path, api_replicas: int, max_workers: int) -> None:
+    def __init__(
+        self, run_dir: Path, api_replicas: int, max_workers: int, database_url: str | None = None
+    ) -> None:
         self.run_dir = run_dir
         self.api_replicas = api_replicas
         self.max_workers = max_workers
+        self.database_url = database_url  # None: the local stack's SQLite file
+        self._db: sqlalchemy.Engine | None = None
         self.info: dict[str, str] = {}
         self.noop_procs: list[subprocess.Popen[bytes]] = []
-        # Records below this rowid were purged from the queues on purpose (figure 4): ignored.
-        self.floor = 0
         self._control: dict[int, Any] = {}
         self._queues: list[str] = []
 
@@ -89,6 +94,8 @@ class BenchStack:
         }
         for k in ("REDIS_URL", "DATABASE_URL", "HTTP_PORT", "REDIS_PORT", "FLOWER_PORT"):
             env.pop(k, None)
+        if self.database_url:
+            env["DATABASE_URL"] = self.database_url
         self._localstack(
             "up",
             "--free-ports",
@@ -106,6 +113,8 @@ class BenchStack:
         self.stop_noop_workers()
         for app in self._control.values():
             app.close()
+        if self._db is not None:
+            self._db.dispose()
         if self.info or (self.run_dir / "supervisor" / "supervisord.pid").exists():
             self._localstack("down", check=False)
 
@@ -116,10 +125,6 @@ class BenchStack:
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def db_path(self) -> Path:
-        return Path(self.info["DATABASE_URL"].split("///", 1)[1])
 
     def redis(self, db: int = 0) -> redis.Redis:
         return redis.Redis(port=int(self.info["REDIS_PORT"]), db=db, socket_timeout=10)
@@ -186,15 +191,27 @@ class BenchStack:
         """The niceness the stack's workers were started with (WORKER_NICE)."""
         return int(self.info.get("WORKER_NICE", "10"))
 
-    def renice_workers(self, nice: int) -> list[int]:
-        """Every worker process, main and pool, at `nice` (lowering it needs root or
-        CAP_SYS_NICE); the niceness each one reads back."""
+    @property
+    def pool_priority(self) -> str:
+        """The priority the stack's pool runs at: "idle" (WORKER_SCHED_IDLE) or "nice N"."""
+        return pool_priority(self.info)
+
+    def set_pool_priority(self, priority: str) -> list[str]:
+        """Every worker process at `priority`: "nice N" (main and pool, normal policy; lowering
+        a niceness needs root or CAP_SYS_NICE) or "idle" (the main at WORKER_NICE, the pool
+        under SCHED_IDLE, as the stack starts them); what each pool process reads back."""
+        idle = priority == "idle"
+        nice = self.worker_nice if idle else int(priority.removeprefix("nice "))
+        pool = set(self.pids_of("worker (pool)"))
         seen = []
-        for pid in self.pids_of("worker (main)") + self.pids_of("worker (pool)"):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc = psutil.Process(pid)
-                proc.nice(nice)
-                seen.append(int(proc.nice()))
+        for pid in self.pids_of("worker (main)") + sorted(pool):
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                policy = os.SCHED_IDLE if idle and pid in pool else os.SCHED_OTHER
+                os.sched_setscheduler(pid, policy, os.sched_param(0))
+                psutil.Process(pid).nice(nice)
+                if pid in pool:
+                    idle_now = os.sched_getscheduler(pid) == os.SCHED_IDLE
+                    seen.append("idle" if idle_now else f"nice {psutil.Process(pid).nice()}")
         return seen
 
     def start_noop_workers(self, replicas: int) -> None:
@@ -248,26 +265,37 @@ class BenchStack:
         return f"redis://127.0.0.1:{self.info['REDIS_PORT']}/1"
 
     # the database (read only: the bench never writes a record)
-    def sql(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
-        conn = sqlite3.connect(self.db_path, timeout=30)
-        try:
-            return conn.execute(query, args).fetchall()
-        finally:
-            conn.close()
+    def sql(self, query: str, **params: Any) -> list[Any]:
+        if self._db is None:
+            self._db = sqlalchemy.create_engine(self.info["DATABASE_URL"], poolclass=NullPool)
+        with self._db.connect() as conn:
+            return list(conn.execute(sqlalchemy.text(query), params).all())
 
-    def watermark(self) -> int:
-        return int(self.sql("SELECT coalesce(max(rowid), 0) FROM tasks")[0][0])
+    @property
+    def _order(self) -> str:
+        """The column that orders records by insertion: SQLite's rowid; on PostgreSQL the
+        creation time (microseconds)."""
+        return "rowid" if self.info["DATABASE_URL"].startswith("sqlite") else "created_at"
 
-    def wait_done(self, after: int, expected: int, timeout: float) -> int:
-        """Wait until `expected` tasks created after rowid `after` are final."""
+    def watermark(self) -> Any:
+        """A mark of the records created so far (compared with `_order`)."""
+        mark = self.sql(f"SELECT max({self._order}) FROM tasks")[0][0]
+        return 0 if mark is None and self._order == "rowid" else mark
+
+    def _after(self, mark: Any) -> str:
+        """A condition: created after `mark` (every record when there is none)."""
+        return "true" if mark is None else f"{self._order} > :mark"
+
+    def wait_done(self, after: Any, expected: int, timeout: float) -> int:
+        """Wait until `expected` tasks created after the mark `after` are final."""
         deadline = time.monotonic() + timeout
         done = 0
         while time.monotonic() < deadline:
             done = int(
                 self.sql(
-                    "SELECT count(*) FROM tasks WHERE rowid > ? AND status IN (?, ?, ?)",
-                    after,
-                    *FINAL,
+                    f"SELECT count(*) FROM tasks WHERE {self._after(after)} "
+                    f"AND status IN {_FINAL_SQL}",
+                    mark=after,
                 )[0][0]
             )
             if done >= expected:
@@ -275,11 +303,12 @@ class BenchStack:
             time.sleep(0.2)
         return done
 
-    def rows(self, after: int) -> list[dict[str, Any]]:
+    def rows(self, after: Any) -> list[dict[str, Any]]:
         out = []
         for type_, status, created, started, finished in self.sql(
-            "SELECT type, status, created_at, started_at, finished_at FROM tasks WHERE rowid > ?",
-            after,
+            "SELECT type, status, created_at, started_at, finished_at FROM tasks WHERE "
+            + self._after(after),
+            mark=after,
         ):
             out.append(
                 {
@@ -348,11 +377,7 @@ class BenchStack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             busy = int(
-                self.sql(
-                    "SELECT count(*) FROM tasks WHERE rowid > ? AND status NOT IN (?, ?, ?)",
-                    self.floor,
-                    *FINAL,
-                )[0][0]
+                self.sql(f"SELECT count(*) FROM tasks WHERE status NOT IN {_FINAL_SQL}")[0][0]
             )
             if busy == 0 and self.in_flight() == 0:
                 return
@@ -360,10 +385,11 @@ class BenchStack:
         raise RuntimeError("the stack did not become idle")
 
 
-def _ts(value: str | None) -> float | None:
+def _ts(value: str | datetime | None) -> float | None:
+    """A timestamp read back as SQLite's text or PostgreSQL's datetime (UTC)."""
     if value is None:
         return None
-    dt = datetime.fromisoformat(value)
+    dt = value if isinstance(value, datetime) else datetime.fromisoformat(value)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
