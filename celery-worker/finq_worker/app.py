@@ -4,6 +4,7 @@ Gives every forked child its own database and Redis connections. BLAS/OpenMP thr
 by deploy/finq-service, which starts every worker.
 """
 
+import logging
 import os
 from typing import Any
 
@@ -32,6 +33,7 @@ from finq_worker import (  # noqa: F401  (registers tasks)
 )
 
 app = celery_app
+log = logging.getLogger("finq.worker")
 
 
 @setup_logging.connect
@@ -42,6 +44,8 @@ def _setup_logging(**_: Any) -> None:
 
 @worker_process_init.connect
 def _after_fork(**_: Any) -> None:
+    if get_settings().worker_sched_idle:
+        yield_to_everything()
     reset_engine()
     get_redis.cache_clear()
     metrics.worker_slots.set(1)
@@ -51,6 +55,15 @@ def _after_fork(**_: Any) -> None:
 @worker_process_shutdown.connect
 def _process_gone(**_: Any) -> None:
     metrics.mark_process_dead(os.getpid())
+
+
+def yield_to_everything() -> None:
+    """Run this pool process under SCHED_IDLE (WORKER_SCHED_IDLE); any process may lower its
+    own policy so, but a sandbox may refuse the call: then the pool keeps WORKER_NICE."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except OSError as exc:
+        log.warning("SCHED_IDLE refused, the pool keeps its niceness", extra={"error": str(exc)})
 
 
 @worker_init.connect

@@ -33,7 +33,7 @@ from finq_api.routes import (
 )
 from finq_api.security import hash_password
 from finq_core import metrics
-from finq_core.config import Settings, get_settings
+from finq_core.config import Settings, get_api_server_settings, get_settings
 from finq_core.db import session_scope
 from finq_core.logs import configure_logging
 from finq_core.models import Role, User
@@ -155,7 +155,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.add_middleware(
-        EdgeMiddleware, max_body=settings.max_body_bytes, ceiling=largest_body(settings)
+        EdgeMiddleware,
+        max_body=settings.max_body_bytes,
+        ceiling=largest_body(settings),
+        max_in_flight=get_api_server_settings().api_max_in_flight,
     )
     app.openapi = lambda: custom_openapi(app)  # type: ignore[method-assign]
     return app

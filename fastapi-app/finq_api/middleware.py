@@ -25,6 +25,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 log = logging.getLogger("finq.api")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 _VERSIONED = API_PREFIX + "/"
+_ALWAYS_SERVED = ("/health", "/metrics")  # probes and scrapes answer even at capacity
 SERVED_BY = get_api_server_settings().api_name or socket.gethostname()
 
 CSP = (
@@ -94,6 +95,7 @@ class _Exchange:
         "scope",
         "started",
         "status",
+        "taken",
     )
 
     def __init__(
@@ -109,6 +111,14 @@ class _Exchange:
         self.received = 0
         self.started = self.rejected = False
         self.status = 500
+        self.taken = True  # counted in the edge's in_flight until answered
+
+    def answered(self) -> None:
+        """The request no longer waits for a thread nor computes: its response has started
+        (a stream may go on for long), or it ended."""
+        if self.taken:
+            self.taken = False
+            self.edge.in_flight -= 1
 
     async def receive(self) -> Message:
         message = await self.receive_from()
@@ -131,6 +141,7 @@ class _Exchange:
             return  # the 413 went out already; drop the framework's own answer
         if is_start:
             self.started = True
+            self.answered()
             message["headers"] = self._response_headers(message)
         await self.raw_send(message)
 
@@ -155,12 +166,18 @@ class EdgeMiddleware:
     """Sets the request id (nginx's X-Request-ID, or a new one), adds security headers and
     the request id to every response, and answers 413 past the body limit: the matched
     route's (set by finq_api.guard before the body is read), else `max_body`. A declared
-    length above `ceiling`, the largest any route accepts, is refused before routing."""
+    length above `ceiling`, the largest any route accepts, is refused before routing.
+    With `max_in_flight` requests taken and not yet answered, another is answered 503 at
+    once (API_MAX_IN_FLIGHT; health and metrics are always served)."""
 
-    def __init__(self, app: ASGIApp, max_body: int, ceiling: int = 0) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body: int, ceiling: int = 0, max_in_flight: int = 0
+    ) -> None:
         self.app = app
         self.max_body = max_body
         self.ceiling = max(ceiling, max_body)
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0  # requests of this process whose response has not started
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -174,8 +191,14 @@ class EdgeMiddleware:
             request_id_var.reset(token)
             return
 
-        exchange = _Exchange(self, scope, receive, send, rid)
         started_at = time.perf_counter()
+        if self._full(scope):
+            await self._error(send, 503, self.BUSY, rid, [(b"retry-after", b"1")])
+            request_id_var.reset(token)
+            _observe(scope, 503, started_at)
+            return
+        exchange = _Exchange(self, scope, receive, send, rid)
+        self.in_flight += 1
         try:
             await self.app(scope, exchange.receive, exchange.send)
         except TooLarge:
@@ -191,19 +214,35 @@ class EdgeMiddleware:
             exchange.status = 500
             await self._error(send, 500, "Internal server error", rid)
         finally:
+            exchange.answered()
             request_id_var.reset(token)
             _observe(scope, exchange.status, started_at)
+
+    BUSY = "The API is at capacity; retry in a second"
+
+    def _full(self, scope: Scope) -> bool:
+        if not self.max_in_flight or self.in_flight < self.max_in_flight:
+            return False
+        return not scope.get("path", "").startswith(_ALWAYS_SERVED)
 
     async def _too_large(self, send: Send, rid: str, limit: int) -> None:
         await self._error(send, 413, f"Request body larger than {limit} bytes", rid)
 
-    async def _error(self, send: Send, status: int, detail: str, rid: str) -> None:
+    async def _error(
+        self,
+        send: Send,
+        status: int,
+        detail: str,
+        rid: str,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         body = json.dumps({"detail": detail, "request_id": rid}).encode()
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
                 "headers": [
+                    *(extra or []),
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
                     (b"x-request-id", rid.encode()),

@@ -182,6 +182,10 @@ class Settings(FinqSettings):
     # CPU niceness of a worker and its pool (19: lowest): on shared cores the API's requests
     # go first, so queued calculations never make the front door slow.
     worker_nice: int = Field(default=10, ge=0, le=19)
+    # The pool processes run under SCHED_IDLE: any runnable process of normal policy (the API,
+    # nginx, the worker's own main process) preempts them at once, which niceness alone does
+    # not do (issue 20: submit p99 0.41-0.65 of nice 10's); they still take every idle cycle.
+    worker_sched_idle: bool = True
     progress_interval_seconds: float = Field(default=0.25, ge=0.05, le=10)
     # Celery task events feed Flower's Tasks tab at a CPU cost on every task; workers stay
     # visible in Flower without them (heartbeats).
@@ -337,6 +341,11 @@ class ApiServerSettings(FinqSettings):
     gunicorn_graceful_timeout: int = Field(default=20, ge=0, le=3600)
     gunicorn_max_requests: int = Field(default=0, ge=0, le=10_000_000)
     forwarded_allow_ips: str = Field(default="127.0.0.1,::1", min_length=1)
+    # Requests one API process takes on before it answers 503 with Retry-After at once (not
+    # counting /health and /metrics, nor responses already streaming): past this, a request
+    # would only queue for a thread, its client give up, and the work be done for nobody.
+    # 0: no bound.
+    api_max_in_flight: int = Field(default=64, ge=0, le=10_000)
 
 
 class WorkerMetricsSettings(FinqSettings):

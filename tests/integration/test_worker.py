@@ -483,13 +483,22 @@ def test_only_runs_ended_by_a_lost_worker_count_as_lost(
 def test_the_worker_and_its_pool_yield_the_cpu_to_the_api(
     celery_worker: subprocess.Popen[bytes],
 ) -> None:
-    """WORKER_NICE (10 by default) holds for the main process and every pool process, so the
-    API, at the default priority, is served first on shared cores."""
+    """WORKER_NICE (10 by default) holds for the main process and every pool process, and the
+    pool runs under SCHED_IDLE (WORKER_SCHED_IDLE, on by default), so the API, at the default
+    priority and policy, is served first on shared cores."""
     main = psutil.Process(celery_worker.pid)
     pool = wait_until(lambda: main.children(), 30, what="the worker's pool processes")
     assert main.nice() == 10
     assert [child.nice() for child in pool] == [10] * len(pool)
+    assert os.sched_getscheduler(main.pid) == os.SCHED_OTHER
+    # Each pool process lowers its own policy as it starts (worker_process_init).
+    wait_until(
+        lambda: all(os.sched_getscheduler(c.pid) == os.SCHED_IDLE for c in pool),
+        30,
+        what="every pool process under SCHED_IDLE",
+    )
     assert psutil.Process().nice() == 0
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
 
 
 def test_a_task_over_its_owners_running_cap_waits_for_room_without_losing_an_attempt(
