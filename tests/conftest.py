@@ -125,6 +125,8 @@ def celery_worker(
         "LOG_LEVEL": "INFO",
         "WORKER_METRICS_PORT": str(free_port()),
         "WORKER_METRICS_ADDRESS": "127.0.0.1",
+        # finq-service's default is a folder in /tmp that outlives the worker.
+        "PROMETHEUS_MULTIPROC_DIR": str(_SESSION_DIR / "metrics-testworker"),
     }
     proc = subprocess.Popen(
         [str(ROOT / "deploy" / "finq-service"), "worker"],

@@ -77,6 +77,7 @@ def start_worker(env: dict[str, str], name: str, log: Path) -> subprocess.Popen[
                 "WORKER_CONCURRENCY": "1",
                 "WORKER_NAME": f"{name}@%h",
                 "WORKER_METRICS_PORT": "0",
+                "PROMETHEUS_MULTIPROC_DIR": str(log.parent / f"metrics-{name}"),
             },
             stdout=out,
             stderr=subprocess.STDOUT,
