@@ -170,6 +170,8 @@ class EdgeMiddleware:
     With `max_in_flight` requests taken and not yet answered, another is answered 503 at
     once (API_MAX_IN_FLIGHT; health and metrics are always served)."""
 
+    BUSY = "The API is at capacity; retry in a second"
+
     def __init__(
         self, app: ASGIApp, max_body: int, ceiling: int = 0, max_in_flight: int = 0
     ) -> None:
@@ -217,8 +219,6 @@ class EdgeMiddleware:
             exchange.answered()
             request_id_var.reset(token)
             _observe(scope, exchange.status, started_at)
-
-    BUSY = "The API is at capacity; retry in a second"
 
     def _full(self, scope: Scope) -> bool:
         if not self.max_in_flight or self.in_flight < self.max_in_flight:

@@ -265,7 +265,7 @@ def split_release(
             .values(chunks=BATCHES.c.chunks + 1)
             .returning(BATCHES.c.chunks - 1)
         )
-    release(session, batch_id, rest, moved if new is not None else (), new)
+    release(session, batch_id, rest, moved, new)
     return [chunk] if new is None else [chunk, int(new)]
 
 
