@@ -33,7 +33,7 @@ from finq_api.routes import (
     users,
 )
 from finq_api.security import hash_password
-from finq_core import metrics
+from finq_core import broker, metrics
 from finq_core.config import Settings, get_api_server_settings, get_settings
 from finq_core.db import session_scope
 from finq_core.logs import configure_logging
@@ -73,6 +73,7 @@ def ensure_admin(settings: Settings) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     ensure_admin(get_settings())
     metrics.zero_task_counters(TASK_TYPES, api=True)
+    broker.warm_up()
     yield
     await hub.close()
 

@@ -107,6 +107,19 @@ def make_celery(settings: Settings) -> Celery:
 celery_app = make_celery(get_settings())
 
 
+def warm_up() -> None:
+    """Load now what a process's first send would load: Celery's router, result backend and
+    event dispatcher and kombu's Redis transport. A fresh API process spent ~100 ms of CPU on
+    it, holding the GIL, inside its first submit, and every request beside that one waited
+    (issue 20). Opens no connection: Redis may still be down while the API starts."""
+    import encodings.idna  # noqa: F401  (the codec a first connect encodes host names with)
+
+    app = celery_app
+    _ = (app.backend, app.amqp.router, app.events.Dispatcher)
+    with app.connection_for_write() as connection:
+        _ = connection.transport
+
+
 def enqueue(
     task_id: str, priority: str, request_id: str | None = None, eta: datetime | None = None
 ) -> None:

@@ -1,0 +1,71 @@
+"""An API process loads the broker's send path while it starts, not inside its first submit."""
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SEND_PATH = ("celery", "kombu", "billiard", "encodings")
+
+
+def fresh_interpreter(code: str, redis_url: str) -> str:
+    """Run `code` in a new interpreter (nothing imported yet) against `redis_url`; its output."""
+    env = {**os.environ, "REDIS_URL": redis_url}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_the_first_submit_after_start_up_imports_nothing_of_the_send_path(
+    redis_server: str, migrated_db: str
+) -> None:
+    # A database of its own on the session's redis-server: no test worker sees the message.
+    url = redis_server.rsplit("/", 1)[0] + "/9"
+    out = fresh_interpreter(
+        f"""
+        import sys, uuid
+        from fastapi.testclient import TestClient
+        from finq_api.main import create_app
+        from finq_core import broker
+        with TestClient(create_app()):
+            before = set(sys.modules)
+            broker.enqueue(str(uuid.uuid4()), "normal")
+            new = sorted(m for m in set(sys.modules) - before if m.startswith({SEND_PATH!r}))
+            print(",".join(new) or "none")
+        """,
+        url,
+    )
+    assert out == "none"
+
+
+def test_warming_up_opens_no_connection_to_redis() -> None:
+    """Redis may still be down while the API starts: the warm-up only loads code."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        out = fresh_interpreter(
+            """
+            import sys
+            from finq_core import broker
+            broker.warm_up()
+            print("kombu.transport.redis" in sys.modules)
+            """,
+            f"redis://127.0.0.1:{port}/0",
+        )
+        assert out == "True"
+        with pytest.raises(BlockingIOError):  # nobody knocked
+            listener.accept()
