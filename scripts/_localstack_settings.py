@@ -80,6 +80,7 @@ SERVICE_ENV = (
     "WORKER_NICE",
     "WORKER_SCHED_IDLE",
     "GUNICORN_WORKERS",
+    "API_MAX_IN_FLIGHT",
     "WEBHOOK_SECRET",
     *PASSED_THROUGH_ENV,
 )
@@ -168,6 +169,7 @@ def resolve(run_dir: Path, args: argparse.Namespace) -> dict[str, str]:
         "WORKER_NICE": env.get("WORKER_NICE", "10"),
         "WORKER_SCHED_IDLE": env.get("WORKER_SCHED_IDLE", "true"),
         "GUNICORN_WORKERS": env.get("GUNICORN_WORKERS", "1"),
+        "API_MAX_IN_FLIGHT": env.get("API_MAX_IN_FLIGHT", "64"),
         # Signs webhook notifications; generated once per runtime folder like the others.
         "WEBHOOK_SECRET": env.get("WEBHOOK_SECRET") or _secret(rd, "webhook_secret", 48),
     }

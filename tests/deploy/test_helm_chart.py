@@ -330,3 +330,15 @@ def test_an_ingress_routes_to_nginx_or_straight_to_the_api_and_flower() -> None:
         ("/", "finq-api"),
     ]
     assert not [d for d in docs if d["metadata"]["name"] == "finq-nginx"]
+
+
+def test_the_api_processes_get_their_bound_on_requests_in_progress() -> None:
+    def bound(docs: list[dict[str, Any]]) -> str:
+        pod = named(docs, "Deployment", "finq-api")["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        return str(env["API_MAX_IN_FLIGHT"])
+
+    assert bound(rendered("defaults")) == "64"
+    values = copy.deepcopy(VALUE_SETS["defaults"])
+    values["api"] = {**values.get("api", {}), "maxInFlight": 8}
+    assert bound(render(values)) == "8"

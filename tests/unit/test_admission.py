@@ -5,7 +5,11 @@ request fails."""
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
+
+import yaml
+from _localstack_settings import SERVICE_ENV
 
 from finq_api.middleware import EdgeMiddleware, Message, Receive, Scope, Send
 
@@ -112,3 +116,13 @@ def test_no_bound_by_zero() -> None:
         assert {status(s) for s in await asyncio.gather(*held)} == {200}
 
     asyncio.run(scenario())
+
+
+def test_every_launcher_of_the_api_passes_the_bound_on() -> None:
+    """compose, the Swarm stack and `make run` hand API_MAX_IN_FLIGHT to the API processes
+    (the chart: tests/deploy/test_helm_chart.py); else a value set in `.env` does nothing."""
+    root = Path(__file__).resolve().parents[2]
+    for file in ("docker-compose.yml", "deploy/swarm/stack.yml"):
+        api = yaml.safe_load((root / file).read_text())["services"]["fastapi-app"]
+        assert api["environment"]["API_MAX_IN_FLIGHT"] == "${API_MAX_IN_FLIGHT:-64}", file
+    assert "API_MAX_IN_FLIGHT" in SERVICE_ENV
