@@ -8,7 +8,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -16,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy
+from _localstack_settings import free_port
 
 
 class PostgresNotFoundError(RuntimeError):
@@ -31,18 +31,12 @@ def binaries() -> Path:
     return candidates[-1].parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _run_as(data: Path) -> list[str]:
     """initdb refuses root: as root, the cluster runs as `postgres` (or `nobody`)."""
     if os.geteuid() != 0:
         return []
     try:
-        user = pwd.getpwnam("postgres").pw_name if shutil.which("runuser") else "nobody"
+        user = pwd.getpwnam("postgres").pw_name
     except KeyError:
         user = "nobody"
     data.mkdir(mode=0o700)
@@ -76,7 +70,7 @@ def throwaway_postgres(parent: Path | None = None, timeout: float = 30) -> Itera
     base = Path(tempfile.mkdtemp(prefix="finq-postgres-")) if parent is None else parent
     data = base / "pgdata"
     run_as = _run_as(data)
-    port = _free_port()
+    port = free_port()
     try:
         subprocess.run(
             [*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "finq",
