@@ -1,9 +1,11 @@
 # Sourced by scripts/test-compose.sh and scripts/test-swarm.sh: the Debian packages a fresh
-# host lacks, a dockerd started here when no engine answers (and stopped again), and the
-# iptables FORWARD policy as it was found. The caller defines `log`, `die` and `$tmp`.
+# host lacks, a dockerd started here when no engine answers (and stopped again, with the
+# iptables rules and the docker0 bridge it leaves behind), and the iptables FORWARD policy as
+# it was found. The caller defines `log`, `die` and `$tmp`.
 
 started_dockerd=""
 forward_before=""
+bridge_before=""
 
 forward_policy() { iptables -S FORWARD 2>/dev/null | awk '$1 == "-P" { print $3; exit }'; }
 
@@ -34,6 +36,11 @@ start_dockerd() {  # the running engine, or a dockerd of our own (root only)
   [ "$(id -u)" = 0 ] || die "no Docker engine answers, and only root can start one here"
   command -v dockerd >/dev/null || die "no Docker engine answers and dockerd is not installed"
   log "no Docker engine answers: starting dockerd (log: $tmp/dockerd.log)"
+  # dockerd adds its chains and rules on start and leaves them on stop: keep the tables it
+  # writes, to put them back as they were once it is gone.
+  { iptables-save -t filter && iptables-save -t nat; } >"$tmp/iptables.before" 2>/dev/null ||
+    rm -f "$tmp/iptables.before"
+  ip link show docker0 >/dev/null 2>&1 && bridge_before=1
   dockerd >"$tmp/dockerd.log" 2>&1 &
   started_dockerd=$!
   for _ in $(seq 1 120); do
@@ -52,6 +59,12 @@ stop_own_dockerd() {  # only the one start_dockerd started; then FORWARD as foun
     for _ in $(seq 1 60); do kill -0 "$started_dockerd" 2>/dev/null || break; sleep 0.5; done
     if kill -0 "$started_dockerd" 2>/dev/null; then kill -KILL "$started_dockerd" 2>/dev/null || true; fi
     wait "$started_dockerd" 2>/dev/null || true
+    if [ -s "$tmp/iptables.before" ] && iptables-restore <"$tmp/iptables.before"; then
+      log "iptables filter and nat tables restored as found (dockerd leaves its chains behind)"
+    fi
+    if [ -z "$bridge_before" ] && ip link show docker0 >/dev/null 2>&1; then
+      ip link delete docker0 && log "removed the docker0 bridge dockerd left behind"
+    fi
   fi
   restore_forward
 }
