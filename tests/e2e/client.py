@@ -32,3 +32,15 @@ def wait_final(client: httpx.Client, task_id: str, timeout: float = 60) -> dict[
         return body if body["status"] in FINAL else None
 
     return wait_until(probe, timeout, 0.05, what=f"task {task_id} to finish")
+
+
+def wait_running(client: httpx.Client, task_id: str, timeout: float = 60) -> dict[str, Any]:
+    """Wait for RUNNING; fail at once, naming the status, if the task ended unseen."""
+
+    def probe() -> dict[str, Any] | None:
+        body: dict[str, Any] = client.get(f"/api/v1/tasks/{task_id}").json()
+        return body if body["status"] in FINAL | {"RUNNING"} else None
+
+    body = wait_until(probe, timeout, 0.05, what=f"task {task_id} to run")
+    assert body["status"] == "RUNNING", f"task {task_id} ended {body['status']} unseen"
+    return body

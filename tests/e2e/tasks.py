@@ -23,9 +23,11 @@ def monte_carlo(paths: int, steps: int = 252, seed: int = 7) -> dict[str, Any]:
     }
 
 
-# Seconds on one core of the CI machine, roughly: ~1 s and ~10 s.
+# Seconds on one idle core of the development machine: ~0.4 s and ~8 s. A faster machine
+# halves them, so LONG_MC still spans a few worker heartbeats (2 s) there.
 ONE_SECOND_MC = monte_carlo(150_000)
-LONG_MC = monte_carlo(1_500_000)
+LONG_MC = monte_carlo(3_000_000)
 # The largest run accepted, without antithetic pairs (twice the draws): far past the e2e
-# stack's 15 s soft limit even on a fast core.
+# stack's 15 s soft limit even on a fast core. For a test that must find a task still running
+# whenever it looks, and ends it by a cancel.
 ENDLESS_MC = {**monte_carlo(10_000_000), "antithetic": False}

@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import LocalStack
 from tests.e2e.client import login, submit, wait_final
 from tests.e2e.conftest import new_user
-from tests.e2e.tasks import LONG_MC, QUICK_LOAN
+from tests.e2e.tasks import ENDLESS_MC, QUICK_LOAN
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -118,7 +118,7 @@ def test_monitoring_shows_a_user_only_their_own_work(
 ) -> None:
     alice = login(stack.url, *new_user(admin))
     bob = login(stack.url, *new_user(admin))
-    task = submit(alice, "monte_carlo_option", LONG_MC)
+    task = submit(alice, "monte_carlo_option", ENDLESS_MC)
     try:
         [worker] = wait_until(
             lambda: workers_running(alice, task["id"]), 60, 0.2, what="alice's task on a worker"

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import LocalStack
 from tests.e2e.client import login, submit, wait_final
-from tests.e2e.tasks import ENDLESS_MC, LONG_MC, QUICK_LOAN, monte_carlo
+from tests.e2e.tasks import ENDLESS_MC, QUICK_LOAN, monte_carlo
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -81,7 +81,7 @@ def test_cancel_a_pending_task_it_never_runs(admin: httpx.Client) -> None:
 
 
 def test_cancel_a_running_task_stops_within_a_chunk(admin: httpx.Client) -> None:
-    task = submit(admin, "monte_carlo_option", LONG_MC)
+    task = submit(admin, "monte_carlo_option", ENDLESS_MC)
     wait_until(
         lambda: admin.get(f"/api/v1/tasks/{task['id']}").json()["progress"] > 0,
         60,
