@@ -17,7 +17,7 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from finq_core import metrics
+from finq_core import heap, metrics
 from finq_core.broker import celery_app
 from finq_core.config import get_settings, get_worker_metrics_settings
 from finq_core.db import reset_engine
@@ -50,6 +50,7 @@ def _after_fork(**_: Any) -> None:
     get_redis.cache_clear()
     metrics.worker_slots.set(1)
     metrics.zero_task_counters(TASK_TYPES, api=False)
+    heap.freeze_startup()  # a collection inside a transaction would hold the database's lock
 
 
 @worker_process_shutdown.connect
@@ -84,6 +85,13 @@ def _serve_metrics(**_: Any) -> None:
     """The worker's main process serves the pool's summed metrics on an internal port."""
     endpoint = get_worker_metrics_settings()
     metrics.serve(endpoint.worker_metrics_port, endpoint.worker_metrics_address)
+
+
+@worker_init.connect
+def _freeze_startup_heap(**_: Any) -> None:
+    """Connected last: the main process's imports and chart warm-up, frozen before the pool
+    forks (the pool processes inherit them frozen, and share their pages)."""
+    heap.freeze_startup()
 
 
 @worker_ready.connect

@@ -33,7 +33,7 @@ from finq_api.routes import (
     users,
 )
 from finq_api.security import hash_password
-from finq_core import broker, metrics
+from finq_core import broker, heap, metrics
 from finq_core.config import Settings, get_api_server_settings, get_settings
 from finq_core.db import session_scope
 from finq_core.logs import configure_logging
@@ -74,6 +74,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     ensure_admin(get_settings())
     metrics.zero_task_counters(TASK_TYPES, api=True)
     broker.warm_up()
+    heap.freeze_startup()  # last: what start-up built stays out of every later collection
     yield
     await hub.close()
 

@@ -1,4 +1,6 @@
-"""An API process loads the broker's send path while it starts, not inside its first submit."""
+"""What a process does while it starts: an API process loads the broker's send path (not inside
+its first submit), and API and pool processes leave what start-up built out of later garbage
+collections."""
 
 import os
 import socket
@@ -69,3 +71,36 @@ def test_warming_up_opens_no_connection_to_redis() -> None:
         assert out == "True"
         with pytest.raises(BlockingIOError):  # nobody knocked
             listener.accept()
+
+
+def test_after_start_up_a_full_collection_walks_only_what_came_since(
+    redis_server: str, migrated_db: str
+) -> None:
+    out = fresh_interpreter(
+        """
+        import gc
+        from fastapi.testclient import TestClient
+        from finq_api.main import create_app
+        with TestClient(create_app()):
+            print(gc.get_freeze_count(), len(gc.get_objects()))
+        """,
+        redis_server,
+    )
+    frozen, tracked = map(int, out.split())
+    assert frozen > 50_000  # FastAPI, SQLAlchemy and Celery's objects, frozen at start-up
+    assert tracked < frozen / 10
+
+
+def test_a_pool_process_freezes_its_start_up_heap_when_forked(redis_server: str) -> None:
+    out = fresh_interpreter(
+        """
+        import gc
+        from celery.signals import worker_process_init
+        import finq_worker.app
+        worker_process_init.send(sender=None)
+        print(gc.get_freeze_count(), len(gc.get_objects()))
+        """,
+        redis_server,
+    )
+    frozen, tracked = map(int, out.split())
+    assert frozen > 50_000 and tracked < frozen / 10
