@@ -80,6 +80,19 @@ def login(base: str, username: str, password: str) -> str:
     return token
 
 
+def create_account(base: str, admin_token: str, username: str, password: str) -> None:
+    """A plain user account, made by the admin (POST /api/v1/users)."""
+    body = json.dumps({"username": username, "password": password}).encode()
+    request = urllib.request.Request(
+        f"{base}/api/v1/users",
+        data=body,
+        headers={"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        if resp.status != 201:
+            raise RuntimeError(f"creating {username} answered {resp.status}")
+
+
 def auth_headers(token: str) -> bytes:
     return f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n".encode()
 

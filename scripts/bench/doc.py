@@ -39,8 +39,10 @@ stops it. Everything below comes from one run; throughputs are medians of repeat
 - (4) open loop (scripts/bench/openloop.py): requests leave at fixed times whatever the answers
   (latency counted from the scheduled time, so a stall cannot hide the requests queued behind
   it), 1-year loan submits at 100 and 200 req/s, and beside them `GET /api/v1/tasks/{id}` and
-  `/health/ready` at a tenth of that rate each (at least 5/s); the first second is discarded,
-  an answer later than 5 s counts as unanswered. Workers busy: a backlog of the mix's CPU-bound
+  `/health/ready` at a tenth of that rate each (at least 5/s), sent from an account made for
+  the step (a submit counts its caller's queued tasks, so one account would make every later
+  step dearer); the first second is discarded, an answer later than 5 s counts as unanswered.
+  Workers busy: a backlog of the mix's CPU-bound
   rows (Monte Carlo option and VaR, priority `high`) is topped up before every step so that
   every pool process has a task throughout (the "backlog left" in the log stays above zero;
   the light submits wait on `normal` behind it), and each step runs once per pool priority:

@@ -7,6 +7,11 @@ has work throughout; the light submits wait on `normal` behind it) and the pool 
 (the baseline), at the stack's WORKER_NICE and, when the stack sets WORKER_SCHED_IDLE, under
 SCHED_IDLE, in rotation, so that their ratios compare moments of the same run. Then the
 workers stopped: the submit path alone.
+
+Each step's probes come from an account of its own. A submit counts its caller's queued tasks
+(the quota, up to the bench's QUOTA_QUEUED_TASKS of a million), and the light submits of earlier
+steps stay queued behind the backlog: sent from one account, they made every later step dearer
+(50,000 queued: 11 ms a count, against 0.4 ms for 200).
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ import json
 import math
 import os
 import statistics
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .batch import mix_bodies
 from .calibration import Calibration
-from .client import auth_headers, submit_closed, submit_one
+from .client import auth_headers, create_account, login, submit_closed, submit_one
 from .config import LATENCY_TARGETS, LIGHT_BODY, cores, log
 from .cpu import CpuUse
 from .openloop import Outcome, Stream, run_open_loop
@@ -99,15 +105,27 @@ def top_up(run: Run, cal: Calibration, seconds: float) -> int:
     return run.stack.queue_depth("high")
 
 
-def step(run: Run, workers: str, pool: str | None, rate: float, task_id: str) -> Step:
+PROBE_PASSWORD = "a bench probe's password"
+
+
+def prober(base: str, port: int, admin_token: str) -> tuple[str, str]:
+    """A fresh account's token and one light task of its, for the GETs to read."""
+    name = f"probe{uuid.uuid4().hex[:10]}"
+    create_account(base, admin_token, name, PROBE_PASSWORD)
+    token = login(base, name, PROBE_PASSWORD)
+    return token, asyncio.run(submit_one(port, token, LIGHT_BODY))
+
+
+def step(run: Run, workers: str, pool: str | None, rate: float) -> Step:
     stack, opts = run.stack, run.opts
+    token, task_id = prober(stack.base, stack.port, run.token)
     stack.wait_quiet()
     load1 = os.getloadavg()[0]
     with run.meter.measure() as m:
         outcome = asyncio.run(
             run_open_loop(
                 stack.port,
-                auth_headers(run.token),
+                auth_headers(token),
                 streams(rate, task_id),
                 opts.latency_s,
                 warmup=WARMUP_S,
@@ -147,7 +165,6 @@ def measure_latency(run: Run, cal: Calibration) -> list[Step]:
     arms = list(dict.fromkeys([BASELINE, f"nice {stack.worker_nice}", own]))
     stack.set_workers(opts.workers)
     stack.wait_idle()
-    task_id = asyncio.run(submit_one(stack.port, run.token, LIGHT_BODY))
     window = WARMUP_S + opts.latency_s + 10.0  # the step, its warm-up, the wait for quiet, margin
     steps: list[Step] = []
     for i in range(opts.repeats):
@@ -157,7 +174,7 @@ def measure_latency(run: Run, cal: Calibration) -> list[Step]:
                 seen = set(stack.set_pool_priority(pool))
                 depth = top_up(run, cal, window)
                 log(f"(4) pool processes at {sorted(seen)}, {depth} CPU-bound tasks queued")
-                steps.append(step(run, "busy", pool, rate, task_id))
+                steps.append(step(run, "busy", pool, rate))
     stack.set_pool_priority(own)
     stack.set_workers(0)
     if run.py_spy:
@@ -166,7 +183,7 @@ def measure_latency(run: Run, cal: Calibration) -> list[Step]:
         profile_submits(run, run.py_spy)
     for _ in range(opts.repeats):
         for rate in rates:
-            steps.append(step(run, "stopped", None, rate, task_id))
+            steps.append(step(run, "stopped", None, rate))
     return steps
 
 

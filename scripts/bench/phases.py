@@ -14,7 +14,7 @@ from .calibration import Calibration
 from .client import auth_headers
 from .config import LIGHT_BODY, cores, log
 from .cpu import CpuMeter, CpuUse
-from .latency import Step, measure_latency
+from .latency import Step, measure_latency, prober
 from .openloop import Stream, run_open_loop
 from .options import Options
 from .profiling import profile_batch, profile_during
@@ -163,6 +163,7 @@ def measure_scaling(
 def profile_submits(run: Run, py_spy: str) -> None:
     """The API is only busy here: profile it at a rate it sustains (not counted)."""
     rate = run.opts.rate / 4
+    token, _ = prober(run.stack.base, run.stack.port, run.token)
     with tempfile.TemporaryDirectory() as tmp:
         run.profiles.update(
             profile_during(
@@ -170,7 +171,7 @@ def profile_submits(run: Run, py_spy: str) -> None:
                 lambda: asyncio.run(
                     run_open_loop(
                         run.stack.port,
-                        auth_headers(run.token),
+                        auth_headers(token),
                         [Stream("submit", "POST", "/api/v1/tasks", rate, LIGHT_BODY, ok=202)],
                         8.0,
                         0.0,

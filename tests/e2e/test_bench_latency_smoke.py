@@ -1,14 +1,14 @@
 """Smoke test of the benchmark's latency scenario (scripts/bench/latency.py) against the e2e
 stack: a second of open-loop submits at 20 req/s with GET and readiness probes beside them,
-through nginx. Proves the streams reach the routes they name and every answer is counted; no
-timing is asserted (the machine running the tests may be busy)."""
+through nginx, from a probe account of their own. Proves the streams reach the routes they name
+and every answer is counted; no timing is asserted (the machine running the tests may be
+busy)."""
 
 import asyncio
 
 import pytest
-from bench.client import auth_headers, submit_one
-from bench.config import LIGHT_BODY
-from bench.latency import STREAMS, streams
+from bench.client import auth_headers
+from bench.latency import STREAMS, prober, streams
 from bench.openloop import run_open_loop
 
 from tests.conftest import LocalStack
@@ -20,10 +20,11 @@ pytestmark = [pytest.mark.e2e]
 def test_open_loop_streams_are_all_answered_with_their_expected_status(
     stack: LocalStack,
 ) -> None:
-    client = login(stack.url, *stack.admin)
-    token = client.headers["Authorization"].removeprefix("Bearer ")
+    admin = login(stack.url, *stack.admin)
     port = int(stack.info["HTTP_PORT"])
-    task_id = asyncio.run(submit_one(port, token, LIGHT_BODY))
+    token, task_id = prober(stack.url, port, admin.headers["Authorization"].split()[1])
+    me = admin.get(f"/api/v1/tasks/{task_id}").json()
+    assert me["owner"] != stack.admin[0]  # the probes' own account, not the admin's
 
     outcome = asyncio.run(
         run_open_loop(
