@@ -16,6 +16,7 @@ from celery.signals import (
     worker_ready,
     worker_shutdown,
 )
+from sqlalchemy.engine import make_url
 
 from finq_core import heap, metrics
 from finq_core.broker import celery_app
@@ -29,11 +30,16 @@ from finq_worker import (  # noqa: F401  (registers tasks)
     charts,
     deliveries,
     heartbeat,
+    priority,
     tasks,
 )
 
 app = celery_app
 log = logging.getLogger("finq.worker")
+
+# Decided by the main process before the pool forks: the pool's transactions leave SCHED_IDLE
+# (finq_worker.priority).
+_ceiling = False
 
 
 @setup_logging.connect
@@ -45,7 +51,9 @@ def _setup_logging(**_: Any) -> None:
 @worker_process_init.connect
 def _after_fork(**_: Any) -> None:
     if get_settings().worker_sched_idle:
-        yield_to_everything()
+        priority.yield_to_everything()
+        if _ceiling:
+            priority.hold_transactions_at_normal_policy()
     reset_engine()
     get_redis.cache_clear()
     metrics.worker_slots.set(1)
@@ -58,21 +66,27 @@ def _process_gone(**_: Any) -> None:
     metrics.mark_process_dead(os.getpid())
 
 
-def yield_to_everything() -> None:
-    """Run this pool process under SCHED_IDLE (WORKER_SCHED_IDLE); any process may lower its
-    own policy so, but a sandbox may refuse the call: then the pool keeps WORKER_NICE."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except OSError as exc:
-        log.warning("SCHED_IDLE refused, the pool keeps its niceness", extra={"error": str(exc)})
-
-
 @worker_init.connect
 def _yield_the_cpu(**_: Any) -> None:
-    """Lower this worker's CPU priority before its pool forks (the pool inherits it)."""
-    wanted = get_settings().worker_nice
-    if os.getpriority(os.PRIO_PROCESS, 0) < wanted:
-        os.setpriority(os.PRIO_PROCESS, 0, wanted)
+    """Lower this worker's CPU priority before its pool forks (the pool inherits it). With
+    SQLite, whose one write lock the API waits on, the pool's transactions leave SCHED_IDLE
+    when this process may (CAP_SYS_NICE, or RLIMIT_NICE)."""
+    global _ceiling
+    settings = get_settings()
+    if os.getpriority(os.PRIO_PROCESS, 0) < settings.worker_nice:
+        os.setpriority(os.PRIO_PROCESS, 0, settings.worker_nice)
+    if (
+        settings.worker_sched_idle
+        and make_url(settings.database_url).get_backend_name() == "sqlite"
+    ):
+        _ceiling = priority.this_process_may_leave_idle()
+        if not _ceiling:
+            log.warning(
+                "the pool's SQLite transactions stay under SCHED_IDLE (leaving it needs "
+                "CAP_SYS_NICE or RLIMIT_NICE >= %d): API writes may wait behind busy pool "
+                "processes",
+                20 - settings.worker_nice,
+            )
 
 
 @worker_init.connect

@@ -1,6 +1,7 @@
 """A real Celery worker, a real redis-server and a real database: outcomes of tasks."""
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -15,12 +16,12 @@ from sqlalchemy import select, update
 
 from finq_core import broker, changes, flags
 from finq_core.config import get_settings
-from finq_core.db import session_scope
+from finq_core.db import reset_engine, session_scope
 from finq_core.dispatch import due_tasks
 from finq_core.models import Task, TaskChart, TaskEvent, TaskStatus
 from finq_core.store import add_event
 from finq_core.timeutil import utcnow
-from finq_worker import runner, tasks
+from finq_worker import priority, runner, tasks
 from finq_worker.progress import WorkerContext
 from tests.e2e.tasks import LONG_MC
 from tests.helpers import wait_until
@@ -546,3 +547,45 @@ def test_a_task_over_its_owners_running_cap_waits_for_room_without_losing_an_att
         assert claimed is not None and claimed.attempts == 1
     finally:
         get_settings.cache_clear()
+
+
+def _policies_around_transactions(answers: Any) -> None:
+    """In a forked child: the policy outside, inside and after a committed and a failed
+    transaction of a SCHED_IDLE process that holds transactions at normal policy."""
+    reset_engine()
+    seen = []
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    priority.hold_transactions_at_normal_policy()
+    seen.append(os.sched_getscheduler(0))
+    with session_scope() as s:
+        s.execute(update(Task).where(Task.id == uuid.uuid4()).values(progress=0.5))
+        seen.append(os.sched_getscheduler(0))
+    seen.append(os.sched_getscheduler(0))
+    try:
+        with session_scope() as s:
+            s.execute(select(Task.id).limit(1))
+            seen.append(os.sched_getscheduler(0))
+            raise KeyError("rolled back")
+    except KeyError:
+        seen.append(os.sched_getscheduler(0))
+    answers.put(seen)
+
+
+@pytest.mark.skipif(
+    not priority.this_process_may_leave_idle(),
+    reason="leaving SCHED_IDLE needs CAP_SYS_NICE or RLIMIT_NICE",
+)
+def test_a_pool_process_holds_its_database_transactions_at_normal_policy(
+    migrated_db: str,
+) -> None:
+    """SQLite's one write lock must not wait on a SCHED_IDLE process behind its busy siblings:
+    a pool process leaves SCHED_IDLE from a transaction's start to its commit or rollback."""
+    context = multiprocessing.get_context("fork")
+    answers = context.Queue()
+    child = context.Process(target=_policies_around_transactions, args=(answers,))
+    child.start()
+    seen = answers.get(timeout=30)
+    child.join(30)
+    idle, other = os.SCHED_IDLE, os.SCHED_OTHER
+    assert seen == [idle, other, idle, other, idle]
+    assert child.exitcode == 0
