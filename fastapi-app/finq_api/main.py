@@ -35,7 +35,7 @@ from finq_api.routes import (
 from finq_api.security import hash_password
 from finq_core import broker, heap, metrics
 from finq_core.config import Settings, get_api_server_settings, get_settings
-from finq_core.db import session_scope
+from finq_core.db import background_checkpoints, session_scope
 from finq_core.logs import configure_logging
 from finq_core.models import Role, User
 from finq_engine import TASK_TYPES
@@ -71,12 +71,13 @@ def ensure_admin(settings: Settings) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    ensure_admin(get_settings())
-    metrics.zero_task_counters(TASK_TYPES, api=True)
-    broker.warm_up()
-    heap.freeze_startup()  # last: what start-up built stays out of every later collection
-    yield
-    await hub.close()
+    with background_checkpoints():  # first: before any connection opens
+        ensure_admin(get_settings())
+        metrics.zero_task_counters(TASK_TYPES, api=True)
+        broker.warm_up()
+        heap.freeze_startup()  # last: what start-up built stays out of every later collection
+        yield
+        await hub.close()
 
 
 def custom_openapi(app: FastAPI) -> dict[str, Any]:

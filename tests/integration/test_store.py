@@ -17,13 +17,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from finq_core import broker, listing, store
 from finq_core.config import get_settings
-from finq_core.db import encode_json, make_engine
+from finq_core.db import Checkpointer, encode_json, make_engine
 from finq_core.migrate import upgrade
 from finq_core.models import Task, TaskChart, TaskDelivery, TaskEvent, TaskStatus, User
 from finq_core.store import PENDING_DELIVERIES, add_event, set_progress, transition
 from finq_core.timeutil import utcnow
 from finq_core.uploads import find_upload, new_upload, upload_table
 from finq_engine import PriceTable
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -504,3 +505,43 @@ def test_migration_0008_counts_the_results_stored_before_it(tmp_path: Path) -> N
         counted = db.execute(sa.text("SELECT result_bytes FROM users")).scalar_one()
     eng.dispose()
     assert counted == 350
+
+
+def _fill_wal(url: str, commits_checkpoint: bool) -> tuple[Engine, int, int]:
+    """2,000 commits of 4 KB each (~2,000 WAL pages, twice SQLite's checkpoint mark): the
+    engine, left open (the last connection to close copies the WAL back), and the sizes of the
+    database file and its WAL."""
+    eng = make_engine(url, commits_checkpoint=commits_checkpoint)
+    path = Path(url.removeprefix("sqlite:///"))
+    with eng.begin() as db:
+        db.execute(sa.text("CREATE TABLE filler (id INTEGER PRIMARY KEY, data BLOB)"))
+    for i in range(2000):
+        with eng.begin() as db:
+            db.execute(sa.text("INSERT INTO filler VALUES (:i, randomblob(4000))"), {"i": i})
+    return eng, path.stat().st_size, Path(f"{path}-wal").stat().st_size
+
+
+def test_a_process_that_checkpoints_in_the_background_commits_without_copying_the_wal(
+    tmp_path: Path,
+) -> None:
+    """The API's commits leave SQLite's WAL to a thread (`background_checkpoints`): with
+    checkpoints on commit the file takes the pages at once; without, they wait in the WAL
+    until a `Checkpointer` copies them back."""
+    usual, on_commit, _ = _fill_wal(f"sqlite:///{tmp_path}/commits.db", commits_checkpoint=True)
+    usual.dispose()
+    path = tmp_path / "background.db"
+    eng, left, wal = _fill_wal(f"sqlite:///{path}", commits_checkpoint=False)
+    checkpointer = Checkpointer(str(path), interval=0.05)
+    try:
+        assert on_commit > 4_000_000  # copied back each time the WAL passed 1,000 pages
+        assert left < 1_000_000 < 8_000_000 < wal  # nothing copied back: all of it in the WAL
+        checkpointer.start()
+        wait_until(
+            lambda: path.stat().st_size > 8_000_000,
+            10,
+            what="the background checkpoint to copy the WAL into the database file",
+        )
+    finally:
+        checkpointer.stop()
+        eng.dispose()
+    assert not checkpointer.is_alive()

@@ -104,3 +104,32 @@ def test_a_pool_process_freezes_its_start_up_heap_when_forked(redis_server: str)
     )
     frozen, tracked = map(int, out.split())
     assert frozen > 50_000 and tracked < frozen / 10
+
+
+def test_an_api_process_on_sqlite_leaves_wal_checkpoints_to_a_thread_of_its_own(
+    redis_server: str, migrated_db: str
+) -> None:
+    """No request's commit copies SQLite's WAL back (a commit that did waited 3-8 ms); the
+    process's own thread does, from start-up to shutdown (finq_core.db.background_checkpoints)."""
+    out = fresh_interpreter(
+        """
+        import threading
+        from fastapi.testclient import TestClient
+        from sqlalchemy import text
+        from finq_api.main import create_app
+        from finq_core.db import session_scope
+
+        def checkpointers():
+            return sum(t.name == "sqlite-checkpoint" for t in threading.enumerate())
+
+        with TestClient(create_app()):
+            with session_scope() as s:
+                during = s.execute(text("PRAGMA wal_autocheckpoint")).scalar()
+            print(checkpointers(), during)
+        with session_scope() as s:
+            after = s.execute(text("PRAGMA wal_autocheckpoint")).scalar()
+        print(checkpointers(), after)
+        """,
+        redis_server,
+    )
+    assert out.split("\n") == ["1 0", "0 1000"]
