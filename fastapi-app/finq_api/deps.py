@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from finq_api import API_PREFIX, stream_access
-from finq_api.security import InvalidToken, decode_access_token
+from finq_api.security import InvalidToken, TokenClaims, decode_access_token
 from finq_core.accounts import token_user
 from finq_core.config import Settings, get_settings
 from finq_core.db import get_sessionmaker
@@ -47,23 +47,34 @@ def unauthorized() -> HTTPException:
     )
 
 
-def get_current_user(
-    session: SessionDep,
-    settings: SettingsDep,
-    token: Annotated[str | None, Depends(oauth2_scheme)],
-) -> User:
+async def get_token_claims(
+    settings: SettingsDep, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> TokenClaims:
+    """The bearer token's claims; 401 without a valid one. On the event loop: a verified
+    token is remembered (finq_api.security), so this is no blocking work."""
     if not token:
         raise unauthorized()
     try:
-        claims = decode_access_token(token, settings)
+        return decode_access_token(token, settings)
     except InvalidToken:
         raise unauthorized() from None
-    # One primary-key read into a detached User: no route changes the caller's own row
-    # through it.
+
+
+Claims = Annotated[TokenClaims, Depends(get_token_claims)]
+
+
+def caller(session: Session, claims: TokenClaims) -> User:
+    """The live account the claims speak for, as a detached User (one primary-key read: no
+    route changes the caller's own row through it); 401 when deleted, or its tokens revoked
+    (password or role changed) since."""
     user = token_user(session, claims.user_id, claims.version)
-    if user is None:  # deleted, or its tokens revoked (password or role changed) since
+    if user is None:
         raise unauthorized()
     return user
+
+
+def get_current_user(session: SessionDep, claims: Claims) -> User:
+    return caller(session, claims)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -82,7 +93,8 @@ async def get_stream_user(
     """The Authorization header, or a single-use stream ticket for this task (EventSource
     cannot send headers); a token in the query string is not accepted."""
     if token or not ticket:
-        return await run_in_threadpool(get_current_user, session, settings, token)
+        claims = await get_token_claims(settings, token)
+        return await run_in_threadpool(caller, session, claims)
     # Redis down: 503 (finq_api.errors).
     redeemed = await stream_access.redeem_ticket(ticket, str(request.path_params["task_id"]))
     if redeemed is None:

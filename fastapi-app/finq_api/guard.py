@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from fastapi.security.utils import get_authorization_scheme_param
 
 from finq_api import stream_access
-from finq_api.deps import get_current_user, get_stream_user, unauthorized
+from finq_api.deps import get_stream_user, get_token_claims, unauthorized
 from finq_api.security import InvalidToken, decode_access_token
 from finq_core.config import Settings, get_settings
 
@@ -94,14 +94,14 @@ def _declared_length(request: Request) -> int:
 
 class GuardedRoute(APIRoute):
     """An APIRoute that authenticates (token signature and expiry, no database) and bounds the
-    body before its handler reads it. The user's dependency still runs afterwards: it also
-    checks that the account exists."""
+    body before its handler reads it. The caller's account is read afterwards (`caller`): it
+    also checks that the account exists."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         calls = set(_dependencies(self.dependant))
         ticket_allowed = get_stream_user in calls
-        protected = ticket_allowed or get_current_user in calls
+        protected = ticket_allowed or get_token_claims in calls
         limit_of: BodyLimit | None = getattr(self.endpoint, "finq_body_limit", None)
 
         async def guarded(request: Request) -> Response:

@@ -23,6 +23,7 @@ from finq_api.errors import OUTAGE_RETRY_AFTER
 from finq_api.security import InvalidToken, decode_access_token
 from finq_core import metrics
 from finq_core.config import get_settings
+from finq_core.models import User
 from finq_core.ratelimit import SUBMIT_SCOPE, item, limiter
 
 log = logging.getLogger("finq.ratelimit")
@@ -106,11 +107,14 @@ async def login_limit(request: Request) -> None:
 
 
 async def submit_limit(request: Request, user: CurrentUser) -> None:
-    settings = get_settings()
-    if settings.rate_limit_enabled:
-        await run_in_threadpool(
-            check, request, settings.rate_limit_submit, SUBMIT_SCOPE, user.username, False
-        )
+    if get_settings().rate_limit_enabled:
+        await run_in_threadpool(count_submit, request, user)
+
+
+def count_submit(request: Request, user: User) -> None:
+    """The submit limit (RATE_LIMIT_SUBMIT) for `user`, counted in the calling thread: for a
+    plain `def` endpoint that reads its caller itself."""
+    check(request, get_settings().rate_limit_submit, SUBMIT_SCOPE, user.username, False)
 
 
 LoginLimit = Annotated[None, Depends(login_limit)]
