@@ -16,12 +16,11 @@ from celery.signals import (
     worker_ready,
     worker_shutdown,
 )
-from sqlalchemy.engine import make_url
 
 from finq_core import heap, metrics
 from finq_core.broker import celery_app
 from finq_core.config import get_settings, get_worker_metrics_settings
-from finq_core.db import reset_engine
+from finq_core.db import is_sqlite, reset_engine
 from finq_core.logs import configure_logging
 from finq_core.redis_client import get_redis
 from finq_engine import TASK_TYPES
@@ -75,10 +74,7 @@ def _yield_the_cpu(**_: Any) -> None:
     settings = get_settings()
     if os.getpriority(os.PRIO_PROCESS, 0) < settings.worker_nice:
         os.setpriority(os.PRIO_PROCESS, 0, settings.worker_nice)
-    if (
-        settings.worker_sched_idle
-        and make_url(settings.database_url).get_backend_name() == "sqlite"
-    ):
+    if settings.worker_sched_idle and is_sqlite(settings.database_url):
         _ceiling = priority.this_process_may_leave_idle()
         if not _ceiling:
             log.warning(

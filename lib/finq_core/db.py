@@ -25,7 +25,7 @@ CHECKPOINT_SECONDS = 1.0  # how often a background checkpoint copies SQLite's WA
 
 log = logging.getLogger("finq.db")
 
-# False in a process that checkpoints in the background (`checkpoint_in_background`).
+# False in a process that checkpoints in the background (`background_checkpoints`).
 _commits_checkpoint = True
 
 
@@ -55,6 +55,10 @@ def _json_text(value: Any) -> str:
     return pydantic_core.to_json(value).decode()
 
 
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
 def make_engine(url: str, commits_checkpoint: bool = True) -> Engine:
     """`commits_checkpoint=False` (SQLite): no commit of this engine copies the WAL back into
     the database file; something else must (`Checkpointer`)."""
@@ -64,7 +68,7 @@ def make_engine(url: str, commits_checkpoint: bool = True) -> Engine:
         "json_serializer": _json_text,
         "json_deserializer": pydantic_core.from_json,
     }
-    if url.startswith("sqlite"):
+    if is_sqlite(url):
         db_path = url.split("///", 1)[-1]
         if db_path and db_path != ":memory:":
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +138,7 @@ class Checkpointer(threading.Thread):
         self._stopping = threading.Event()
 
     def run(self) -> None:
-        conn = sqlite3.connect(self.path, timeout=0, check_same_thread=False)
+        conn = sqlite3.connect(self.path, timeout=0)
         try:
             while not self._stopping.wait(self.interval):
                 try:
@@ -156,13 +160,14 @@ def background_checkpoints() -> Iterator[None]:
     inside the commit: a request then waited ~3-8 ms for it. Enter before the process opens a
     connection; on other databases nothing changes."""
     global _commits_checkpoint
-    url = make_url(get_settings().database_url)
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+    database_url = get_settings().database_url
+    path = make_url(database_url).database if is_sqlite(database_url) else None
+    if path in (None, "", ":memory:"):
         yield
         return
     _commits_checkpoint = False
     reset_engine()
-    checkpointer = Checkpointer(str(url.database))
+    checkpointer = Checkpointer(str(path))
     checkpointer.start()
     try:
         yield
